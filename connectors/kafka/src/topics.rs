@@ -1,0 +1,329 @@
+//! The declarative topic set (config/topics.toml) and its reconciler.
+//!
+//! `apply` creates what is missing and reports drift on what exists; it never
+//! deletes, never lowers anything and never adds partitions by itself (more
+//! partitions remap keys to partitions, which breaks per-key order: that is
+//! an operator's decision).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+use surge_core::settings::TopicsSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("bad topics file {path}: {error}")]
+    Parse { path: String, error: String },
+    #[error("topic {topic}: {reason}")]
+    Invalid { topic: String, reason: String },
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicFile {
+    #[serde(default)]
+    defaults: TopicDefaults,
+    #[serde(default)]
+    topic: Vec<TopicEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicDefaults {
+    partitions: i32,
+    replication_factor: i32,
+    min_insync_replicas: i32,
+    cleanup_policy: CleanupPolicy,
+    retention: String,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            partitions: 6,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            cleanup_policy: CleanupPolicy::Delete,
+            retention: "7d".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicEntry {
+    name: String,
+    partitions: Option<i32>,
+    replication_factor: Option<i32>,
+    min_insync_replicas: Option<i32>,
+    cleanup_policy: Option<CleanupPolicy>,
+    retention: Option<String>,
+}
+
+/// Kafka's cleanup.policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+}
+
+impl CleanupPolicy {
+    pub fn as_kafka(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Compact => "compact",
+        }
+    }
+}
+
+/// One topic as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub min_insync_replicas: i32,
+    pub cleanup_policy: CleanupPolicy,
+    /// `None` keeps data forever (retention.ms = -1).
+    pub retention: Option<Duration>,
+}
+
+impl TopicSpec {
+    /// The topic configs surge manages, as Kafka names them.
+    pub fn configs(&self) -> BTreeMap<&'static str, String> {
+        let retention_ms = self.retention.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "-1".into());
+        BTreeMap::from([
+            ("cleanup.policy", self.cleanup_policy.as_kafka().to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            ("retention.ms", retention_ms),
+        ])
+    }
+}
+
+/// Reads the topics file and applies `settings` overrides (prefix, replication).
+pub fn load(path: &Path, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
+    let text = std::fs::read_to_string(path).map_err(|error| TopicsError::Read { path: path.display().to_string(), error })?;
+    parse(&text, settings).map_err(|e| match e {
+        TopicsError::Parse { error, .. } => TopicsError::Parse { path: path.display().to_string(), error },
+        other => other,
+    })
+}
+
+/// As [`load`], from text.
+pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
+    let file: TopicFile = toml::from_str(text).map_err(|e| TopicsError::Parse { path: String::new(), error: e.to_string() })?;
+    let d = &file.defaults;
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for t in file.topic {
+        let name = format!("{}{}", settings.name_prefix, t.name);
+        if seen.insert(name.clone(), ()).is_some() {
+            return Err(TopicsError::Invalid { topic: name, reason: "declared twice".into() });
+        }
+        let replication_factor = settings.replication_factor.or(t.replication_factor).unwrap_or(d.replication_factor);
+        let min_insync_replicas = settings.min_insync_replicas.or(t.min_insync_replicas).unwrap_or(d.min_insync_replicas);
+        let retention_text = t.retention.as_deref().unwrap_or(&d.retention);
+        let retention = match retention_text {
+            "forever" => None,
+            other => Some(humantime::parse_duration(other).map_err(|e| TopicsError::Invalid {
+                topic: name.clone(),
+                reason: format!("retention `{other}`: {e} (use e.g. \"7d\", \"12h\" or \"forever\")"),
+            })?),
+        };
+        let spec = TopicSpec {
+            name,
+            partitions: t.partitions.unwrap_or(d.partitions),
+            replication_factor,
+            min_insync_replicas,
+            cleanup_policy: t.cleanup_policy.unwrap_or(d.cleanup_policy),
+            retention,
+        };
+        if spec.partitions < 1 || spec.replication_factor < 1 {
+            return Err(TopicsError::Invalid { topic: spec.name, reason: "partitions and replication_factor must be at least 1".into() });
+        }
+        if spec.min_insync_replicas > spec.replication_factor {
+            return Err(TopicsError::Invalid {
+                topic: spec.name,
+                reason: format!(
+                    "min_insync_replicas {} exceeds replication_factor {}: no write could ever succeed",
+                    spec.min_insync_replicas, spec.replication_factor
+                ),
+            });
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// A difference between a declared topic and the cluster that `apply` does not fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    Partitions { topic: String, declared: i32, actual: i32 },
+    ReplicationFactor { topic: String, declared: i32, actual: i32 },
+    Config { topic: String, key: String, declared: String, actual: String },
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::Partitions { topic, declared, actual } => write!(
+                f,
+                "{topic}: has {actual} partitions, declared {declared} (not changed: adding partitions remaps keys; use kafka-topics --alter if intended)"
+            ),
+            Drift::ReplicationFactor { topic, declared, actual } => {
+                write!(f, "{topic}: replication factor is {actual}, declared {declared} (needs a partition reassignment)")
+            }
+            Drift::Config { topic, key, declared, actual } => write!(f, "{topic}: {key} is {actual}, declared {declared}"),
+        }
+    }
+}
+
+/// What `apply` did and found.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub created: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub drift: Vec<Drift>,
+}
+
+/// Creates missing topics and reports drift on existing ones.
+pub async fn apply(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+    timeout: Duration,
+) -> Result<ApplyReport, TopicsError> {
+    let mut report = ApplyReport::default();
+    let existing = describe(admin, timeout)?;
+    let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
+    if !missing.is_empty() {
+        let configs: Vec<BTreeMap<&str, String>> = missing.iter().map(|s| s.configs()).collect();
+        let new_topics: Vec<NewTopic> = missing
+            .iter()
+            .zip(&configs)
+            .map(|(s, cfg)| {
+                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor));
+                for (k, v) in cfg {
+                    t = t.set(k, v);
+                }
+                t
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+        for result in admin.create_topics(&new_topics, &opts).await? {
+            match result {
+                Ok(name) => report.created.push(name),
+                // Someone else created it between describe and create: compare below.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(TopicsError::Invalid { topic: name, reason: format!("create failed: {code}") })
+                }
+            }
+        }
+    }
+    let existing = if report.created.is_empty() { existing } else { describe(admin, timeout)? };
+    for spec in specs.iter().filter(|s| !report.created.contains(&s.name)) {
+        let Some((partitions, rf)) = existing.get(&spec.name).copied() else { continue };
+        let before = report.drift.len();
+        if partitions != spec.partitions {
+            report.drift.push(Drift::Partitions { topic: spec.name.clone(), declared: spec.partitions, actual: partitions });
+        }
+        if rf != spec.replication_factor {
+            report.drift.push(Drift::ReplicationFactor { topic: spec.name.clone(), declared: spec.replication_factor, actual: rf });
+        }
+        let actual = topic_configs(admin, &spec.name, timeout).await?;
+        for (key, declared) in spec.configs() {
+            let now = actual.get(key).cloned().unwrap_or_default();
+            if now != declared {
+                report.drift.push(Drift::Config { topic: spec.name.clone(), key: key.to_string(), declared, actual: now });
+            }
+        }
+        if report.drift.len() == before {
+            report.unchanged.push(spec.name.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// Topic name → (partitions, replication factor of partition 0).
+fn describe(admin: &AdminClient<DefaultClientContext>, timeout: Duration) -> Result<HashMap<String, (i32, i32)>, TopicsError> {
+    // Metadata is small; a blocking call here is fine in a CLI context and is
+    // also what rdkafka offers.
+    let md = admin.inner().fetch_metadata(None, timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| {
+            let rf = t.partitions().first().map(|p| p.replicas().len() as i32).unwrap_or(0);
+            (t.name().to_string(), (t.partitions().len() as i32, rf))
+        })
+        .collect())
+}
+
+async fn topic_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, String>, TopicsError> {
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let results = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await?;
+    let mut out = HashMap::new();
+    for r in results {
+        let resource = r.map_err(KafkaError::AdminOp)?;
+        for entry in resource.entries {
+            if let Some(v) = entry.value {
+                out.insert(entry.name, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_topics_file_parses_and_has_every_public_topic() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/topics.toml");
+        let specs = load(&path, &TopicsSettings::default()).unwrap();
+        for public in ["coupon-issue", "coupon-result", "order-create", "order-cancel", "payment-request", "order-status"] {
+            assert!(specs.iter().any(|s| s.name == public), "{public} missing");
+        }
+        let changelog = specs.iter().find(|s| s.name == "coupon-pipeline-changelog").unwrap();
+        assert_eq!(changelog.cleanup_policy, CleanupPolicy::Compact);
+        assert_eq!(changelog.retention, None);
+        let input = specs.iter().find(|s| s.name == "coupon-issue").unwrap();
+        assert_eq!(changelog.partitions, input.partitions, "a changelog partition per input partition");
+    }
+
+    #[test]
+    fn overrides_apply_to_every_topic() {
+        let text = "[[topic]]\nname = \"a\"\nreplication_factor = 1\n";
+        let s = TopicsSettings { replication_factor: Some(3), min_insync_replicas: Some(2), name_prefix: "t1-".into(), ..Default::default() };
+        let specs = parse(text, &s).unwrap();
+        assert_eq!(specs[0].name, "t1-a");
+        assert_eq!((specs[0].replication_factor, specs[0].min_insync_replicas), (3, 2));
+    }
+
+    #[test]
+    fn rejects_impossible_and_unknown_settings() {
+        let e = parse("[[topic]]\nname = \"a\"\nmin_insync_replicas = 2\n", &TopicsSettings::default()).unwrap_err();
+        assert!(e.to_string().contains("exceeds replication_factor"), "{e}");
+        let e = parse("[[topic]]\nname = \"a\"\npartition = 2\n", &TopicsSettings::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `partition`") && e.to_string().contains("line 3"), "{e}");
+        let e = parse("[[topic]]\nname = \"a\"\nretention = \"soon\"\n", &TopicsSettings::default()).unwrap_err();
+        assert!(e.to_string().contains("retention"), "{e}");
+    }
+}

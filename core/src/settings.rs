@@ -1,0 +1,379 @@
+//! Settings: built-in defaults, then a TOML file (config/surge.toml), then
+//! environment variables `SURGE_<SECTION>__<KEY>` (double underscore between
+//! levels). Unknown keys and bad values stop the process at start, with the
+//! file line or the variable that is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a surge process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The Kafka cluster.
+    pub kafka: KafkaSettings,
+    /// The schema registry (Confluent-compatible API).
+    pub registry: RegistrySettings,
+    /// PostgreSQL, the record of truth for reads and reports.
+    pub postgres: PostgresSettings,
+    /// Redis, the read cache.
+    pub redis: RedisSettings,
+    /// Where the declarative topic list lives and cluster-wide overrides for it.
+    pub topics: TopicsSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// How to reach Kafka. Typed settings for the common cases; `librdkafka`
+/// passes anything else straight to the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Prefix of every client.id this process uses.
+    pub client_id: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism when SASL is used, e.g. `SCRAM-SHA-512` or `PLAIN`.
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password (prefer the environment: `SURGE_KAFKA__SASL_PASSWORD`).
+    pub sasl_password: Option<String>,
+    /// CA certificate file for TLS.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificate file for mutual TLS.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// Client key file for mutual TLS.
+    pub ssl_key_location: Option<PathBuf>,
+    /// Raw librdkafka properties, applied last (escape hatch).
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            client_id: "surge".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka spelling.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// The schema registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Root of the Confluent-compatible API.
+    pub url: String,
+    /// Compatibility level set on every subject surge registers.
+    pub compatibility: String,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), compatibility: "BACKWARD".into() }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// Connection URL.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self { url: "postgres://surge:surge@127.0.0.1:5432/surge".into(), max_connections: 8 }
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Connection URL.
+    pub url: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379".into() }
+    }
+}
+
+/// The declarative topic list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsSettings {
+    /// The topics file, relative to the working directory.
+    pub file: PathBuf,
+    /// Overrides every topic's replication factor (3 on a 3-broker cluster).
+    pub replication_factor: Option<i32>,
+    /// Overrides every topic's min.insync.replicas.
+    pub min_insync_replicas: Option<i32>,
+    /// Prefix added to every topic name (isolates tests and tenants).
+    pub name_prefix: String,
+}
+
+impl Default for TopicsSettings {
+    fn default() -> Self {
+        Self { file: "config/topics.toml".into(), replication_factor: None, min_insync_replicas: None, name_prefix: String::new() }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `surge=debug,rdkafka=warn`. `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A `Duration` written as `"100ms"`, `"5s"`; used by sections of later subsystems.
+pub mod duration {
+    pub use humantime_serde::{deserialize, serialize};
+}
+
+/// A configuration that cannot be used; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SettingsError {
+    pub message: String,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (when given, it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let mut text = None;
+        if let Some(path) = file {
+            let content = std::fs::read_to_string(path)
+                .map_err(|e| SettingsError { message: format!("cannot read config file {}: {e}", path.display()) })?;
+            figment = figment.merge(Toml::string(&content));
+            text = Some((path.to_path_buf(), content));
+        }
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
+        figment = figment.merge(env_provider(env.clone()));
+        figment.extract().map_err(|e| explain(e, text.as_ref(), &env))
+    }
+}
+
+/// `SURGE_<SECTION>__<KEY>`: only variables with a section separator are
+/// settings, so `SURGE_STACK_DIR` and friends stay out of the way.
+fn is_setting_var(key: &str) -> bool {
+    key.strip_prefix("SURGE_").is_some_and(|rest| rest.contains("__"))
+}
+
+fn env_provider(vars: Vec<(String, String)>) -> impl figment::Provider {
+    // figment's Env reads the process environment; feed it a fixed snapshot
+    // instead by serializing the nested map ourselves.
+    let mut root = figment::value::Dict::new();
+    for (key, value) in vars {
+        let path: Vec<String> = key["SURGE_".len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+        insert(&mut root, &path, parse_env_value(&value));
+    }
+    Serialized::globals(root).profile(figment::Profile::Default)
+}
+
+fn insert(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict.entry(head.clone()).or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, child) = entry {
+                insert(child, rest, value);
+            }
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> figment::value::Value {
+    // The same rules as figment's Env: numbers and booleans are typed, the
+    // rest stays a string.
+    raw.parse::<figment::value::Value>().unwrap_or_else(|_| raw.to_string().into())
+}
+
+fn explain(e: figment::Error, file: Option<&(PathBuf, String)>, env: &[(String, String)]) -> SettingsError {
+    let path = e.path.clone();
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
+        }
+        other => other.to_string(),
+    };
+    let key = path.join(".");
+    // A value from the environment: name the variable.
+    let var = format!("SURGE_{}", path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__"));
+    if env.iter().any(|(k, _)| k.eq_ignore_ascii_case(&var)) {
+        return SettingsError { message: format!("bad setting in environment variable {var}: {what}") };
+    }
+    if let Some((file, text)) = file {
+        if let Some(line) = locate(text, &path) {
+            let content = text.lines().nth(line - 1).unwrap_or_default().trim();
+            return SettingsError {
+                message: format!("bad setting in {} line {line} (`{content}`), key `{key}`: {what}", file.display()),
+            };
+        }
+        return SettingsError { message: format!("bad setting in {}, key `{key}`: {what}", file.display()) };
+    }
+    SettingsError { message: format!("bad setting `{key}`: {what}") }
+}
+
+/// 1-based line of `path` (section... key) in a TOML text, by a plain scan:
+/// the last `[a.b]` header seen must equal the leading path segments.
+fn locate(text: &str, path: &[String]) -> Option<usize> {
+    let (key, sections) = path.split_last()?;
+    let want = sections.join(".");
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            current = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if current == path.join(".") {
+                return Some(i + 1); // a whole section is wrong (e.g. unknown section)
+            }
+            continue;
+        }
+        let Some((k, _)) = l.split_once('=') else { continue };
+        let k = k.trim().trim_matches('"');
+        if current == want && k == key {
+            return Some(i + 1);
+        }
+        // Dotted keys written inline: `kafka.client_id = ...` at top level.
+        if current.is_empty() && k == path.join(".") {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(content: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        f
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let f = file("[kafka]\nbootstrap_servers = \"b1:9092\"\nclient_id = \"from-file\"\n");
+        let env = vec![
+            ("SURGE_KAFKA__CLIENT_ID".to_string(), "from-env".to_string()),
+            ("SURGE_KAFKA__LIBRDKAFKA__SOCKET.KEEPALIVE.ENABLE".to_string(), "true".to_string()),
+            ("SURGE_STACK_DIR".to_string(), "/not/a/setting".to_string()),
+        ];
+        let s = Settings::load_from(Some(f.path()), env).unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "b1:9092");
+        assert_eq!(s.kafka.client_id, "from-env");
+        assert_eq!(s.kafka.librdkafka.get("socket.keepalive.enable").map(String::as_str), Some("true"));
+        assert_eq!(s.registry, RegistrySettings::default());
+    }
+
+    #[test]
+    fn the_shipped_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/surge.toml");
+        Settings::load_from(Some(&path), no_env()).expect("config/surge.toml is valid");
+    }
+
+    #[test]
+    fn unknown_key_names_the_line() {
+        let f = file("[kafka]\nclient_id = \"x\"\nbootstrap_server = \"typo:9092\"\n");
+        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown key `bootstrap_server`"), "{err}");
+        assert!(err.contains("bootstrap_servers"), "suggests the right key: {err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_line() {
+        let f = file("[kafka]\nsecurity_protocol = \"tls\"\n");
+        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("security_protocol"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let env = vec![("SURGE_POSTGRES__MAX_CONNECTIONS".to_string(), "many".to_string())];
+        let err = Settings::load_from(None, env).unwrap_err().to_string();
+        assert!(err.contains("SURGE_POSTGRES__MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported() {
+        let f = file("[kafka\nclient_id = 1\n");
+        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

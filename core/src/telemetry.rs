@@ -1,0 +1,86 @@
+//! Logs, metrics and health for every long-running process: tracing to
+//! stderr (text or JSON), Prometheus text on `/metrics`, and `/health`
+//! answering 200 while the process can do its job and 503 otherwise.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::settings::{LogFormat, LogSettings};
+use crate::shutdown::Shutdown;
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
+pub fn init_logging(settings: &LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// What `/health` reports.
+pub trait HealthCheck: Send + Sync + 'static {
+    /// `Ok` with a short status when healthy, `Err` with the reason otherwise.
+    fn check(&self) -> Result<String, String>;
+}
+
+impl<F: Fn() -> Result<String, String> + Send + Sync + 'static> HealthCheck for F {
+    fn check(&self) -> Result<String, String> {
+        self()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Registry,
+    health: Arc<dyn HealthCheck>,
+}
+
+/// The `/metrics` and `/health` routes, to mount on a server of one's own.
+pub fn router(registry: Registry, health: Arc<dyn HealthCheck>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health_route))
+        .with_state(AppState { registry, health })
+}
+
+/// Serves [`router`] on `addr` (port 0 picks a free one) until `shutdown`.
+/// Returns the bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    health: Arc<dyn HealthCheck>,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(registry, health);
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.wait()).await {
+            tracing::warn!(message = "telemetry server stopped", %error);
+        }
+    });
+    Ok((local, task))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    let families = state.registry.gather();
+    match TextEncoder::new().encode(&families, &mut buf) {
+        Ok(()) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], buf).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn health_route(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.check() {
+        Ok(status) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok", "detail": status }))),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "unavailable", "detail": reason })))
+        }
+    }
+}

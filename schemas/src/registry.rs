@@ -1,0 +1,186 @@
+//! The schema registry, spoken through its Confluent-compatible REST API
+//! (Apicurio Registry serves it under `/apis/ccompat/v7`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::schema_registry::{
+    get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema, SrSettings,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+
+/// A registry call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry does not know this schema id (a poison record, not an outage).
+    #[error("schema id {0} is not in the registry")]
+    UnknownSchemaId(u32),
+    /// The subject has no version yet.
+    #[error("subject {0} has no registered version")]
+    UnknownSubject(String),
+    /// The registry refused a schema as incompatible with the subject's versions.
+    #[error("registry rejected the schema for {subject}: {message}")]
+    Incompatible { subject: String, message: String },
+    /// A schema text the registry returned that does not parse.
+    #[error("registry returned an unparsable schema for {what}: {error}")]
+    BadSchema { what: String, error: String },
+    /// Transport or server trouble: worth retrying.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RegistryError {
+    /// Whether calling again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryError {
+    let text = e.to_string();
+    if text.contains("404") || text.contains("40403") || text.contains("40401") || text.contains("not found") {
+        not_found()
+    } else if text.contains("409") {
+        RegistryError::Incompatible { subject: String::new(), message: text }
+    } else if e.retriable {
+        RegistryError::Unavailable(text)
+    } else {
+        RegistryError::Unavailable(text)
+    }
+}
+
+/// A registered version of a subject.
+#[derive(Debug, Clone)]
+pub struct RegisteredVersion {
+    pub id: u32,
+    pub version: Option<u32>,
+    pub schema: String,
+}
+
+/// Client for one registry, with a cache of schemas by id.
+#[derive(Clone)]
+pub struct Registry {
+    url: String,
+    settings: SrSettings,
+    http: reqwest::Client,
+    by_id: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("url", &self.url).finish()
+    }
+}
+
+impl Registry {
+    /// `url` is the Confluent API root, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`.
+    pub fn new(url: &str) -> Self {
+        let url = url.trim_end_matches('/').to_string();
+        Self {
+            settings: SrSettings::new(url.clone()),
+            url,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("a TLS backend is compiled in"),
+            by_id: Arc::default(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Registers `schema` under `subject` (or finds it if already there) and returns its id.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        post_schema(&self.settings, subject.to_string(), supplied)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| match classify(e, || RegistryError::UnknownSubject(subject.to_string())) {
+                RegistryError::Incompatible { message, .. } => {
+                    RegistryError::Incompatible { subject: subject.to_string(), message }
+                }
+                other => other,
+            })
+    }
+
+    /// The latest version of `subject`, or `None` if it has none.
+    pub async fn latest(&self, subject: &str) -> Result<Option<RegisteredVersion>, RegistryError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategy(
+            subject.strip_suffix("-value").unwrap_or(subject).to_string(),
+            false,
+        );
+        match get_schema_by_subject(&self.settings, &strategy).await {
+            Ok(r) => Ok(Some(RegisteredVersion { id: r.id, version: r.version, schema: r.schema })),
+            Err(e) => match classify(e, || RegistryError::UnknownSubject(subject.to_string())) {
+                RegistryError::UnknownSubject(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Whether the registry accepts `schema` as the next version of `subject`
+    /// under the subject's compatibility level.
+    pub async fn is_compatible(&self, subject: &str, schema: &str) -> Result<bool, RegistryError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        is_compatible_schema(&self.settings, subject.to_string(), supplied)
+            .await
+            .map_err(|e| classify(e, || RegistryError::UnknownSubject(subject.to_string())))
+    }
+
+    /// Sets the compatibility level of `subject` (e.g. `BACKWARD`).
+    pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        let resp = self
+            .http
+            .put(format!("{}/config/{subject}", self.url))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "compatibility": level }))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Unavailable(format!("PUT /config/{subject}: {status} {body}")));
+        }
+        Ok(())
+    }
+
+    /// The compatibility level set on `subject`, if any.
+    pub async fn compatibility(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        let resp = self
+            .http
+            .get(format!("{}/config/{subject}", self.url))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body: serde_json::Value = resp.json().await.map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        Ok(body.get("compatibilityLevel").and_then(|v| v.as_str()).map(str::to_string))
+    }
+
+    /// The writer schema for `id`, fetched once and cached for the process.
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.by_id.lock().expect("cache lock").get(&id) {
+            return Ok(s.clone());
+        }
+        let registered = get_schema_by_id(id, &self.settings)
+            .await
+            .map_err(|e| classify(e, || RegistryError::UnknownSchemaId(id)))?;
+        let schema = Schema::parse_str(&registered.schema)
+            .map_err(|e| RegistryError::BadSchema { what: format!("id {id}"), error: e.to_string() })?;
+        let schema = Arc::new(schema);
+        self.by_id.lock().expect("cache lock").insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    /// Seeds the cache with a schema whose id is known (our own writer schema).
+    pub fn remember(&self, id: u32, schema: Schema) {
+        self.by_id.lock().expect("cache lock").insert(id, Arc::new(schema));
+    }
+}

@@ -1,0 +1,19 @@
+//! One module per subcommand. Each exposes `run(args, &Settings)` returning
+//! the process exit code; errors that are the user's are printed plainly.
+
+pub mod doctor;
+pub mod schemas;
+pub mod topics;
+
+use std::process::ExitCode;
+
+use surge_core::Settings;
+
+pub fn print_config(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let mut shown = settings.clone();
+    if shown.kafka.sasl_password.is_some() {
+        shown.kafka.sasl_password = Some("<redacted>".into());
+    }
+    print!("{}", toml::to_string_pretty(&shown)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,56 @@
+//! `surge topics apply`: make the cluster match config/topics.toml.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use surge_core::Settings;
+use surge_kafka::{topics, ClientFactory};
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics; report drift on existing ones (exit 2 when there is drift).
+    Apply,
+    /// Show the declared topics after overrides, without contacting Kafka.
+    Plan,
+}
+
+pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let specs = topics::load(&settings.topics.file, &settings.topics)?;
+    match cmd {
+        TopicsCommand::Plan => {
+            for s in &specs {
+                println!(
+                    "{:<32} partitions {:<3} rf {} min.isr {} {} retention {}",
+                    s.name,
+                    s.partitions,
+                    s.replication_factor,
+                    s.min_insync_replicas,
+                    s.cleanup_policy.as_kafka(),
+                    s.retention.map_or("forever".into(), |d| humantime::format_duration(d).to_string())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TopicsCommand::Apply => {
+            let admin = ClientFactory::new(settings.kafka.clone()).admin()?;
+            let report = topics::apply(&admin, &specs, Duration::from_secs(30)).await?;
+            for t in &report.created {
+                println!("created   {t}");
+            }
+            for t in &report.unchanged {
+                println!("ok        {t}");
+            }
+            for d in &report.drift {
+                println!("DRIFT     {d}");
+            }
+            println!(
+                "{} created, {} unchanged, {} drift",
+                report.created.len(),
+                report.unchanged.len(),
+                report.drift.len()
+            );
+            Ok(if report.drift.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `surge`: one binary, one subcommand per process or tool. This file only
+//! parses the command line, loads settings and dispatches; each subcommand
+//! lives in `commands/`.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use surge_core::Settings;
+
+/// Flash-sale commerce as exactly-once Kafka pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "surge", version, about, long_about = None)]
+struct Cli {
+    /// Settings file (TOML). Every key can be overridden by SURGE_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "SURGE_CONFIG", default_value = "config/surge.toml")]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register the Avro contracts in the schema registry, or check changes against it.
+    #[command(subcommand)]
+    Schemas(commands::schemas::SchemasCommand),
+    /// Create the topics declared in config/topics.toml and report drift.
+    #[command(subcommand)]
+    Topics(commands::topics::TopicsCommand),
+    /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Print the effective settings (defaults, file and environment merged) as TOML.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match load_settings(&cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("surge: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    surge_core::telemetry::init_logging(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("surge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Schemas(cmd) => commands::schemas::run(cmd, &settings).await,
+            Command::Topics(cmd) => commands::topics::run(cmd, &settings).await,
+            Command::Doctor(args) => commands::doctor::run(args, &settings).await,
+            Command::Config => commands::print_config(&settings),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("surge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default file is optional (a binary run outside the repo uses built-in
+/// defaults and the environment); a file named explicitly must exist.
+fn load_settings(path: &std::path::Path) -> Result<Settings, surge_core::SettingsError> {
+    let explicit = std::env::args_os().any(|a| a == "--config" || a == "-c") || std::env::var_os("SURGE_CONFIG").is_some();
+    if path.exists() || explicit {
+        Settings::load(Some(path))
+    } else {
+        Settings::load(None)
+    }
+}
