@@ -1,0 +1,98 @@
+//! A data team's client reads surge's records: Python confluent-kafka with its
+//! AvroDeserializer and the registry, nothing from surge. Covers a union of
+//! records with timestamps (coupon-issue) and decimal money (order-create).
+//!
+//! The interpreter is `SURGE_PYTHON`, else `.stack/venv/bin/python`, which
+//! scripts/test creates with `pip install confluent-kafka[avro,schemaregistry]`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use surge_kafka::ClientFactory;
+use surge_schemas::coupon::{CouponAction, CouponCommand};
+use surge_schemas::order::{OrderCreate, OrderItem};
+use surge_schemas::{Contract, Money, Registry, TopicCodec};
+
+fn python() -> String {
+    std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
+        let venv = common::repo_root().join(".stack/venv/bin/python");
+        assert!(venv.exists(), "no Python with confluent-kafka: run scripts/test (it creates {}) or set SURGE_PYTHON", venv.display());
+        venv.display().to_string()
+    })
+}
+
+async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, key: &str, msg: &T) {
+    let settings = common::settings();
+    let factory = ClientFactory::new(settings.kafka.clone());
+    factory
+        .admin()
+        .unwrap()
+        .create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap();
+    let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
+    let payload = codec.encode(msg).unwrap();
+    producer.send(FutureRecord::to(topic).key(key).payload(&payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+}
+
+fn read_with_python(topic: &str) -> serde_json::Value {
+    let settings = common::settings();
+    let out = Command::new(python())
+        .arg(common::repo_root().join("tests/interop/read_with_confluent_kafka.py"))
+        .args([&settings.kafka.bootstrap_servers, &settings.registry.url, topic, "1"])
+        .output()
+        .expect("run python");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python reader failed: {stderr}");
+    let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_python_decodes_a_coupon_command() {
+    let registry = Registry::new(&common::settings().registry.url);
+    let codec = TopicCodec::<CouponCommand>::connect(&registry).await.unwrap();
+    let topic = common::unique("interop-coupon");
+    let msg = CouponCommand {
+        request_id: "req-42".into(),
+        coupon_id: "flash-7".into(),
+        requested_at: surge_schemas::now(),
+        command: CouponAction::Issue { user_id: "user-9".into() },
+    };
+    produce(&codec, &topic, "flash-7", &msg).await;
+    let got = read_with_python(&topic);
+    assert_eq!(got["key"], "flash-7");
+    let v = &got["value"];
+    assert_eq!(v["requestId"], "req-42");
+    assert_eq!(v["couponId"], "flash-7");
+    assert_eq!(v["requestedAt"], msg.requested_at.timestamp_millis(), "timestamp-millis decodes to the same instant");
+    assert_eq!(v["command"]["userId"], "user-9", "the union branch decodes to the IssueRequest record");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_python_decodes_decimal_money() {
+    let registry = Registry::new(&common::settings().registry.url);
+    let codec = TopicCodec::<OrderCreate>::connect(&registry).await.unwrap();
+    let topic = common::unique("interop-order");
+    let msg = OrderCreate {
+        order_id: "o-1".into(),
+        user_id: "u-1".into(),
+        items: vec![
+            OrderItem { product_id: "p-1".into(), quantity: 2, unit_price: Money(1999) },
+            OrderItem { product_id: "p-2".into(), quantity: 1, unit_price: Money(-5) },
+        ],
+        currency: "EUR".into(),
+        coupon_id: None,
+        requested_at: surge_schemas::now(),
+    };
+    produce(&codec, &topic, "o-1", &msg).await;
+    let v = &read_with_python(&topic)["value"];
+    assert_eq!(v["items"][0]["unitPrice"], "19.99");
+    assert_eq!(v["items"][1]["unitPrice"], "-0.05");
+    assert_eq!(v["items"][0]["quantity"], 2);
+    assert!(v["couponId"].is_null());
+}

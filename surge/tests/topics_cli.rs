@@ -1,0 +1,50 @@
+//! `surge topics apply` against the real broker: creates what is declared,
+//! is idempotent, and reports (without fixing) drift.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{stdout, surge, unique};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use surge_kafka::ClientFactory;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_creates_then_changes_nothing_then_reports_drift() {
+    let prefix = format!("{}-", unique("topics"));
+    let env = [("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())];
+    let declared = surge_kafka::topics::load(&common::repo_root().join("config/topics.toml"), &Default::default()).unwrap();
+
+    // Pre-create one declared topic with fewer partitions than declared: drift.
+    let short = declared.iter().find(|t| t.name == "order-status").unwrap();
+    let admin = ClientFactory::new(common::settings().kafka).admin().unwrap();
+    let name = format!("{prefix}order-status");
+    admin
+        .create_topics(&[NewTopic::new(&name, short.partitions - 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let first = surge(&["topics", "apply"], &env);
+    let text = stdout(&first);
+    assert_eq!(text.matches("created ").count(), declared.len() - 1, "{text}");
+    assert!(text.contains(&format!("DRIFT     {name}: has {} partitions, declared {}", short.partitions - 1, short.partitions)), "{text}");
+    assert_eq!(first.status.code(), Some(2), "drift gives exit 2");
+
+    let second = surge(&["topics", "apply"], &env);
+    let text = stdout(&second);
+    assert!(text.contains(&format!("0 created, {} unchanged, 1 drift", declared.len() - 1)), "{text}");
+    assert_eq!(second.status.code(), Some(2));
+
+    // The drifting topic was left alone (no data-destroying fix).
+    let md = admin.inner().fetch_metadata(Some(&name), Duration::from_secs(10)).unwrap();
+    assert_eq!(md.topics()[0].partitions().len() as i32, short.partitions - 1);
+
+    // Without drift, a re-apply is a clean no-op with exit 0.
+    let prefix2 = format!("{}-", unique("topics"));
+    let env2 = [("SURGE_TOPICS__NAME_PREFIX", prefix2.as_str())];
+    assert!(surge(&["topics", "apply"], &env2).status.success());
+    let again = surge(&["topics", "apply"], &env2);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains(&format!("0 created, {} unchanged, 0 drift", declared.len())));
+}
