@@ -51,7 +51,9 @@ pub struct KafkaSettings {
     pub ssl_certificate_location: Option<PathBuf>,
     /// Client key file for mutual TLS.
     pub ssl_key_location: Option<PathBuf>,
-    /// Raw librdkafka properties, applied last (escape hatch).
+    /// Raw librdkafka properties, applied last (escape hatch). Values may be
+    /// written as strings, numbers or booleans.
+    #[serde(deserialize_with = "scalar_map")]
     pub librdkafka: BTreeMap<String, String>,
 }
 
@@ -70,6 +72,31 @@ impl Default for KafkaSettings {
             librdkafka: BTreeMap::new(),
         }
     }
+}
+
+/// A map whose values are any TOML/env scalar, kept as the string librdkafka wants.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        B(bool),
+        I(i64),
+        F(f64),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::B(b) => b.to_string(),
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 /// Kafka's `security.protocol`.
@@ -331,12 +358,14 @@ mod tests {
         let env = vec![
             ("SURGE_KAFKA__CLIENT_ID".to_string(), "from-env".to_string()),
             ("SURGE_KAFKA__LIBRDKAFKA__SOCKET.KEEPALIVE.ENABLE".to_string(), "true".to_string()),
+            ("SURGE_KAFKA__LIBRDKAFKA__SESSION.TIMEOUT.MS".to_string(), "6000".to_string()),
             ("SURGE_STACK_DIR".to_string(), "/not/a/setting".to_string()),
         ];
         let s = Settings::load_from(Some(f.path()), env).unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "b1:9092");
         assert_eq!(s.kafka.client_id, "from-env");
         assert_eq!(s.kafka.librdkafka.get("socket.keepalive.enable").map(String::as_str), Some("true"));
+        assert_eq!(s.kafka.librdkafka.get("session.timeout.ms").map(String::as_str), Some("6000"));
         assert_eq!(s.registry, RegistrySettings::default());
     }
 
