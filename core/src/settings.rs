@@ -26,6 +26,68 @@ pub struct Settings {
     pub topics: TopicsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The exactly-once pipelines, one section each.
+    pub pipelines: PipelinesSettings,
+}
+
+/// One section per pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesSettings {
+    /// coupon-issue → coupon-result.
+    pub coupon: PipelineSettings,
+}
+
+impl Default for PipelinesSettings {
+    fn default() -> Self {
+        Self { coupon: PipelineSettings::with_metrics_port(9464) }
+    }
+}
+
+/// How one exactly-once pipeline runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Identity of this instance. Stable across restarts: it names the
+    /// transactional.id and the static group member, so a restarted instance
+    /// fences its own zombie. Two live instances must differ.
+    pub instance_id: String,
+    /// Consumer group; defaults to `surge-<pipeline>` (with the topics name prefix).
+    pub group_id: Option<String>,
+    /// Commit the open transaction after this long (e.g. "100ms").
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: std::time::Duration,
+    /// ... or after this many input records, whichever comes first.
+    pub max_batch_records: usize,
+    /// Timeout of one transaction call (commit, abort, send offsets).
+    #[serde(with = "humantime_serde")]
+    pub transaction_call_timeout: std::time::Duration,
+    /// Where /metrics and /health are served.
+    pub metrics_listen: std::net::SocketAddr,
+    /// Fault injection for tests and `surge chaos`: the probability that a
+    /// batch is aborted instead of committed, as if the processor had failed.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub inject_abort_ratio: f64,
+}
+
+impl PipelineSettings {
+    fn with_metrics_port(port: u16) -> Self {
+        Self {
+            instance_id: "0".into(),
+            group_id: None,
+            commit_interval: std::time::Duration::from_millis(100),
+            max_batch_records: 5000,
+            transaction_call_timeout: std::time::Duration::from_secs(30),
+            metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            inject_abort_ratio: 0.0,
+        }
+    }
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self::with_metrics_port(9464)
+    }
 }
 
 /// How to reach Kafka. Typed settings for the common cases; `librdkafka`
@@ -71,6 +133,20 @@ impl Default for KafkaSettings {
             ssl_key_location: None,
             librdkafka: BTreeMap::new(),
         }
+    }
+}
+
+/// A float written as a number (TOML) or a string (environment variables stay strings).
+fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum F {
+        N(f64),
+        S(String),
+    }
+    match F::deserialize(d)? {
+        F::N(n) => Ok(n),
+        F::S(s) => s.trim().parse().map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
     }
 }
 
@@ -240,8 +316,24 @@ impl Settings {
             text = Some((path.to_path_buf(), content));
         }
         let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
-        figment = figment.merge(env_provider(env.clone()));
-        figment.extract().map_err(|e| explain(e, text.as_ref(), &env))
+        // Environment values are typed like TOML ("250" is a number, "true" a
+        // boolean); a variable whose field wants a string (an instance id "0",
+        // a numeric password) is retried as the raw string.
+        let mut raw: std::collections::HashSet<String> = std::collections::HashSet::new();
+        loop {
+            let attempt = figment.clone().merge(env_provider(&env, &raw));
+            match attempt.extract::<Settings>() {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    let var = env_var_for(&e.path);
+                    let wants_string = matches!(&e.kind, figment::error::Kind::InvalidType(_, expected) if expected.contains("string"));
+                    if wants_string && env.iter().any(|(k, _)| *k == var) && raw.insert(var) {
+                        continue;
+                    }
+                    return Err(explain(e, text.as_ref(), &env));
+                }
+            }
+        }
     }
 }
 
@@ -251,13 +343,19 @@ fn is_setting_var(key: &str) -> bool {
     key.strip_prefix("SURGE_").is_some_and(|rest| rest.contains("__"))
 }
 
-fn env_provider(vars: Vec<(String, String)>) -> impl figment::Provider {
+/// The variable that sets `path`, e.g. `SURGE_KAFKA__CLIENT_ID`.
+fn env_var_for(path: &[String]) -> String {
+    format!("SURGE_{}", path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__"))
+}
+
+fn env_provider(vars: &[(String, String)], raw: &std::collections::HashSet<String>) -> impl figment::Provider {
     // figment's Env reads the process environment; feed it a fixed snapshot
-    // instead by serializing the nested map ourselves.
+    // instead by building the nested map ourselves.
     let mut root = figment::value::Dict::new();
     for (key, value) in vars {
         let path: Vec<String> = key["SURGE_".len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
-        insert(&mut root, &path, parse_env_value(&value));
+        let value = if raw.contains(key) { value.clone().into() } else { parse_env_value(value) };
+        insert(&mut root, &path, value);
     }
     Serialized::globals(root).profile(figment::Profile::Default)
 }
@@ -278,8 +376,6 @@ fn insert(dict: &mut figment::value::Dict, path: &[String], value: figment::valu
 }
 
 fn parse_env_value(raw: &str) -> figment::value::Value {
-    // The same rules as figment's Env: numbers and booleans are typed, the
-    // rest stays a string.
     raw.parse::<figment::value::Value>().unwrap_or_else(|_| raw.to_string().into())
 }
 
@@ -293,7 +389,7 @@ fn explain(e: figment::Error, file: Option<&(PathBuf, String)>, env: &[(String, 
     };
     let key = path.join(".");
     // A value from the environment: name the variable.
-    let var = format!("SURGE_{}", path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__"));
+    let var = env_var_for(&path);
     if env.iter().any(|(k, _)| k.eq_ignore_ascii_case(&var)) {
         return SettingsError { message: format!("bad setting in environment variable {var}: {what}") };
     }
@@ -360,6 +456,12 @@ mod tests {
             ("SURGE_KAFKA__LIBRDKAFKA__SOCKET.KEEPALIVE.ENABLE".to_string(), "true".to_string()),
             ("SURGE_KAFKA__LIBRDKAFKA__SESSION.TIMEOUT.MS".to_string(), "6000".to_string()),
             ("SURGE_STACK_DIR".to_string(), "/not/a/setting".to_string()),
+            ("SURGE_PIPELINES__COUPON__INSTANCE_ID".to_string(), "0".to_string()),
+            ("SURGE_PIPELINES__COUPON__MAX_BATCH_RECORDS".to_string(), "250".to_string()),
+            ("SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO".to_string(), "0.25".to_string()),
+            ("SURGE_PIPELINES__COUPON__COMMIT_INTERVAL".to_string(), "20ms".to_string()),
+            ("SURGE_TOPICS__REPLICATION_FACTOR".to_string(), "3".to_string()),
+            ("SURGE_KAFKA__SASL_PASSWORD".to_string(), "12345".to_string()),
         ];
         let s = Settings::load_from(Some(f.path()), env).unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "b1:9092");
@@ -367,6 +469,12 @@ mod tests {
         assert_eq!(s.kafka.librdkafka.get("socket.keepalive.enable").map(String::as_str), Some("true"));
         assert_eq!(s.kafka.librdkafka.get("session.timeout.ms").map(String::as_str), Some("6000"));
         assert_eq!(s.registry, RegistrySettings::default());
+        assert_eq!(s.pipelines.coupon.instance_id, "0");
+        assert_eq!(s.pipelines.coupon.max_batch_records, 250);
+        assert_eq!(s.pipelines.coupon.inject_abort_ratio, 0.25);
+        assert_eq!(s.pipelines.coupon.commit_interval, std::time::Duration::from_millis(20));
+        assert_eq!(s.topics.replication_factor, Some(3));
+        assert_eq!(s.kafka.sasl_password.as_deref(), Some("12345"), "a numeric secret stays a string");
     }
 
     #[test]

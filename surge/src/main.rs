@@ -30,6 +30,8 @@ enum Command {
     /// Create the topics declared in config/topics.toml and report drift.
     #[command(subcommand)]
     Topics(commands::topics::TopicsCommand),
+    /// Run an exactly-once pipeline (until SIGTERM/SIGINT).
+    Pipeline(commands::pipeline::PipelineArgs),
     /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
     Doctor(commands::doctor::DoctorArgs),
     /// Print the effective settings (defaults, file and environment merged) as TOML.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Schemas(cmd) => commands::schemas::run(cmd, &settings).await,
             Command::Topics(cmd) => commands::topics::run(cmd, &settings).await,
             Command::Doctor(args) => commands::doctor::run(args, &settings).await,
+            Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
             Command::Config => commands::print_config(&settings),
         }
     });

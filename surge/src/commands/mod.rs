@@ -2,6 +2,7 @@
 //! the process exit code; errors that are the user's are printed plainly.
 
 pub mod doctor;
+pub mod pipeline;
 pub mod schemas;
 pub mod topics;
 

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub mod coupon;
+
 use surge_core::Settings;
 
 pub fn repo_root() -> PathBuf {
