@@ -16,7 +16,8 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_core::settings::PipelineSettings;
 use surge_kafka::ClientFactory;
@@ -89,7 +90,7 @@ impl Batch {
 pub(crate) struct Core<P: Processor> {
     spec: PipelineSpec,
     factory: ClientFactory,
-    producer: BaseProducer,
+    producer: TxnProducer,
     processor: P,
     codec: TopicCodec<P::Input>,
     runtime: tokio::runtime::Handle,
@@ -101,6 +102,11 @@ pub(crate) struct Core<P: Processor> {
 }
 
 type Ctx<P> = EngineContext<P>;
+
+/// The transactional producer. Threaded: its own thread serves delivery
+/// reports, which abort_transaction waits for (a BaseProducer nobody polls
+/// would make every abort run into its timeout).
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// Runs `processor` until shutdown or a fatal condition. Blocks the calling
 /// thread: call it from a dedicated thread, never from an async worker.
@@ -134,7 +140,12 @@ pub fn run_pipeline<P: Processor>(
         exit: None,
     }));
     let mut cfg = factory.read_committed_consumer_config(&spec.name, &spec.group_id);
-    cfg.set("partition.assignment.strategy", "cooperative-sticky").set("statistics.interval.ms", "5000");
+    // Static membership (KIP-345): a restarted instance takes its own place
+    // in the group at once instead of waiting out its dead predecessor's
+    // session, and a second live process with the same identity is fenced.
+    cfg.set("partition.assignment.strategy", "cooperative-sticky")
+        .set("group.instance.id", spec.transactional_id())
+        .set("statistics.interval.ms", "5000");
     let context = EngineContext { core: core.clone(), metrics: metrics.clone(), input_topic: spec.input_topic.clone() };
     let consumer: BaseConsumer<Ctx<P>> = match cfg.create_with_context(context) {
         Ok(c) => c,
@@ -193,9 +204,9 @@ pub fn run_pipeline<P: Processor>(
     exit
 }
 
-fn new_producer(factory: &ClientFactory, spec: &PipelineSpec) -> Result<BaseProducer, KafkaError> {
+fn new_producer(factory: &ClientFactory, spec: &PipelineSpec) -> Result<TxnProducer, KafkaError> {
     let cfg = factory.transactional_producer_config(&spec.name, &spec.transactional_id());
-    let producer: BaseProducer = cfg.create()?;
+    let producer: TxnProducer = cfg.create()?;
     producer.init_transactions(spec.settings.transaction_call_timeout)?;
     Ok(producer)
 }
@@ -297,8 +308,9 @@ impl<P: Processor> Core<P> {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The producer thread drains the queue; wait a little.
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(Failure { action: txn::classify(&e), reason: "produce", detail: e.to_string() }),
             }
@@ -312,8 +324,6 @@ impl<P: Processor> Core<P> {
         };
         if due {
             self.commit_or_abort(consumer);
-        } else {
-            self.producer.poll(Duration::ZERO);
         }
     }
 
@@ -423,8 +433,11 @@ impl<P: Processor> Core<P> {
                 self.exit = Some(ExitReason::Fenced(format!("{reason}: {detail}")));
             }
             TxnAction::Fatal => {
-                tracing::error!(message = "fatal transaction error", pipeline = %self.spec.name, reason, detail);
-                self.exit = Some(ExitReason::Fatal(format!("{reason}: {detail}")));
+                // The producer is unusable but nobody else owns our work: a
+                // new producer with the same transactional.id bumps the epoch,
+                // which aborts whatever this one left open.
+                tracing::error!(message = "fatal producer error; recreating the producer", pipeline = %self.spec.name, reason, detail);
+                self.recreate(consumer, reason);
             }
             TxnAction::Abort | TxnAction::Retry => {
                 tracing::warn!(message = "aborting transaction", pipeline = %self.spec.name, reason, detail);
@@ -432,14 +445,23 @@ impl<P: Processor> Core<P> {
                     // Registry outage or a processor asking to retry: don't spin.
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                let aborted = self.producer.abort_transaction(self.spec.settings.transaction_call_timeout);
+                // Flush first: an abort that overtakes the transaction's first
+                // AddPartitionsToTxn is rejected by the coordinator as
+                // INVALID_TXN_STATE (librdkafka#4849); a delivered record
+                // proves the transaction is registered. It is aborted anyway.
+                let timeout = self.spec.settings.transaction_call_timeout;
+                let _ = self.producer.flush(timeout);
+                let aborted = self.producer.abort_transaction(timeout);
                 match aborted.as_ref().map_err(txn::classify) {
                     Ok(()) => self.discard_batch(consumer, reason),
-                    Err(TxnAction::Fenced) | Err(TxnAction::Fatal) => {
+                    Err(TxnAction::Fenced) => {
                         let e = aborted.unwrap_err();
                         self.exit = Some(exit_for(&e, "abort"));
                     }
-                    Err(_) => self.recreate(consumer, reason),
+                    Err(_) => {
+                        tracing::warn!(message = "abort failed; recreating the producer", pipeline = %self.spec.name, error = %aborted.unwrap_err());
+                        self.recreate(consumer, reason);
+                    }
                 }
             }
             TxnAction::Recreate => {

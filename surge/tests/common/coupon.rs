@@ -56,6 +56,22 @@ impl Fixture {
         }
     }
 
+    /// Another handle on an existing fixture's topics (e.g. for a producer task).
+    pub async fn reuse(prefix: &str) -> Self {
+        let mut settings = super::settings();
+        settings.topics.name_prefix = prefix.to_string();
+        let registry = Registry::new(&settings.registry.url);
+        Self {
+            factory: ClientFactory::new(settings.kafka.clone()),
+            commands: TopicCodec::connect(&registry).await.unwrap(),
+            results: TopicCodec::connect(&registry).await.unwrap(),
+            prefix: prefix.to_string(),
+            logs: repo_root().join("target/test-logs").join(prefix.trim_end_matches('-')),
+            settings,
+            extra_env: Vec::new(),
+        }
+    }
+
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
@@ -85,22 +101,30 @@ impl Fixture {
         cfg.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("partitioner", "murmur2_random");
         let producer: FutureProducer = cfg.create().unwrap();
         let topic = self.topic("coupon-issue");
-        let mut inflight = Vec::with_capacity(commands.len());
+        // Enqueue strictly in order (one coupon's commands must keep their
+        // order), then wait for the deliveries.
+        let mut inflight = std::collections::VecDeque::with_capacity(commands.len());
         for c in commands {
             let payload = self.commands.encode(c).unwrap();
-            let p = producer.clone();
-            let (t, k) = (topic.clone(), c.coupon_id.clone());
-            inflight.push(tokio::spawn(async move {
-                p.send(FutureRecord::to(&t).key(&k).payload(&payload), Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
-            }));
-            if inflight.len() >= 10_000 {
-                for f in inflight.drain(..) {
-                    f.await.unwrap().expect("produce");
+            let mut record = FutureRecord::to(&topic).key(&c.coupon_id).payload(&payload);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        inflight.push_back(delivery);
+                        break;
+                    }
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        if let Some(d) = inflight.pop_front() {
+                            d.await.unwrap().map_err(|(e, _)| e).expect("produce");
+                        }
+                    }
+                    Err((e, _)) => panic!("produce: {e}"),
                 }
             }
         }
-        for f in inflight {
-            f.await.unwrap().expect("produce");
+        for d in inflight {
+            d.await.unwrap().map_err(|(e, _)| e).expect("produce");
         }
     }
 
