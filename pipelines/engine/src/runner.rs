@@ -187,6 +187,18 @@ pub fn run_pipeline<P: Processor>(
         match polled {
             Some(Ok(msg)) => c.handle(&consumer, &msg),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            // A fatal consumer error ends the loop: fenced by a static member
+            // with our identity (or no longer a member) means zombie → exit 3.
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                let exit = match txn::classify(&e) {
+                    TxnAction::Fenced => ExitReason::Fenced(format!("consumer: {e}")),
+                    _ => ExitReason::Fatal(format!("consumer: {e}")),
+                };
+                tracing::error!(message = "fatal consumer error; stopping", pipeline = %c.spec.name, error = %e, fenced = matches!(exit, ExitReason::Fenced(_)));
+                c.batch = None;
+                c.exit = Some(exit.clone());
+                break exit;
+            }
             Some(Err(e)) => tracing::warn!(message = "consumer error", error = %e),
         }
         c.commit_if_due(&consumer);
@@ -431,6 +443,8 @@ impl<P: Processor> Core<P> {
             TxnAction::Fenced => {
                 tracing::error!(message = "fenced: another instance owns this work; stopping without writing", pipeline = %self.spec.name, detail);
                 self.exit = Some(ExitReason::Fenced(format!("{reason}: {detail}")));
+                // Nothing of the open transaction can commit any more.
+                self.batch = None;
             }
             TxnAction::Fatal => {
                 // The producer is unusable but nobody else owns our work: a
@@ -532,7 +546,9 @@ impl<P: Processor> Core<P> {
 
     /// Partitions are about to go: commit (or abort) what we did with them first.
     pub(crate) fn on_revoke(&mut self, consumer: &BaseConsumer<Ctx<P>>, partitions: &[i32]) {
-        self.commit_or_abort(consumer);
+        if self.exit.is_none() {
+            self.commit_or_abort(consumer);
+        }
         for p in partitions {
             self.states.remove(p);
             self.journals.remove(p);

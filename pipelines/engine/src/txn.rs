@@ -2,9 +2,12 @@
 //!
 //! librdkafka tells us, per error, whether it is retriable, whether the
 //! transaction must be aborted, or whether the producer is unusable (fatal;
-//! a fenced producer is fatal). Group fencing at offset commit (our consumer
-//! generation is gone: partitions moved on while we were stalled) is treated
-//! as fencing too: this instance is a zombie and must stop writing.
+//! a fenced producer is fatal). At offset commit, the group can say two
+//! different things: ILLEGAL_GENERATION means a rebalance moved the
+//! generation on while we kept our membership (abort, rewind, carry on with
+//! whatever we still own); UNKNOWN_MEMBER_ID or FENCED_INSTANCE_ID mean we
+//! are no longer a member at all: our partitions moved on while we were
+//! stalled, we are a zombie and must stop writing.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -32,13 +35,16 @@ pub fn classify(error: &KafkaError) -> TxnAction {
         code,
         Some(
             RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::Fenced
                 | RDKafkaErrorCode::InvalidProducerEpoch
                 | RDKafkaErrorCode::FencedInstanceId
-                | RDKafkaErrorCode::IllegalGeneration
                 | RDKafkaErrorCode::UnknownMemberId
         )
     ) {
         return TxnAction::Fenced;
+    }
+    if code == Some(RDKafkaErrorCode::IllegalGeneration) {
+        return TxnAction::Abort;
     }
     if let KafkaError::Transaction(e) = error {
         if e.is_fatal() {
@@ -74,7 +80,9 @@ mod tests {
     #[test]
     fn fencing_and_timeouts_are_not_plain_aborts() {
         assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)), TxnAction::Fenced);
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::IllegalGeneration)), TxnAction::Fenced);
+        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::Fenced)), TxnAction::Fenced);
+        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::UnknownMemberId)), TxnAction::Fenced);
+        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::IllegalGeneration)), TxnAction::Abort, "a rebalance, not a zombie");
         assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::OperationTimedOut)), TxnAction::Recreate);
         assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)), TxnAction::Abort);
     }

@@ -77,7 +77,8 @@ impl Fixture {
     }
 
     /// Starts `surge pipeline coupon` as instance `instance` (its own metrics port).
-    pub fn spawn_pipeline(&self, instance: &str, env: &[(&str, &str)]) -> Child {
+    /// The process is SIGKILLed when the handle drops (a failed test leaks nothing).
+    pub fn spawn_pipeline(&self, instance: &str, env: &[(&str, &str)]) -> Instance {
         let log = self.logs.join(format!("pipeline-{instance}.log"));
         let file = File::options().create(true).append(true).open(&log).unwrap();
         Command::new(env!("CARGO_BIN_EXE_surge"))
@@ -92,6 +93,7 @@ impl Fixture {
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
+            .map(Instance)
             .expect("spawn surge pipeline coupon")
     }
 
@@ -304,6 +306,31 @@ pub fn check_invariants(log: &[(i32, i64, CouponCommand)], decisions: &[CouponDe
         }
     }
     violations
+}
+
+/// A pipeline child process, killed on drop.
+pub struct Instance(pub Child);
+
+impl std::ops::Deref for Instance {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Instance {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Sends SIGKILL (or another signal) to a child.
