@@ -287,11 +287,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A `Duration` written as `"100ms"`, `"5s"`; used by sections of later subsystems.
-pub mod duration {
-    pub use humantime_serde::{deserialize, serialize};
-}
-
 /// A configuration that cannot be used; the message says where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -32,6 +32,10 @@ enum Command {
     Topics(commands::topics::TopicsCommand),
     /// Run an exactly-once pipeline (until SIGTERM/SIGINT).
     Pipeline(commands::pipeline::PipelineArgs),
+    /// Produce a flash sale's traffic to coupon-issue (hot or spread), with progress and a manifest.
+    Loadgen(commands::loadgen::LoadgenArgs),
+    /// Prove the coupon invariants from the topics; exit 0 only if all hold.
+    Verify(commands::verify::VerifyArgs),
     /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
     Doctor(commands::doctor::DoctorArgs),
     /// Print the effective settings (defaults, file and environment merged) as TOML.
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => commands::topics::run(cmd, &settings).await,
             Command::Doctor(args) => commands::doctor::run(args, &settings).await,
             Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
+            Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
+            Command::Verify(args) => commands::verify::run(args, &settings).await,
             Command::Config => commands::print_config(&settings),
         }
     });

@@ -63,9 +63,11 @@ impl ClientFactory {
     }
 
     /// An idempotent producer (acks=all): what the gateway and tools use.
+    /// Keys are partitioned with murmur2 like the Java client's default, so a
+    /// coupon lands on the same partition whichever client produced it.
     pub fn idempotent_producer(&self, role: &str) -> KafkaResult<FutureProducer> {
         let mut c = self.base(role);
-        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("partitioner", "murmur2_random");
         self.finish(c).create()
     }
 

@@ -4,7 +4,11 @@
 //! ClientConfig by hand: security settings must reach every client.
 
 pub mod client;
+pub mod produce;
+pub mod reader;
 pub mod topics;
 
 pub use client::ClientFactory;
+pub use produce::produce_in_order;
+pub use reader::{QuietEofContext, Record, TopicReader};
 pub use topics::{ApplyReport, Drift, TopicSpec, TopicsError};

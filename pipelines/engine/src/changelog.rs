@@ -8,10 +8,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use surge_kafka::ClientFactory;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use surge_kafka::{ClientFactory, QuietEofContext};
 
 use crate::processor::PartitionState;
 
@@ -24,20 +24,6 @@ pub enum RestoreError {
     #[error("restore of {0} did not reach the end within {1:?}")]
     Timeout(String, Duration),
 }
-
-/// Reaching the end of a partition is what restore waits for, not an error
-/// worth a log line.
-struct RestoreContext;
-
-impl ClientContext for RestoreContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            tracing::warn!(message = "changelog consumer error", %error, reason);
-        }
-    }
-}
-
-impl ConsumerContext for RestoreContext {}
 
 /// Reads `partitions` of `topic` and returns their rebuilt states and the record count.
 pub fn restore<S: PartitionState>(
@@ -53,7 +39,7 @@ pub fn restore<S: PartitionState>(
     // assign() only, never commits; librdkafka still wants a group id.
     let mut cfg = factory.read_committed_consumer_config("restore", &format!("{topic}-restore"));
     cfg.set("enable.partition.eof", "true").set("fetch.max.bytes", "52428800");
-    let consumer: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
+    let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;

@@ -146,6 +146,12 @@ pub fn run_pipeline<P: Processor>(
     cfg.set("partition.assignment.strategy", "cooperative-sticky")
         .set("group.instance.id", spec.transactional_id())
         .set("statistics.interval.ms", "5000");
+    // Static members do not leave the group on shutdown: their partitions
+    // move after the session times out. librdkafka's 45 s default is far too
+    // long for a flash sale; 10 s unless the operator chose otherwise.
+    if cfg.get("session.timeout.ms").is_none() {
+        cfg.set("session.timeout.ms", "10000");
+    }
     let context = EngineContext { core: core.clone(), metrics: metrics.clone(), input_topic: spec.input_topic.clone() };
     let consumer: BaseConsumer<Ctx<P>> = match cfg.create_with_context(context) {
         Ok(c) => c,

@@ -2,9 +2,11 @@
 //! the process exit code; errors that are the user's are printed plainly.
 
 pub mod doctor;
+pub mod loadgen;
 pub mod pipeline;
 pub mod schemas;
 pub mod topics;
+pub mod verify;
 
 use std::process::ExitCode;
 

@@ -4,18 +4,16 @@
 //! from what a read_committed consumer sees on coupon-result and from the
 //! log order of coupon-issue.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_core::Settings;
 use surge_kafka::ClientFactory;
-use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
+use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision};
 use surge_schemas::{Registry, TopicCodec};
 
 use super::{repo_root, unique};
@@ -40,20 +38,10 @@ impl Fixture {
         let prefix = format!("{}-", unique(what));
         let out = super::surge(&["topics", "apply"], &[("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())]);
         assert!(out.status.success(), "topics apply failed");
-        let mut settings = super::settings();
-        settings.topics.name_prefix = prefix.clone();
-        let registry = Registry::new(&settings.registry.url);
-        let logs = repo_root().join("target/test-logs").join(prefix.trim_end_matches('-'));
-        std::fs::create_dir_all(&logs).unwrap();
-        Self {
-            factory: ClientFactory::new(settings.kafka.clone()),
-            commands: TopicCodec::connect(&registry).await.unwrap(),
-            results: TopicCodec::connect(&registry).await.unwrap(),
-            prefix,
-            settings,
-            logs,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
+        let mut fx = Self::reuse(&prefix).await;
+        std::fs::create_dir_all(&fx.logs).unwrap();
+        fx.extra_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        fx
     }
 
     /// Another handle on an existing fixture's topics (e.g. for a producer task).
@@ -99,35 +87,10 @@ impl Fixture {
 
     /// Produces commands in order, keyed by coupon (one coupon's commands keep their order).
     pub async fn produce(&self, commands: &[CouponCommand]) {
-        let mut cfg = self.factory.base("test-producer");
-        cfg.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("partitioner", "murmur2_random");
-        let producer: FutureProducer = cfg.create().unwrap();
-        let topic = self.topic("coupon-issue");
-        // Enqueue strictly in order (one coupon's commands must keep their
-        // order), then wait for the deliveries.
-        let mut inflight = std::collections::VecDeque::with_capacity(commands.len());
-        for c in commands {
-            let payload = self.commands.encode(c).unwrap();
-            let mut record = FutureRecord::to(&topic).key(&c.coupon_id).payload(&payload);
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        inflight.push_back(delivery);
-                        break;
-                    }
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        if let Some(d) = inflight.pop_front() {
-                            d.await.unwrap().map_err(|(e, _)| e).expect("produce");
-                        }
-                    }
-                    Err((e, _)) => panic!("produce: {e}"),
-                }
-            }
-        }
-        for d in inflight {
-            d.await.unwrap().map_err(|(e, _)| e).expect("produce");
-        }
+        let producer = self.factory.idempotent_producer("test-producer").unwrap();
+        // Encoded up front: the future must be Send for spawned producer tasks.
+        let records: Vec<(String, Vec<u8>)> = commands.iter().map(|c| (c.coupon_id.clone(), self.commands.encode(c).unwrap())).collect();
+        surge_kafka::produce_in_order(&producer, &self.topic("coupon-issue"), records, |_| {}).await.expect("produce");
     }
 
     /// Raw records of `topic` (all partitions, read_committed) until `want` arrived and it went quiet.
@@ -199,113 +162,19 @@ pub fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
     CouponCommand { request_id: request.into(), coupon_id: coupon.into(), requested_at: now(), command: CouponAction::Issue { user_id: user.into() } }
 }
 
-/// A flash sale: `coupons` coupons with `stock` each, then `requests` issue
-/// requests from `users` users spread over the coupons; about 5% re-send an
-/// earlier request id (upstream retries), the rest are new requests (some
-/// from users who already asked: DUPLICATE).
+/// A flash sale (the generator `surge loadgen` uses): `coupons` coupons with
+/// `stock` each, then `requests` issue requests from `users` users, 5% of
+/// them upstream retries of an earlier request id.
 pub fn flash_sale(coupons: usize, stock: i64, users: usize, requests: usize, seed: u64) -> Vec<CouponCommand> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out: Vec<CouponCommand> = (0..coupons).map(|c| create(&format!("coupon-{c}"), stock)).collect();
-    let mut sent: Vec<usize> = Vec::new();
-    for i in 0..requests {
-        if !sent.is_empty() && rng.random_bool(0.05) {
-            let again = out[sent[rng.random_range(0..sent.len())]].clone();
-            out.push(again);
-            continue;
-        }
-        let coupon = rng.random_range(0..coupons);
-        let user = rng.random_range(0..users);
-        sent.push(out.len());
-        out.push(issue(&format!("req-{i}"), &format!("coupon-{coupon}"), &format!("user-{user}")));
-    }
-    out
+    let scenario = surge_coupon::scenario::Scenario { prefix: "coupon".into(), coupons, stock, users, requests, duplicate_ratio: 0.05, seed };
+    scenario.commands().collect()
 }
 
-/// Checks invariants 1–4 against the committed decisions and the input log.
-/// Returns human-readable violations (empty = all hold).
+/// Checks invariants 1–4 (the same audit `surge verify` runs).
 pub fn check_invariants(log: &[(i32, i64, CouponCommand)], decisions: &[CouponDecision]) -> Vec<String> {
-    let mut violations = Vec::new();
-    // 1. Exactly one decision per distinct request id.
-    let requested: HashSet<&str> = log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
-    let mut per_request: HashMap<&str, usize> = HashMap::new();
-    for d in decisions {
-        *per_request.entry(d.request_id.as_str()).or_default() += 1;
-    }
-    let missing: Vec<&&str> = requested.iter().filter(|r| !per_request.contains_key(**r)).take(5).collect();
-    if !missing.is_empty() {
-        violations.push(format!("{} request(s) without a decision, e.g. {missing:?}", requested.iter().filter(|r| !per_request.contains_key(**r)).count()));
-    }
-    let doubled: Vec<(&&str, &usize)> = per_request.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    if !doubled.is_empty() {
-        violations.push(format!("request(s) with more than one decision, e.g. {doubled:?}"));
-    }
-    let unknown = per_request.keys().filter(|r| !requested.contains(**r)).count();
-    if unknown > 0 {
-        violations.push(format!("{unknown} decision(s) for requests never sent"));
-    }
-
-    // 4. FCFS from the log: per coupon, stock from the (first) create, then
-    //    the first `stock` distinct users in log order (first occurrence of
-    //    each request id only) are the ones ISSUED, with sequences 1..stock.
-    let mut stock: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut expected: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut seen_requests = HashSet::new();
-    let mut asked: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
-    for (_, _, c) in log {
-        if !seen_requests.insert(c.request_id.as_str()) {
-            continue;
-        }
-        match &c.command {
-            CouponAction::Create { stock: s, .. } => {
-                stock.entry(c.coupon_id.as_str()).or_insert(*s);
-            }
-            CouponAction::Issue { user_id } => {
-                let Some(s) = stock.get(c.coupon_id.as_str()) else { continue };
-                let users = asked.entry(c.coupon_id.as_str()).or_default();
-                let first_time = users.insert(user_id.as_str());
-                let winners = expected.entry(c.coupon_id.as_str()).or_default();
-                if first_time && (winners.len() as i64) < *s {
-                    winners.push(user_id.as_str());
-                }
-            }
-            CouponAction::AdjustStock { .. } => {}
-        }
-    }
-    let mut issued: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
-    for d in decisions.iter().filter(|d| d.outcome == Outcome::Issued) {
-        issued.entry(d.coupon_id.as_str()).or_default().push((d.sequence.unwrap_or(-1), d.user_id.as_deref().unwrap_or("")));
-    }
-    for (coupon, s) in &stock {
-        let mut got = issued.remove(coupon).unwrap_or_default();
-        got.sort();
-        // 2. ISSUED <= stock, and = stock when enough distinct users asked.
-        let distinct = asked.get(coupon).map_or(0, |u| u.len()) as i64;
-        if got.len() as i64 > *s {
-            violations.push(format!("{coupon}: oversold, {} ISSUED for stock {s}", got.len()));
-        }
-        if distinct >= *s && (got.len() as i64) < *s {
-            violations.push(format!("{coupon}: leaked stock, {} ISSUED for stock {s} with {distinct} distinct users asking", got.len()));
-        }
-        // 3. At most one ISSUED per (coupon, user).
-        let mut users = HashSet::new();
-        for (_, u) in &got {
-            if !users.insert(*u) {
-                violations.push(format!("{coupon}: user {u} ISSUED twice"));
-            }
-        }
-        let want: Vec<(i64, &str)> = expected.get(coupon).map_or(Vec::new(), |w| w.iter().enumerate().map(|(i, u)| (i as i64 + 1, *u)).collect());
-        if got != want {
-            let first_diff = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-            violations.push(format!(
-                "{coupon}: ISSUED is not the first distinct users in log order (first difference at sequence {}: got {:?}, expected {:?})",
-                first_diff + 1,
-                got.get(first_diff),
-                want.get(first_diff)
-            ));
-        }
-    }
-    violations
+    let logged: Vec<surge_coupon::audit::Logged<'_>> =
+        log.iter().map(|(partition, offset, command)| surge_coupon::audit::Logged { partition: *partition, offset: *offset, command }).collect();
+    surge_coupon::audit::audit(&logged, decisions).violations
 }
 
 /// A pipeline child process, killed on drop.

@@ -1,0 +1,151 @@
+//! The coupon invariants of DESIGN.md (1–4), checked from the outside: from
+//! coupon-issue in log order (what was asked, and in which order) and the
+//! committed decisions on coupon-result. Used by `surge verify` and by the
+//! tests, so both prove the same thing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
+
+/// One command as it sits in the input log.
+pub struct Logged<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub command: &'a CouponCommand,
+}
+
+/// What the audit found.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub requests: usize,
+    pub decisions: usize,
+    pub by_outcome: BTreeMap<&'static str, usize>,
+    pub coupons: usize,
+    /// Human-readable violations, each with its first examples; empty = all invariants hold.
+    pub violations: Vec<String>,
+}
+
+impl Audit {
+    pub fn holds(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks invariants 1–4. `log` must be in log order within each partition.
+pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
+    let mut report = Audit { decisions: decisions.len(), ..Audit::default() };
+    for d in decisions {
+        *report.by_outcome.entry(d.outcome.symbol()).or_default() += 1;
+    }
+
+    // 1. Exactly one decision per distinct request id.
+    let requested: HashSet<&str> = log.iter().map(|l| l.command.request_id.as_str()).collect();
+    report.requests = requested.len();
+    let mut per_request: HashMap<&str, usize> = HashMap::new();
+    let mut outcome_of: HashMap<&str, Outcome> = HashMap::new();
+    for d in decisions {
+        *per_request.entry(d.request_id.as_str()).or_default() += 1;
+        outcome_of.entry(d.request_id.as_str()).or_insert(d.outcome);
+    }
+    let missing: Vec<&str> = requested.iter().filter(|r| !per_request.contains_key(**r)).copied().collect();
+    if !missing.is_empty() {
+        report.violations.push(format!("1. {} request(s) without a decision, e.g. {:?}", missing.len(), first(&missing)));
+    }
+    let doubled: Vec<String> = per_request.iter().filter(|(_, n)| **n > 1).map(|(r, n)| format!("{r} ×{n}")).collect();
+    if !doubled.is_empty() {
+        report.violations.push(format!("1. {} request(s) with more than one decision, e.g. {:?}", doubled.len(), first(&doubled)));
+    }
+    let unknown: Vec<&str> = per_request.keys().filter(|r| !requested.contains(**r)).copied().collect();
+    if !unknown.is_empty() {
+        report.violations.push(format!("1. {} decision(s) for requests never sent, e.g. {:?}", unknown.len(), first(&unknown)));
+    }
+
+    // Replay the log's FCFS semantics: per coupon, the stock in force and
+    // the first distinct users, in log order, that should have been ISSUED.
+    let mut seen = HashSet::new();
+    let mut expected: BTreeMap<&str, Expected<'_>> = BTreeMap::new();
+    for l in log {
+        let c = l.command;
+        if !seen.insert(c.request_id.as_str()) {
+            continue; // a retry: no second decision
+        }
+        match &c.command {
+            CouponAction::Create { stock, .. } => {
+                expected.entry(c.coupon_id.as_str()).or_insert_with(|| Expected { stock: *stock, ..Default::default() });
+            }
+            CouponAction::AdjustStock { delta, .. } => {
+                if let Some(e) = expected.get_mut(c.coupon_id.as_str()) {
+                    let stock = e.stock.saturating_add(*delta);
+                    if stock >= e.winners.len() as i64 {
+                        e.stock = stock;
+                    }
+                }
+            }
+            CouponAction::Issue { user_id } => {
+                let Some(e) = expected.get_mut(c.coupon_id.as_str()) else { continue };
+                // NOT_ACTIVE requests are judged by the pipeline with the
+                // window; the audit takes the pipeline's word for those.
+                if outcome_of.get(c.request_id.as_str()) == Some(&Outcome::NotActive) {
+                    continue;
+                }
+                if e.asked.insert(user_id.as_str()) && (e.winners.len() as i64) < e.stock {
+                    e.winners.push(user_id.as_str());
+                }
+            }
+        }
+    }
+    report.coupons = expected.len();
+
+    let mut issued: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+    for d in decisions.iter().filter(|d| d.outcome == Outcome::Issued) {
+        issued.entry(d.coupon_id.as_str()).or_default().push((d.sequence.unwrap_or(-1), d.user_id.as_deref().unwrap_or("")));
+    }
+    for (coupon, e) in &expected {
+        let mut got = issued.remove(coupon).unwrap_or_default();
+        got.sort();
+        // 2. ISSUED <= stock; = stock when enough distinct users asked.
+        if got.len() as i64 > e.stock {
+            report.violations.push(format!("2. {coupon}: oversold, {} ISSUED for stock {}", got.len(), e.stock));
+        }
+        if e.asked.len() as i64 >= e.stock && (got.len() as i64) < e.stock {
+            report.violations.push(format!(
+                "2. {coupon}: leaked stock, {} ISSUED for stock {} with {} distinct users asking",
+                got.len(),
+                e.stock,
+                e.asked.len()
+            ));
+        }
+        // 3. At most one ISSUED per (coupon, user).
+        let mut users = HashSet::new();
+        let twice: Vec<&str> = got.iter().filter(|(_, u)| !users.insert(*u)).map(|(_, u)| *u).collect();
+        if !twice.is_empty() {
+            report.violations.push(format!("3. {coupon}: {} user(s) ISSUED twice, e.g. {:?}", twice.len(), first(&twice)));
+        }
+        // 4. FCFS: ISSUED = the first distinct users in log order, sequences in that order.
+        let want: Vec<(i64, &str)> = e.winners.iter().enumerate().map(|(i, u)| (i as i64 + 1, *u)).collect();
+        if got != want {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            report.violations.push(format!(
+                "4. {coupon}: ISSUED is not the first distinct users in log order; first difference at sequence {}: got {:?}, expected {:?}",
+                at + 1,
+                got.get(at),
+                want.get(at)
+            ));
+        }
+    }
+    for (coupon, got) in issued {
+        report.violations.push(format!("2. {coupon}: {} ISSUED for a coupon never created", got.len()));
+    }
+    report
+}
+
+#[derive(Default)]
+struct Expected<'a> {
+    stock: i64,
+    asked: HashSet<&'a str>,
+    winners: Vec<&'a str>,
+}
+
+fn first<T: std::fmt::Debug + Clone>(items: &[T]) -> Vec<T> {
+    items.iter().take(5).cloned().collect()
+}

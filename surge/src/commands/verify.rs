@@ -1,0 +1,88 @@
+//! `surge verify`: proves the coupon invariants of DESIGN.md (1–4) from the
+//! topics alone, as any read_committed consumer sees them: every request on
+//! coupon-issue has exactly one decision on coupon-result, no coupon is
+//! oversold or leaks stock, no user holds a coupon twice, and the units went
+//! to the first distinct users in the log order. Exits 0 only if all hold.
+//! (Invariant 6, the stores, joins when the sinks land.)
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use surge_core::Settings;
+use surge_coupon::audit::{audit, Logged};
+use surge_kafka::{ClientFactory, TopicReader};
+use surge_schemas::coupon::{CouponCommand, CouponDecision};
+use surge_schemas::{Registry, TopicCodec};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only coupons whose id starts with this (e.g. one loadgen run's `flash-1a2b3c4d`).
+    #[arg(long)]
+    coupons: Option<String>,
+    /// Wait up to this many seconds for requests still without a decision.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+}
+
+pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let registry = Registry::new(&settings.registry.url);
+    let commands = TopicCodec::<CouponCommand>::connect(&registry).await?;
+    let results = TopicCodec::<CouponDecision>::connect(&registry).await?;
+    let factory = ClientFactory::new(settings.kafka.clone());
+    let prefix = &settings.topics.name_prefix;
+    let wanted = |coupon: &str| args.coupons.as_deref().is_none_or(|p| coupon.starts_with(p));
+
+    let mut input = TopicReader::open(&factory, &format!("{prefix}coupon-issue"), Duration::from_secs(10))?;
+    let mut log: Vec<(i32, i64, CouponCommand)> = Vec::new();
+    let mut undecodable = 0usize;
+    for r in input.read_available(Duration::from_secs(120))? {
+        match commands.decode(r.payload.as_deref()).await {
+            Ok(c) if wanted(&c.coupon_id) => log.push((r.partition, r.offset, c)),
+            Ok(_) => {}
+            Err(_) => undecodable += 1, // the pipeline's dead-letter topic has these
+        }
+    }
+    log.sort_by_key(|(p, o, _)| (*p, *o));
+    let requested: std::collections::HashSet<&str> = log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
+    eprintln!("[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable", log.len(), requested.len());
+
+    let mut output = TopicReader::open(&factory, &format!("{prefix}coupon-result"), Duration::from_secs(10))?;
+    let mut decisions: Vec<CouponDecision> = Vec::new();
+    let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    loop {
+        for r in output.read_available(Duration::from_secs(60))? {
+            let d = results.decode(r.payload.as_deref()).await?;
+            if wanted(&d.coupon_id) {
+                decided.insert(d.request_id.clone());
+                decisions.push(d);
+            }
+        }
+        let pending = requested.iter().filter(|r| !decided.contains(**r)).count();
+        if pending == 0 || Instant::now() >= deadline {
+            break;
+        }
+        eprintln!("[verify] waiting: {pending} request(s) not decided yet ({} decisions so far)", decisions.len());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let logged: Vec<Logged<'_>> = log.iter().map(|(partition, offset, command)| Logged { partition: *partition, offset: *offset, command }).collect();
+    let report = audit(&logged, &decisions);
+    println!("requests   {}", report.requests);
+    println!("decisions  {}", report.decisions);
+    println!("coupons    {}", report.coupons);
+    for (outcome, n) in &report.by_outcome {
+        println!("  {outcome:<15} {n}");
+    }
+    if report.holds() {
+        println!("verify: OK — one decision per request, no oversell, no leaked stock, one unit per user, first come first served");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verify: FAILED — {} violation(s):", report.violations.len());
+        for v in &report.violations {
+            println!("  {v}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
