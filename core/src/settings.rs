@@ -28,6 +28,62 @@ pub struct Settings {
     pub log: LogSettings,
     /// The exactly-once pipelines, one section each.
     pub pipelines: PipelinesSettings,
+    /// The sinks that keep the stores equal to the result topics.
+    pub sinks: SinksSettings,
+}
+
+/// One section per sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksSettings {
+    /// coupon-result → PostgreSQL.
+    pub postgres: SinkSettings,
+}
+
+impl Default for SinksSettings {
+    fn default() -> Self {
+        Self { postgres: SinkSettings::with_metrics_port(9467) }
+    }
+}
+
+/// How one sink runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSettings {
+    /// Stable identity of this instance (static group membership: a restart
+    /// takes its place at once). Two live instances must differ.
+    pub instance_id: String,
+    /// Consumer group; defaults to `surge-sink-<name>` (with the topics name prefix).
+    pub group_id: Option<String>,
+    /// Largest number of records written in one store transaction.
+    pub max_batch_records: usize,
+    /// How long a batch may wait to fill before it is written (e.g. "200ms").
+    #[serde(with = "humantime_serde")]
+    pub max_batch_wait: std::time::Duration,
+    /// Longest wait between retries while the store is unavailable.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_backoff: std::time::Duration,
+    /// Where /metrics and /health are served.
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+impl SinkSettings {
+    fn with_metrics_port(port: u16) -> Self {
+        Self {
+            instance_id: "0".into(),
+            group_id: None,
+            max_batch_records: 2000,
+            max_batch_wait: std::time::Duration::from_millis(200),
+            max_retry_backoff: std::time::Duration::from_secs(5),
+            metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        Self::with_metrics_port(9467)
+    }
 }
 
 /// One section per pipeline.

@@ -32,6 +32,8 @@ enum Command {
     Topics(commands::topics::TopicsCommand),
     /// Run an exactly-once pipeline (until SIGTERM/SIGINT).
     Pipeline(commands::pipeline::PipelineArgs),
+    /// Run a sink that keeps a store equal to a result topic (until SIGTERM/SIGINT).
+    Sink(commands::sink::SinkArgs),
     /// Produce a flash sale's traffic to coupon-issue (hot or spread), with progress and a manifest.
     Loadgen(commands::loadgen::LoadgenArgs),
     /// Prove the coupon invariants from the topics; exit 0 only if all hold.
@@ -43,6 +45,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A CLI whose output is piped into `head` should stop quietly, not panic.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let settings = match load_settings(&cli.config) {
         Ok(s) => s,
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => commands::topics::run(cmd, &settings).await,
             Command::Doctor(args) => commands::doctor::run(args, &settings).await,
             Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
+            Command::Sink(args) => commands::sink::run(args, &settings).await,
             Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
             Command::Verify(args) => commands::verify::run(args, &settings).await,
             Command::Config => commands::print_config(&settings),

@@ -390,40 +390,18 @@ fn check_compose(
         }
     }
 
-    // ---- registry: port, SQL storage on the postgres service.
+    // ---- registry: port, KafkaSQL storage on the kafka service (as scripts/stack).
     if let Some(url) = &registry_url {
         check_published(&mut problems, compose, "registry", "registry.url", url);
     }
     if let Some(svc) = service(compose, "registry") {
         let env = environment(svc);
-        expect_env(&mut problems, &env, "registry", "APICURIO_STORAGE_KIND", "sql", "schema ids must survive restarts");
-        expect_env(&mut problems, &env, "registry", "APICURIO_STORAGE_SQL_KIND", "postgresql", "storage in the postgres service");
-        let ds = env.get("APICURIO_DATASOURCE_URL").cloned().unwrap_or_default();
-        match ds.strip_prefix("jdbc:").map(parse_endpoint) {
-            Some(Ok(ep)) if ep.host == "postgres" => {
-                let db = ep.path.trim_start_matches('/').split('?').next().unwrap_or_default().to_string();
-                // The registry's database is created by a script the postgres service mounts.
-                let created = service(compose, "postgres").map(bind_sources).unwrap_or_default().iter().any(|src| {
-                    std::fs::read_to_string(repo.join(src)).is_ok_and(|sql| {
-                        sql.to_ascii_lowercase().contains(&format!("create database {}", db.to_ascii_lowercase()))
-                    })
-                });
-                if !created {
-                    problems.push(format!(
-                        "docker-compose.yml `registry` stores its data in database `{db}`, but no script mounted by `postgres` creates it"
-                    ));
-                }
-            }
-            _ => problems.push(format!(
-                "docker-compose.yml `registry`: APICURIO_DATASOURCE_URL is `{ds}`, expected jdbc:postgresql://postgres:<port>/<db>"
-            )),
-        }
-        if let Some(pg) = &postgres_url {
-            for (key, want) in [("APICURIO_DATASOURCE_USERNAME", &pg.user), ("APICURIO_DATASOURCE_PASSWORD", &pg.password)] {
-                if let Some(want) = want {
-                    expect_env(&mut problems, &env, "registry", key, want, "the postgres credentials of config/surge.toml");
-                }
-            }
+        expect_env(&mut problems, &env, "registry", "APICURIO_STORAGE_KIND", "kafkasql", "schema ids must survive restarts, independent of PostgreSQL");
+        let servers = env.get("APICURIO_KAFKASQL_BOOTSTRAP_SERVERS").cloned().unwrap_or_default();
+        if !servers.split(',').any(|s| s.trim().starts_with("kafka:")) {
+            problems.push(format!(
+                "docker-compose.yml `registry`: APICURIO_KAFKASQL_BOOTSTRAP_SERVERS is `{servers}`, expected the kafka service's internal listener (kafka:<port>)"
+            ));
         }
     }
 
@@ -617,16 +595,12 @@ fn broken_postgres_and_registry_settings_are_reported() {
     assert_reported(&check_repo_files(&compose), &["postgres database mismatch", "shop"]);
 
     let mut compose = load_compose();
-    set(&mut compose, &["services", "registry", "environment", "APICURIO_STORAGE_KIND"], "kafkasql".into());
-    assert_reported(&check_repo_files(&compose), &["APICURIO_STORAGE_KIND", "kafkasql"]);
+    set(&mut compose, &["services", "registry", "environment", "APICURIO_STORAGE_KIND"], "mem".into());
+    assert_reported(&check_repo_files(&compose), &["APICURIO_STORAGE_KIND", "mem"]);
 
     let mut compose = load_compose();
-    set(
-        &mut compose,
-        &["services", "registry", "environment", "APICURIO_DATASOURCE_URL"],
-        "jdbc:postgresql://postgres:5432/apicurio".into(),
-    );
-    assert_reported(&check_repo_files(&compose), &["database `apicurio`", "creates it"]);
+    set(&mut compose, &["services", "registry", "environment", "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"], "localhost:9092".into());
+    assert_reported(&check_repo_files(&compose), &["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS", "localhost:9092"]);
 }
 
 #[test]

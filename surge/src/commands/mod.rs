@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod loadgen;
 pub mod pipeline;
 pub mod schemas;
+pub mod sink;
 pub mod topics;
 pub mod verify;
 

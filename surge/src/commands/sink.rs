@@ -1,0 +1,110 @@
+//! `surge sink <name>`: keep a store equal to a result topic, exactly once.
+//!
+//! Exit codes: 0 after SIGTERM/SIGINT (the batch in hand is written first),
+//! 1 on a fatal error.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use surge_core::shutdown::Shutdown;
+use surge_core::Settings;
+use surge_kafka::ClientFactory;
+use surge_postgres::sink::SinkMetrics;
+use surge_postgres::{run_sink, SinkExit, SinkSpec};
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::{Registry, TopicCodec};
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// Which store.
+    #[arg(value_enum)]
+    name: SinkName,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SinkName {
+    /// coupon-result → PostgreSQL tables coupons, issued_coupons, coupon_decisions.
+    Postgres,
+}
+
+pub async fn run(args: SinkArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    match args.name {
+        SinkName::Postgres => run_postgres(settings).await,
+    }
+}
+
+async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let prefix = &settings.topics.name_prefix;
+    let sink_settings = settings.sinks.postgres.clone();
+    let spec = SinkSpec {
+        name: format!("{prefix}postgres"),
+        topic: format!("{prefix}coupon-result"),
+        group_id: sink_settings.group_id.clone().unwrap_or_else(|| format!("{prefix}surge-sink-postgres")),
+        settings: sink_settings,
+    };
+    let shutdown = Shutdown::on_signals();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(settings.postgres.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&settings.postgres.url)
+        .context("postgres URL")?;
+    // Migrations are embedded and applied at start (retried while PostgreSQL comes up).
+    let mut attempt = 0u32;
+    loop {
+        match surge_postgres::MIGRATOR.run(&pool).await {
+            Ok(()) => break,
+            Err(e) if attempt < 30 && !shutdown.is_triggered() => {
+                tracing::warn!(message = "migrations not applied yet; retrying", error = %e);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+    let registry = Registry::new(&settings.registry.url);
+    let codec = TopicCodec::<CouponDecision>::connect(&registry).await.context("registry: coupon-result schema")?;
+
+    let prometheus = prometheus::Registry::new_custom(Some("surge".into()), Some([("sink".to_string(), "postgres".to_string())].into()))?;
+    let metrics = SinkMetrics::new(&prometheus);
+    let last_poll = metrics.last_poll.clone();
+    let health = move || {
+        let age = chrono::Utc::now().timestamp() - last_poll.get();
+        if last_poll.get() == 0 {
+            Err("starting".to_string())
+        } else if age > 30 {
+            Err(format!("stalled: last poll {age} s ago (is PostgreSQL down?)"))
+        } else {
+            Ok(format!("polling (last {age} s ago)"))
+        }
+    };
+    let (addr, _server) = surge_core::telemetry::serve(spec.settings.metrics_listen, prometheus, Arc::new(health), shutdown.clone())
+        .await
+        .with_context(|| format!("serving metrics on {}", spec.settings.metrics_listen))?;
+    tracing::info!(message = "metrics and health", address = %addr);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let factory = ClientFactory::new(settings.kafka.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let thread = std::thread::Builder::new()
+        .name("postgres-sink".into())
+        .spawn(move || run_sink(spec, factory, pool, codec, runtime, stop, metrics))?;
+    let exit = tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
+    Ok(match exit {
+        SinkExit::Shutdown => ExitCode::SUCCESS,
+        SinkExit::Fatal(why) => {
+            eprintln!("surge: fatal: {why}");
+            ExitCode::FAILURE
+        }
+    })
+}
