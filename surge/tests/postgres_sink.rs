@@ -113,11 +113,18 @@ async fn sigkills_and_a_postgres_restart_leave_exactly_the_topic_in_the_tables()
         }
         assert!(stored_total(&db).await > before, "sink instance {kill} made progress");
         if kill == 1 {
-            // PostgreSQL goes away under the writing sink and comes back.
+            // PostgreSQL goes away under the writing sink for longer than the
+            // pool's 5 s acquire timeout (so writes fail and are retried), then
+            // comes back; the sink must carry on from where it was.
+            let before_outage = stored_total(&db).await;
             stack(&["down", "postgres"]);
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(7)).await;
             stack(&["up", "postgres"]);
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stored_total(&db).await <= before_outage && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(stored_total(&db).await > before_outage, "the sink resumed writing after PostgreSQL came back");
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
         assert!(sink.try_wait().unwrap().is_none(), "the sink survived on its own until the kill");
