@@ -2,6 +2,7 @@
 //! Prometheus metrics, health) and the shutdown signal. Nothing here knows
 //! about coupons or orders.
 
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -104,8 +104,12 @@ async fn one_instance_stops_and_another_starts_mid_stream() {
         signal(child, "TERM");
         assert_eq!(wait_exit(child, Duration::from_secs(60)), Some(0));
     }
-    let b_log = std::fs::read_to_string(fx.logs.join("pipeline-b.log")).unwrap();
-    assert!(b_log.matches("partitions assigned").count() >= 2, "b's assignment changed during the run");
+    // a's partitions moved on: beyond b's first assignment, b or c was assigned more.
+    let assignments: usize = ["pipeline-b.log", "pipeline-c.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(fx.logs.join(f)).unwrap_or_default().matches("partitions assigned").count())
+        .sum();
+    assert!(assignments >= 2, "a's partitions were reassigned after it stopped ({assignments} assignments in b and c)");
     let violations = check_invariants(&log, &decisions);
     assert!(violations.is_empty(), "{violations:#?}");
 }

@@ -5,12 +5,11 @@
 //! stop); 1 on a fatal error (a supervisor should restart it).
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use surge_core::settings::PipelineSettings;
+use surge_core::service::run_blocking_loop;
 use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
 use surge_engine::{run_pipeline, ExitReason, PipelineMetrics, PipelineSpec};
@@ -63,39 +62,15 @@ async fn run_coupon(settings: &Settings) -> anyhow::Result<ExitCode> {
     let processor = surge_coupon::CouponProcessor::new(results);
     let metrics = PipelineMetrics::new("coupon");
 
-    let shutdown = Shutdown::on_signals();
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.wait().await;
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
-
-    let last_poll = metrics.last_poll.clone();
-    let health = move || {
-        let age = chrono::Utc::now().timestamp() - last_poll.get();
-        if last_poll.get() == 0 {
-            Err("starting: not polling yet".to_string())
-        } else if age > 30 {
-            Err(format!("loop stalled: last poll {age} s ago"))
-        } else {
-            Ok(format!("polling (last {age} s ago)"))
-        }
-    };
-    let (addr, _server) = surge_core::telemetry::serve(spec.settings.metrics_listen, metrics.registry.clone(), Arc::new(health), shutdown.clone())
-        .await
-        .with_context(|| format!("serving metrics on {}", spec.settings.metrics_listen))?;
-    tracing::info!(message = "metrics and health", address = %addr);
-
     // The loop blocks (librdkafka transaction calls): a thread of its own.
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
-    let thread = std::thread::Builder::new()
-        .name("coupon-pipeline".into())
-        .spawn(move || run_pipeline(spec, factory, processor, commands, runtime, stop, metrics))?;
-    let exit = tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+    let listen = spec.settings.metrics_listen;
+    let exit = run_blocking_loop("coupon-pipeline", listen, metrics.registry.clone(), metrics.last_poll.clone(), Shutdown::on_signals(), move |stop| {
+        run_pipeline(spec, factory, processor, commands, runtime, stop, metrics)
+    })
+    .await
+    .with_context(|| format!("serving metrics on {listen}"))?;
     Ok(match exit {
         ExitReason::Shutdown => ExitCode::SUCCESS,
         ExitReason::Fenced(why) => {

@@ -4,12 +4,11 @@
 //! 1 on a fatal error.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use surge_core::service::run_blocking_loop;
 use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
 use surge_kafka::ClientFactory;
@@ -70,36 +69,14 @@ async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
 
     let prometheus = prometheus::Registry::new_custom(Some("surge".into()), Some([("sink".to_string(), "postgres".to_string())].into()))?;
     let metrics = SinkMetrics::new(&prometheus);
-    let last_poll = metrics.last_poll.clone();
-    let health = move || {
-        let age = chrono::Utc::now().timestamp() - last_poll.get();
-        if last_poll.get() == 0 {
-            Err("starting".to_string())
-        } else if age > 30 {
-            Err(format!("stalled: last poll {age} s ago (is PostgreSQL down?)"))
-        } else {
-            Ok(format!("polling (last {age} s ago)"))
-        }
-    };
-    let (addr, _server) = surge_core::telemetry::serve(spec.settings.metrics_listen, prometheus, Arc::new(health), shutdown.clone())
-        .await
-        .with_context(|| format!("serving metrics on {}", spec.settings.metrics_listen))?;
-    tracing::info!(message = "metrics and health", address = %addr);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.wait().await;
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
-    let thread = std::thread::Builder::new()
-        .name("postgres-sink".into())
-        .spawn(move || run_sink(spec, factory, pool, codec, runtime, stop, metrics))?;
-    let exit = tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
+    let listen = spec.settings.metrics_listen;
+    let exit = run_blocking_loop("postgres-sink", listen, prometheus, metrics.last_poll.clone(), shutdown, move |stop| {
+        run_sink(spec, factory, pool, codec, runtime, stop, metrics)
+    })
+    .await
+    .with_context(|| format!("serving metrics on {listen}"))?;
     Ok(match exit {
         SinkExit::Shutdown => ExitCode::SUCCESS,
         SinkExit::Fatal(why) => {
