@@ -41,11 +41,23 @@ async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, key: &str, msg
 
 fn read_with_python(topic: &str) -> serde_json::Value {
     let settings = common::settings();
-    let out = Command::new(python())
+    let mut child = Command::new(python())
         .arg(common::repo_root().join("tests/interop/read_with_confluent_kafka.py"))
         .args([&settings.kafka.bootstrap_servers, &settings.registry.url, topic, "1"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run python");
+    // A deadline of our own, whatever the reader does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the Python reader did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("python output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python reader failed: {stderr}");
     let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();

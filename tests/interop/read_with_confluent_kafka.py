@@ -7,7 +7,9 @@ usage: read_with_confluent_kafka.py BOOTSTRAP REGISTRY_URL TOPIC COUNT
 Prints one JSON object per record (value decoded by the registry's schema).
 """
 import json
+import signal
 import sys
+import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -26,9 +28,26 @@ def plain(value):
     raise TypeError(f"unexpected {type(value)}")
 
 
+def deserialize(registry_url, payload, topic):
+    """Decodes with a fresh registry client per attempt: a registry call that
+    stalls (seen once: a response that never came on a kept-alive connection)
+    times out and is retried instead of hanging the reader."""
+    last = None
+    for attempt in range(5):
+        try:
+            client = SchemaRegistryClient({"url": registry_url, "timeout": 10})
+            return AvroDeserializer(client)(payload, SerializationContext(topic, MessageField.VALUE))
+        except Exception as e:  # noqa: BLE001 - report the last one
+            last = e
+            print(f"registry attempt {attempt + 1} failed: {e!r}", file=sys.stderr, flush=True)
+            time.sleep(1)
+    raise SystemExit(f"could not decode with the registry: {last!r}")
+
+
 def main():
+    # Never outlive the test that runs us.
+    signal.alarm(150)
     bootstrap, registry_url, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"interop-{uuid.uuid4()}",
@@ -47,7 +66,7 @@ def main():
                 continue
             if msg.error():
                 raise SystemExit(f"consume error: {msg.error()}")
-            value = deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE))
+            value = deserialize(registry_url, msg.value(), topic)
             print(json.dumps({"key": msg.key().decode(), "value": value}, default=plain), flush=True)
             seen += 1
     finally:
