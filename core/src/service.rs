@@ -34,7 +34,8 @@ pub async fn run_blocking_loop<T: Send + 'static>(
             Ok(format!("polling (last {age} s ago)"))
         }
     };
-    let (addr, _server) = crate::telemetry::serve(listen, registry, Arc::new(health), shutdown.clone()).await?;
+    let (addr, _server) =
+        crate::telemetry::serve(listen, registry, Arc::new(health), shutdown.clone()).await?;
     tracing::info!(message = "metrics and health", address = %addr);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -45,7 +46,9 @@ pub async fn run_blocking_loop<T: Send + 'static>(
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || body(stop))?;
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || body(stop))?;
     tokio::task::spawn_blocking(move || thread.join())
         .await
         .map_err(std::io::Error::other)?
@@ -53,5 +56,8 @@ pub async fn run_blocking_loop<T: Send + 'static>(
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -42,7 +42,9 @@ pub struct SinksSettings {
 
 impl Default for SinksSettings {
     fn default() -> Self {
-        Self { postgres: SinkSettings::with_metrics_port(9467) }
+        Self {
+            postgres: SinkSettings::with_metrics_port(9467),
+        }
     }
 }
 
@@ -96,7 +98,9 @@ pub struct PipelinesSettings {
 
 impl Default for PipelinesSettings {
     fn default() -> Self {
-        Self { coupon: PipelineSettings::with_metrics_port(9464) }
+        Self {
+            coupon: PipelineSettings::with_metrics_port(9464),
+        }
     }
 }
 
@@ -202,12 +206,17 @@ fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> 
     }
     match F::deserialize(d)? {
         F::N(n) => Ok(n),
-        F::S(s) => s.trim().parse().map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
+        F::S(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
     }
 }
 
 /// A map whose values are any TOML/env scalar, kept as the string librdkafka wants.
-fn scalar_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Scalar {
@@ -265,7 +274,10 @@ pub struct RegistrySettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), compatibility: "BACKWARD".into() }
+        Self {
+            url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
+            compatibility: "BACKWARD".into(),
+        }
     }
 }
 
@@ -281,7 +293,10 @@ pub struct PostgresSettings {
 
 impl Default for PostgresSettings {
     fn default() -> Self {
-        Self { url: "postgres://surge:surge@127.0.0.1:5432/surge".into(), max_connections: 8 }
+        Self {
+            url: "postgres://surge:surge@127.0.0.1:5432/surge".into(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -295,7 +310,9 @@ pub struct RedisSettings {
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".into() }
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+        }
     }
 }
 
@@ -315,7 +332,12 @@ pub struct TopicsSettings {
 
 impl Default for TopicsSettings {
     fn default() -> Self {
-        Self { file: "config/topics.toml".into(), replication_factor: None, min_insync_replicas: None, name_prefix: String::new() }
+        Self {
+            file: "config/topics.toml".into(),
+            replication_factor: None,
+            min_insync_replicas: None,
+            name_prefix: String::new(),
+        }
     }
 }
 
@@ -331,7 +353,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -357,16 +382,21 @@ impl Settings {
     }
 
     /// As [`Settings::load`], with the environment given (for tests).
-    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let mut text = None;
         if let Some(path) = file {
-            let content = std::fs::read_to_string(path)
-                .map_err(|e| SettingsError { message: format!("cannot read config file {}: {e}", path.display()) })?;
+            let content = std::fs::read_to_string(path).map_err(|e| SettingsError {
+                message: format!("cannot read config file {}: {e}", path.display()),
+            })?;
             figment = figment.merge(Toml::string(&content));
             text = Some((path.to_path_buf(), content));
         }
-        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
+        let env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| is_setting_var(k)).collect();
         // Environment values are typed like TOML ("250" is a number, "true" a
         // boolean); a variable whose field wants a string (an instance id "0",
         // a numeric password) is retried as the raw string.
@@ -391,21 +421,38 @@ impl Settings {
 /// `SURGE_<SECTION>__<KEY>`: only variables with a section separator are
 /// settings, so `SURGE_STACK_DIR` and friends stay out of the way.
 fn is_setting_var(key: &str) -> bool {
-    key.strip_prefix("SURGE_").is_some_and(|rest| rest.contains("__"))
+    key.strip_prefix("SURGE_")
+        .is_some_and(|rest| rest.contains("__"))
 }
 
 /// The variable that sets `path`, e.g. `SURGE_KAFKA__CLIENT_ID`.
 fn env_var_for(path: &[String]) -> String {
-    format!("SURGE_{}", path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__"))
+    format!(
+        "SURGE_{}",
+        path.iter()
+            .map(|p| p.to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join("__")
+    )
 }
 
-fn env_provider(vars: &[(String, String)], raw: &std::collections::HashSet<String>) -> impl figment::Provider {
+fn env_provider(
+    vars: &[(String, String)],
+    raw: &std::collections::HashSet<String>,
+) -> impl figment::Provider {
     // figment's Env reads the process environment; feed it a fixed snapshot
     // instead by building the nested map ourselves.
     let mut root = figment::value::Dict::new();
     for (key, value) in vars {
-        let path: Vec<String> = key["SURGE_".len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
-        let value = if raw.contains(key) { value.clone().into() } else { parse_env_value(value) };
+        let path: Vec<String> = key["SURGE_".len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        let value = if raw.contains(key) {
+            value.clone().into()
+        } else {
+            parse_env_value(value)
+        };
         insert(&mut root, &path, value);
     }
     Serialized::globals(root).profile(figment::Profile::Default)
@@ -418,7 +465,9 @@ fn insert(dict: &mut figment::value::Dict, path: &[String], value: figment::valu
             dict.insert(last.clone(), value);
         }
         [head, rest @ ..] => {
-            let entry = dict.entry(head.clone()).or_insert_with(|| figment::value::Dict::new().into());
+            let entry = dict
+                .entry(head.clone())
+                .or_insert_with(|| figment::value::Dict::new().into());
             if let figment::value::Value::Dict(_, child) = entry {
                 insert(child, rest, value);
             }
@@ -427,14 +476,22 @@ fn insert(dict: &mut figment::value::Dict, path: &[String], value: figment::valu
 }
 
 fn parse_env_value(raw: &str) -> figment::value::Value {
-    raw.parse::<figment::value::Value>().unwrap_or_else(|_| raw.to_string().into())
+    raw.parse::<figment::value::Value>()
+        .unwrap_or_else(|_| raw.to_string().into())
 }
 
-fn explain(e: figment::Error, file: Option<&(PathBuf, String)>, env: &[(String, String)]) -> SettingsError {
+fn explain(
+    e: figment::Error,
+    file: Option<&(PathBuf, String)>,
+    env: &[(String, String)],
+) -> SettingsError {
     let path = e.path.clone();
     let what = match &e.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
+            format!(
+                "unknown key `{field}`; expected one of: {}",
+                expected.join(", ")
+            )
         }
         other => other.to_string(),
     };
@@ -442,18 +499,27 @@ fn explain(e: figment::Error, file: Option<&(PathBuf, String)>, env: &[(String, 
     // A value from the environment: name the variable.
     let var = env_var_for(&path);
     if env.iter().any(|(k, _)| k.eq_ignore_ascii_case(&var)) {
-        return SettingsError { message: format!("bad setting in environment variable {var}: {what}") };
+        return SettingsError {
+            message: format!("bad setting in environment variable {var}: {what}"),
+        };
     }
     if let Some((file, text)) = file {
         if let Some(line) = locate(text, &path) {
             let content = text.lines().nth(line - 1).unwrap_or_default().trim();
             return SettingsError {
-                message: format!("bad setting in {} line {line} (`{content}`), key `{key}`: {what}", file.display()),
+                message: format!(
+                    "bad setting in {} line {line} (`{content}`), key `{key}`: {what}",
+                    file.display()
+                ),
             };
         }
-        return SettingsError { message: format!("bad setting in {}, key `{key}`: {what}", file.display()) };
+        return SettingsError {
+            message: format!("bad setting in {}, key `{key}`: {what}", file.display()),
+        };
     }
-    SettingsError { message: format!("bad setting `{key}`: {what}") }
+    SettingsError {
+        message: format!("bad setting `{key}`: {what}"),
+    }
 }
 
 /// 1-based line of `path` (section... key) in a TOML text, by a plain scan:
@@ -471,7 +537,9 @@ fn locate(text: &str, path: &[String]) -> Option<usize> {
             }
             continue;
         }
-        let Some((k, _)) = l.split_once('=') else { continue };
+        let Some((k, _)) = l.split_once('=') else {
+            continue;
+        };
         let k = k.trim().trim_matches('"');
         if current == want && k == key {
             return Some(i + 1);
@@ -504,28 +572,71 @@ mod tests {
         let f = file("[kafka]\nbootstrap_servers = \"b1:9092\"\nclient_id = \"from-file\"\n");
         let env = vec![
             ("SURGE_KAFKA__CLIENT_ID".to_string(), "from-env".to_string()),
-            ("SURGE_KAFKA__LIBRDKAFKA__SOCKET.KEEPALIVE.ENABLE".to_string(), "true".to_string()),
-            ("SURGE_KAFKA__LIBRDKAFKA__SESSION.TIMEOUT.MS".to_string(), "6000".to_string()),
+            (
+                "SURGE_KAFKA__LIBRDKAFKA__SOCKET.KEEPALIVE.ENABLE".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "SURGE_KAFKA__LIBRDKAFKA__SESSION.TIMEOUT.MS".to_string(),
+                "6000".to_string(),
+            ),
             ("SURGE_STACK_DIR".to_string(), "/not/a/setting".to_string()),
-            ("SURGE_PIPELINES__COUPON__INSTANCE_ID".to_string(), "0".to_string()),
-            ("SURGE_PIPELINES__COUPON__MAX_BATCH_RECORDS".to_string(), "250".to_string()),
-            ("SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO".to_string(), "0.25".to_string()),
-            ("SURGE_PIPELINES__COUPON__COMMIT_INTERVAL".to_string(), "20ms".to_string()),
-            ("SURGE_TOPICS__REPLICATION_FACTOR".to_string(), "3".to_string()),
-            ("SURGE_KAFKA__SASL_PASSWORD".to_string(), "12345".to_string()),
+            (
+                "SURGE_PIPELINES__COUPON__INSTANCE_ID".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "SURGE_PIPELINES__COUPON__MAX_BATCH_RECORDS".to_string(),
+                "250".to_string(),
+            ),
+            (
+                "SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO".to_string(),
+                "0.25".to_string(),
+            ),
+            (
+                "SURGE_PIPELINES__COUPON__COMMIT_INTERVAL".to_string(),
+                "20ms".to_string(),
+            ),
+            (
+                "SURGE_TOPICS__REPLICATION_FACTOR".to_string(),
+                "3".to_string(),
+            ),
+            (
+                "SURGE_KAFKA__SASL_PASSWORD".to_string(),
+                "12345".to_string(),
+            ),
         ];
         let s = Settings::load_from(Some(f.path()), env).unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "b1:9092");
         assert_eq!(s.kafka.client_id, "from-env");
-        assert_eq!(s.kafka.librdkafka.get("socket.keepalive.enable").map(String::as_str), Some("true"));
-        assert_eq!(s.kafka.librdkafka.get("session.timeout.ms").map(String::as_str), Some("6000"));
+        assert_eq!(
+            s.kafka
+                .librdkafka
+                .get("socket.keepalive.enable")
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            s.kafka
+                .librdkafka
+                .get("session.timeout.ms")
+                .map(String::as_str),
+            Some("6000")
+        );
         assert_eq!(s.registry, RegistrySettings::default());
         assert_eq!(s.pipelines.coupon.instance_id, "0");
         assert_eq!(s.pipelines.coupon.max_batch_records, 250);
         assert_eq!(s.pipelines.coupon.inject_abort_ratio, 0.25);
-        assert_eq!(s.pipelines.coupon.commit_interval, std::time::Duration::from_millis(20));
+        assert_eq!(
+            s.pipelines.coupon.commit_interval,
+            std::time::Duration::from_millis(20)
+        );
         assert_eq!(s.topics.replication_factor, Some(3));
-        assert_eq!(s.kafka.sasl_password.as_deref(), Some("12345"), "a numeric secret stays a string");
+        assert_eq!(
+            s.kafka.sasl_password.as_deref(),
+            Some("12345"),
+            "a numeric secret stays a string"
+        );
     }
 
     #[test]
@@ -537,23 +648,33 @@ mod tests {
     #[test]
     fn unknown_key_names_the_line() {
         let f = file("[kafka]\nclient_id = \"x\"\nbootstrap_server = \"typo:9092\"\n");
-        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("unknown key `bootstrap_server`"), "{err}");
-        assert!(err.contains("bootstrap_servers"), "suggests the right key: {err}");
+        assert!(
+            err.contains("bootstrap_servers"),
+            "suggests the right key: {err}"
+        );
     }
 
     #[test]
     fn bad_value_names_the_line() {
         let f = file("[kafka]\nsecurity_protocol = \"tls\"\n");
-        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("security_protocol"), "{err}");
     }
 
     #[test]
     fn bad_env_value_names_the_variable() {
-        let env = vec![("SURGE_POSTGRES__MAX_CONNECTIONS".to_string(), "many".to_string())];
+        let env = vec![(
+            "SURGE_POSTGRES__MAX_CONNECTIONS".to_string(),
+            "many".to_string(),
+        )];
         let err = Settings::load_from(None, env).unwrap_err().to_string();
         assert!(err.contains("SURGE_POSTGRES__MAX_CONNECTIONS"), "{err}");
     }
@@ -561,7 +682,9 @@ mod tests {
     #[test]
     fn toml_syntax_error_is_reported() {
         let f = file("[kafka\nclient_id = 1\n");
-        let err = Settings::load_from(Some(f.path()), no_env()).unwrap_err().to_string();
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 }

@@ -14,7 +14,8 @@ use crate::shutdown::Shutdown;
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
 pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -64,7 +65,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let app = router(registry, health);
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.wait()).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.wait())
+            .await
+        {
             tracing::warn!(message = "telemetry server stopped", %error);
         }
     });
@@ -75,16 +79,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     let families = state.registry.gather();
     match TextEncoder::new().encode(&families, &mut buf) {
-        Ok(()) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], buf).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            buf,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn health_route(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.check() {
-        Ok(status) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok", "detail": status }))),
-        Err(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "unavailable", "detail": reason })))
-        }
+        Ok(status) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ok", "detail": status })),
+        ),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unavailable", "detail": reason })),
+        ),
     }
 }

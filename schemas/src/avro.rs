@@ -11,11 +11,23 @@ pub enum ContractError {
     #[error("{record}: expected a record, found {found}")]
     NotARecord { record: &'static str, found: String },
     #[error("{record}.{field}: missing")]
-    MissingField { record: &'static str, field: &'static str },
+    MissingField {
+        record: &'static str,
+        field: &'static str,
+    },
     #[error("{record}.{field}: expected {expected}, found {found}")]
-    WrongType { record: &'static str, field: &'static str, expected: &'static str, found: String },
+    WrongType {
+        record: &'static str,
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+    },
     #[error("{record}.{field}: {reason}")]
-    Invalid { record: &'static str, field: &'static str, reason: String },
+    Invalid {
+        record: &'static str,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 /// An amount of money with two decimal places, held as minor units (cents).
@@ -82,7 +94,10 @@ pub(crate) fn opt_long(v: Option<i64>) -> Value {
 }
 
 pub(crate) fn enum_value(symbols: &[&str], symbol: &str) -> Value {
-    let index = symbols.iter().position(|s| *s == symbol).expect("symbol is one of the schema's symbols");
+    let index = symbols
+        .iter()
+        .position(|s| *s == symbol)
+        .expect("symbol is one of the schema's symbols");
     Value::Enum(index as u32, symbol.to_string())
 }
 
@@ -101,7 +116,10 @@ impl RecordReader {
     pub fn new(record: &'static str, value: Value) -> Result<Self, ContractError> {
         match value {
             Value::Record(fields) => Ok(Self { record, fields }),
-            other => Err(ContractError::NotARecord { record, found: kind(&other) }),
+            other => Err(ContractError::NotARecord {
+                record,
+                found: kind(&other),
+            }),
         }
     }
 
@@ -110,16 +128,28 @@ impl RecordReader {
             .fields
             .iter()
             .position(|(name, _)| name == field)
-            .ok_or(ContractError::MissingField { record: self.record, field })?;
+            .ok_or(ContractError::MissingField {
+                record: self.record,
+                field,
+            })?;
         Ok(std::mem::replace(&mut self.fields[pos].1, Value::Null))
     }
 
     fn wrong(&self, field: &'static str, expected: &'static str, found: &Value) -> ContractError {
-        ContractError::WrongType { record: self.record, field, expected, found: kind(found) }
+        ContractError::WrongType {
+            record: self.record,
+            field,
+            expected,
+            found: kind(found),
+        }
     }
 
     pub fn invalid(&self, field: &'static str, reason: impl Into<String>) -> ContractError {
-        ContractError::Invalid { record: self.record, field, reason: reason.into() }
+        ContractError::Invalid {
+            record: self.record,
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// The value inside a union (or the value itself when not a union).
@@ -192,7 +222,10 @@ impl RecordReader {
         }
     }
 
-    pub fn opt_timestamp(&mut self, field: &'static str) -> Result<Option<DateTime<Utc>>, ContractError> {
+    pub fn opt_timestamp(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<DateTime<Utc>>, ContractError> {
         match self.take_unwrapped(field)? {
             Value::Null => Ok(None),
             Value::TimestampMillis(ms) | Value::Long(ms) => self.millis(field, ms).map(Some),
@@ -201,15 +234,21 @@ impl RecordReader {
     }
 
     fn millis(&self, field: &'static str, ms: i64) -> Result<DateTime<Utc>, ContractError> {
-        Utc.timestamp_millis_opt(ms).single().ok_or_else(|| self.invalid(field, format!("{ms} ms is not a valid instant")))
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .ok_or_else(|| self.invalid(field, format!("{ms} ms is not a valid instant")))
     }
 
     pub fn money(&mut self, field: &'static str) -> Result<Money, ContractError> {
         match self.take_unwrapped(field)? {
             Value::Decimal(d) => {
-                let bytes: Vec<u8> = Vec::try_from(d).map_err(|e| self.invalid(field, e.to_string()))?;
+                let bytes: Vec<u8> =
+                    Vec::try_from(d).map_err(|e| self.invalid(field, e.to_string()))?;
                 if bytes.is_empty() || bytes.len() > 8 {
-                    return Err(self.invalid(field, format!("decimal of {} bytes does not fit 18 digits", bytes.len())));
+                    return Err(self.invalid(
+                        field,
+                        format!("decimal of {} bytes does not fit 18 digits", bytes.len()),
+                    ));
                 }
                 let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0x00 };
                 let mut be = [fill; 8];
@@ -249,10 +288,25 @@ mod tests {
 
     #[test]
     fn money_bytes_are_minimal_and_round_trip() {
-        for v in [0i64, 1, -1, 127, 128, -128, -129, 255, 1999, -1999, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            127,
+            128,
+            -128,
+            -129,
+            255,
+            1999,
+            -1999,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let bytes = minimal_twos_complement(v);
             assert!(!bytes.is_empty() && bytes.len() <= 8);
-            let mut r = RecordReader::new("T", Value::Record(vec![("m".into(), Money(v).to_avro())])).unwrap();
+            let mut r =
+                RecordReader::new("T", Value::Record(vec![("m".into(), Money(v).to_avro())]))
+                    .unwrap();
             assert_eq!(r.money("m").unwrap(), Money(v), "value {v} bytes {bytes:?}");
         }
         assert_eq!(minimal_twos_complement(128), vec![0x00, 0x80]);
@@ -262,8 +316,18 @@ mod tests {
 
     #[test]
     fn errors_name_record_and_field() {
-        let mut r = RecordReader::new("CouponCommand", Value::Record(vec![("couponId".into(), Value::Long(3))])).unwrap();
-        assert_eq!(r.string("couponId").unwrap_err().to_string(), "CouponCommand.couponId: expected string, found Long");
-        assert_eq!(r.string("userId").unwrap_err().to_string(), "CouponCommand.userId: missing");
+        let mut r = RecordReader::new(
+            "CouponCommand",
+            Value::Record(vec![("couponId".into(), Value::Long(3))]),
+        )
+        .unwrap();
+        assert_eq!(
+            r.string("couponId").unwrap_err().to_string(),
+            "CouponCommand.couponId: expected string, found Long"
+        );
+        assert_eq!(
+            r.string("userId").unwrap_err().to_string(),
+            "CouponCommand.userId: missing"
+        );
     }
 }

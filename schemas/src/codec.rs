@@ -66,16 +66,26 @@ pub struct TopicCodec<T: Contract> {
 
 impl<T: Contract> Clone for TopicCodec<T> {
     fn clone(&self) -> Self {
-        Self { registry: self.registry.clone(), writer_id: self.writer_id, _t: PhantomData }
+        Self {
+            registry: self.registry.clone(),
+            writer_id: self.writer_id,
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T: Contract> TopicCodec<T> {
     /// Finds (registering when absent) the id of our schema under `<topic>-value`.
     pub async fn connect(registry: &Registry) -> Result<Self, RegistryError> {
-        let id = registry.register(&subject_for(T::TOPIC), T::SCHEMA_JSON).await?;
+        let id = registry
+            .register(&subject_for(T::TOPIC), T::SCHEMA_JSON)
+            .await?;
         registry.remember(id, T::schema().clone());
-        Ok(Self { registry: registry.clone(), writer_id: id, _t: PhantomData })
+        Ok(Self {
+            registry: registry.clone(),
+            writer_id: id,
+            _t: PhantomData,
+        })
     }
 
     /// The schema id stamped on every record this codec writes.
@@ -88,7 +98,10 @@ impl<T: Contract> TopicCodec<T> {
         let body = GenericDatumWriter::builder(T::schema())
             .build()
             .and_then(|w| w.write_value_to_vec(msg.to_avro()))
-            .map_err(|e| EncodeError { topic: T::TOPIC, error: e.to_string() })?;
+            .map_err(|e| EncodeError {
+                topic: T::TOPIC,
+                error: e.to_string(),
+            })?;
         Ok(wire::frame(self.writer_id, &body))
     }
 
@@ -102,10 +115,21 @@ impl<T: Contract> TopicCodec<T> {
         let reader = GenericDatumReader::builder(&writer)
             .reader_schema(T::schema())
             .build()
-            .map_err(|e| DecodeError::Body { schema_id: id, error: e.to_string() })?;
-        let value = reader.read_value(&mut body).map_err(|e| DecodeError::Body { schema_id: id, error: e.to_string() })?;
+            .map_err(|e| DecodeError::Body {
+                schema_id: id,
+                error: e.to_string(),
+            })?;
+        let value = reader
+            .read_value(&mut body)
+            .map_err(|e| DecodeError::Body {
+                schema_id: id,
+                error: e.to_string(),
+            })?;
         if !body.is_empty() {
-            return Err(DecodeError::Body { schema_id: id, error: format!("{} trailing bytes after the record", body.len()) });
+            return Err(DecodeError::Body {
+                schema_id: id,
+                error: format!("{} trailing bytes after the record", body.len()),
+            });
         }
         Ok(T::from_avro(value)?)
     }

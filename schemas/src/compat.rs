@@ -34,7 +34,10 @@ pub fn backward_breakages(old: &Schema, new: &Schema) -> Vec<Breakage> {
             Err(e) => e.to_string(),
             Ok(_) => "incompatible".into(),
         };
-        out.push(Breakage { field: root_name(new), reason });
+        out.push(Breakage {
+            field: root_name(new),
+            reason,
+        });
     }
     out
 }
@@ -52,7 +55,10 @@ fn walk(old: &Schema, new: &Schema, path: &str, out: &mut Vec<Breakage>) {
         (Schema::Union(o), Schema::Union(n)) => walk_union(o, n, path, out),
         _ => {
             if let Err(e) = SchemaCompatibility::can_read(old, new) {
-                out.push(Breakage { field: path.to_string(), reason: format!("type changed incompatibly ({e})") });
+                out.push(Breakage {
+                    field: path.to_string(),
+                    reason: format!("type changed incompatibly ({e})"),
+                });
             }
         }
     }
@@ -62,11 +68,16 @@ fn walk_record(old: &RecordSchema, new: &RecordSchema, path: &str, out: &mut Vec
     for field in &new.fields {
         let field_path = format!("{path}.{}", field.name);
         let aliases = field.aliases.clone();
-        let previous = old.fields.iter().find(|f| f.name == field.name || aliases.contains(&f.name));
+        let previous = old
+            .fields
+            .iter()
+            .find(|f| f.name == field.name || aliases.contains(&f.name));
         match previous {
             None if field.default.is_none() => out.push(Breakage {
                 field: field_path,
-                reason: "added without a default, so records written before it have no value for it".into(),
+                reason:
+                    "added without a default, so records written before it have no value for it"
+                        .into(),
             }),
             None => {}
             Some(prev) => walk(&prev.schema, &field.schema, &field_path, out),
@@ -76,7 +87,10 @@ fn walk_record(old: &RecordSchema, new: &RecordSchema, path: &str, out: &mut Vec
 
 fn walk_union(old: &UnionSchema, new: &UnionSchema, path: &str, out: &mut Vec<Breakage>) {
     for (i, variant) in old.variants().iter().enumerate() {
-        let readable = new.variants().iter().any(|n| SchemaCompatibility::can_read(variant, n).is_ok());
+        let readable = new
+            .variants()
+            .iter()
+            .any(|n| SchemaCompatibility::can_read(variant, n).is_ok());
         if !readable {
             // Same-named record in the new union: explain inside it.
             let same = new.variants().iter().find(|n| match (variant, n) {

@@ -21,7 +21,11 @@ pub enum CouponAction {
     /// A user asks for one unit.
     Issue { user_id: String },
     /// Admin: create the coupon.
-    Create { stock: i64, active_from: Option<DateTime<Utc>>, active_until: Option<DateTime<Utc>> },
+    Create {
+        stock: i64,
+        active_from: Option<DateTime<Utc>>,
+        active_until: Option<DateTime<Utc>>,
+    },
     /// Admin: change total stock by `delta`.
     AdjustStock { delta: i64, reason: Option<String> },
 }
@@ -33,10 +37,18 @@ impl Contract for CouponCommand {
 
     fn to_avro(&self) -> Value {
         let command = match &self.command {
-            CouponAction::Issue { user_id } => {
-                Value::Union(0, Box::new(Value::Record(vec![("userId".into(), Value::String(user_id.clone()))])))
-            }
-            CouponAction::Create { stock, active_from, active_until } => Value::Union(
+            CouponAction::Issue { user_id } => Value::Union(
+                0,
+                Box::new(Value::Record(vec![(
+                    "userId".into(),
+                    Value::String(user_id.clone()),
+                )])),
+            ),
+            CouponAction::Create {
+                stock,
+                active_from,
+                active_until,
+            } => Value::Union(
                 1,
                 Box::new(Value::Record(vec![
                     ("stock".into(), Value::Long(*stock)),
@@ -69,7 +81,9 @@ impl Contract for CouponCommand {
         let command = match branch {
             0 => {
                 let mut c = RecordReader::new("IssueRequest", inner)?;
-                CouponAction::Issue { user_id: c.id("userId")? }
+                CouponAction::Issue {
+                    user_id: c.id("userId")?,
+                }
             }
             1 => {
                 let mut c = RecordReader::new("CreateCoupon", inner)?;
@@ -81,11 +95,19 @@ impl Contract for CouponCommand {
             }
             2 => {
                 let mut c = RecordReader::new("AdjustStock", inner)?;
-                CouponAction::AdjustStock { delta: c.long("delta")?, reason: c.opt_string("reason")? }
+                CouponAction::AdjustStock {
+                    delta: c.long("delta")?,
+                    reason: c.opt_string("reason")?,
+                }
             }
             other => return Err(r.invalid("command", format!("unknown union branch {other}"))),
         };
-        Ok(Self { request_id, coupon_id, requested_at, command })
+        Ok(Self {
+            request_id,
+            coupon_id,
+            requested_at,
+            command,
+        })
     }
 }
 
@@ -103,8 +125,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const SYMBOLS: [&'static str; 8] =
-        ["ISSUED", "DUPLICATE", "SOLD_OUT", "UNKNOWN_COUPON", "NOT_ACTIVE", "INVALID", "CREATED", "ADJUSTED"];
+    pub const SYMBOLS: [&'static str; 8] = [
+        "ISSUED",
+        "DUPLICATE",
+        "SOLD_OUT",
+        "UNKNOWN_COUPON",
+        "NOT_ACTIVE",
+        "INVALID",
+        "CREATED",
+        "ADJUSTED",
+    ];
     pub const ALL: [Outcome; 8] = [
         Outcome::Issued,
         Outcome::Duplicate,
@@ -122,7 +152,10 @@ impl Outcome {
     }
 
     pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS.iter().position(|x| *x == s).map(|i| Self::ALL[i])
+        Self::SYMBOLS
+            .iter()
+            .position(|x| *x == s)
+            .map(|i| Self::ALL[i])
     }
 }
 
@@ -155,7 +188,10 @@ impl Contract for CouponDecision {
             ("requestId".into(), Value::String(self.request_id.clone())),
             ("couponId".into(), Value::String(self.coupon_id.clone())),
             ("userId".into(), avro::opt_string(&self.user_id)),
-            ("outcome".into(), avro::enum_value(&Outcome::SYMBOLS, self.outcome.symbol())),
+            (
+                "outcome".into(),
+                avro::enum_value(&Outcome::SYMBOLS, self.outcome.symbol()),
+            ),
             ("sequence".into(), avro::opt_long(self.sequence)),
             ("stock".into(), Value::Long(self.stock)),
             ("issued".into(), Value::Long(self.issued)),
@@ -174,7 +210,8 @@ impl Contract for CouponDecision {
         let coupon_id = r.id("couponId")?;
         let user_id = r.opt_string("userId")?;
         let symbol = r.symbol("outcome")?;
-        let outcome = Outcome::from_symbol(&symbol).ok_or_else(|| r.invalid("outcome", format!("unknown symbol {symbol}")))?;
+        let outcome = Outcome::from_symbol(&symbol)
+            .ok_or_else(|| r.invalid("outcome", format!("unknown symbol {symbol}")))?;
         Ok(Self {
             request_id,
             coupon_id,

@@ -77,10 +77,28 @@ pub fn subject_for(topic: &str) -> String {
 
 /// Every public topic and its schema, in the order of DESIGN.md.
 pub const PUBLIC_CONTRACTS: &[TopicContract] = &[
-    TopicContract { topic: coupon::CouponCommand::TOPIC, schema_json: coupon::CouponCommand::SCHEMA_JSON },
-    TopicContract { topic: coupon::CouponDecision::TOPIC, schema_json: coupon::CouponDecision::SCHEMA_JSON },
-    TopicContract { topic: order::OrderCreate::TOPIC, schema_json: order::OrderCreate::SCHEMA_JSON },
-    TopicContract { topic: order::OrderCancel::TOPIC, schema_json: order::OrderCancel::SCHEMA_JSON },
-    TopicContract { topic: order::PaymentRequest::TOPIC, schema_json: order::PaymentRequest::SCHEMA_JSON },
-    TopicContract { topic: order::OrderStatus::TOPIC, schema_json: order::OrderStatus::SCHEMA_JSON },
+    TopicContract {
+        topic: coupon::CouponCommand::TOPIC,
+        schema_json: coupon::CouponCommand::SCHEMA_JSON,
+    },
+    TopicContract {
+        topic: coupon::CouponDecision::TOPIC,
+        schema_json: coupon::CouponDecision::SCHEMA_JSON,
+    },
+    TopicContract {
+        topic: order::OrderCreate::TOPIC,
+        schema_json: order::OrderCreate::SCHEMA_JSON,
+    },
+    TopicContract {
+        topic: order::OrderCancel::TOPIC,
+        schema_json: order::OrderCancel::SCHEMA_JSON,
+    },
+    TopicContract {
+        topic: order::PaymentRequest::TOPIC,
+        schema_json: order::PaymentRequest::SCHEMA_JSON,
+    },
+    TopicContract {
+        topic: order::OrderStatus::TOPIC,
+        schema_json: order::OrderStatus::SCHEMA_JSON,
+    },
 ];

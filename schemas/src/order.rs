@@ -64,7 +64,11 @@ impl Contract for OrderCreate {
             if quantity < 1 {
                 return Err(i.invalid("quantity", format!("{quantity} is below 1")));
             }
-            items.push(OrderItem { product_id: i.id("productId")?, quantity, unit_price: i.money("unitPrice")? });
+            items.push(OrderItem {
+                product_id: i.id("productId")?,
+                quantity,
+                unit_price: i.money("unitPrice")?,
+            });
         }
         if items.is_empty() {
             return Err(r.invalid("items", "an order needs at least one line"));
@@ -153,7 +157,10 @@ impl Contract for PaymentRequest {
             ("paymentId".into(), Value::String(self.payment_id.clone())),
             ("orderId".into(), Value::String(self.order_id.clone())),
             ("userId".into(), Value::String(self.user_id.clone())),
-            ("kind".into(), avro::enum_value(&PaymentKind::SYMBOLS, self.kind.symbol())),
+            (
+                "kind".into(),
+                avro::enum_value(&PaymentKind::SYMBOLS, self.kind.symbol()),
+            ),
             ("amount".into(), self.amount.to_avro()),
             ("currency".into(), Value::String(self.currency.clone())),
             ("requestedAt".into(), avro::timestamp(self.requested_at)),
@@ -174,7 +181,15 @@ impl Contract for PaymentRequest {
         if amount.0 <= 0 {
             return Err(r.invalid("amount", format!("{amount} is not positive")));
         }
-        Ok(Self { payment_id, order_id, user_id, kind, amount, currency: r.id("currency")?, requested_at: r.timestamp("requestedAt")? })
+        Ok(Self {
+            payment_id,
+            order_id,
+            user_id,
+            kind,
+            amount,
+            currency: r.id("currency")?,
+            requested_at: r.timestamp("requestedAt")?,
+        })
     }
 }
 
@@ -190,7 +205,14 @@ pub enum OrderState {
 }
 
 impl OrderState {
-    const SYMBOLS: [&'static str; 6] = ["CREATED", "PAYMENT_PENDING", "PAID", "REJECTED", "PAYMENT_FAILED", "CANCELLED"];
+    const SYMBOLS: [&'static str; 6] = [
+        "CREATED",
+        "PAYMENT_PENDING",
+        "PAID",
+        "REJECTED",
+        "PAYMENT_FAILED",
+        "CANCELLED",
+    ];
     const ALL: [OrderState; 6] = [
         OrderState::Created,
         OrderState::PaymentPending,
@@ -203,10 +225,16 @@ impl OrderState {
         Self::SYMBOLS[self as usize]
     }
     pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS.iter().position(|x| *x == s).map(|i| Self::ALL[i])
+        Self::SYMBOLS
+            .iter()
+            .position(|x| *x == s)
+            .map(|i| Self::ALL[i])
     }
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Paid | Self::Rejected | Self::PaymentFailed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Paid | Self::Rejected | Self::PaymentFailed | Self::Cancelled
+        )
     }
 }
 
@@ -234,7 +262,10 @@ impl Contract for OrderStatus {
         Value::Record(vec![
             ("orderId".into(), Value::String(self.order_id.clone())),
             ("userId".into(), Value::String(self.user_id.clone())),
-            ("state".into(), avro::enum_value(&OrderState::SYMBOLS, self.state.symbol())),
+            (
+                "state".into(),
+                avro::enum_value(&OrderState::SYMBOLS, self.state.symbol()),
+            ),
             ("terminal".into(), Value::Boolean(self.state.is_terminal())),
             ("reason".into(), avro::opt_string(&self.reason)),
             ("total".into(), self.total.to_avro()),
@@ -251,7 +282,8 @@ impl Contract for OrderStatus {
         let order_id = r.id("orderId")?;
         let user_id = r.id("userId")?;
         let symbol = r.symbol("state")?;
-        let state = OrderState::from_symbol(&symbol).ok_or_else(|| r.invalid("state", format!("unknown symbol {symbol}")))?;
+        let state = OrderState::from_symbol(&symbol)
+            .ok_or_else(|| r.invalid("state", format!("unknown symbol {symbol}")))?;
         let terminal = r.boolean("terminal")?;
         if terminal != state.is_terminal() {
             return Err(r.invalid("terminal", format!("{terminal} contradicts state {symbol}")));

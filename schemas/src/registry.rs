@@ -9,7 +9,9 @@ use schema_registry_converter::async_impl::schema_registry::{
     get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema, SrSettings,
 };
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 
 /// A registry call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +42,17 @@ impl RegistryError {
 
 fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryError {
     let text = e.to_string();
-    if text.contains("404") || text.contains("40403") || text.contains("40401") || text.contains("not found") {
+    if text.contains("404")
+        || text.contains("40403")
+        || text.contains("40401")
+        || text.contains("not found")
+    {
         not_found()
     } else if text.contains("409") {
-        RegistryError::Incompatible { subject: String::new(), message: text }
+        RegistryError::Incompatible {
+            subject: String::new(),
+            message: text,
+        }
     } else if e.retriable {
         RegistryError::Unavailable(text)
     } else {
@@ -99,22 +108,32 @@ impl Registry {
         post_schema(&self.settings, subject.to_string(), supplied)
             .await
             .map(|r| r.id)
-            .map_err(|e| match classify(e, || RegistryError::UnknownSubject(subject.to_string())) {
-                RegistryError::Incompatible { message, .. } => {
-                    RegistryError::Incompatible { subject: subject.to_string(), message }
-                }
-                other => other,
-            })
+            .map_err(
+                |e| match classify(e, || RegistryError::UnknownSubject(subject.to_string())) {
+                    RegistryError::Incompatible { message, .. } => RegistryError::Incompatible {
+                        subject: subject.to_string(),
+                        message,
+                    },
+                    other => other,
+                },
+            )
     }
 
     /// The latest version of `subject`, or `None` if it has none.
     pub async fn latest(&self, subject: &str) -> Result<Option<RegisteredVersion>, RegistryError> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(
-            subject.strip_suffix("-value").unwrap_or(subject).to_string(),
+            subject
+                .strip_suffix("-value")
+                .unwrap_or(subject)
+                .to_string(),
             false,
         );
         match get_schema_by_subject(&self.settings, &strategy).await {
-            Ok(r) => Ok(Some(RegisteredVersion { id: r.id, version: r.version, schema: r.schema })),
+            Ok(r) => Ok(Some(RegisteredVersion {
+                id: r.id,
+                version: r.version,
+                schema: r.schema,
+            })),
             Err(e) => match classify(e, || RegistryError::UnknownSubject(subject.to_string())) {
                 RegistryError::UnknownSubject(_) => Ok(None),
                 other => Err(other),
@@ -144,7 +163,9 @@ impl Registry {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(RegistryError::Unavailable(format!("PUT /config/{subject}: {status} {body}")));
+            return Err(RegistryError::Unavailable(format!(
+                "PUT /config/{subject}: {status} {body}"
+            )));
         }
         Ok(())
     }
@@ -160,8 +181,14 @@ impl Registry {
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        Ok(body.get("compatibilityLevel").and_then(|v| v.as_str()).map(str::to_string))
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        Ok(body
+            .get("compatibilityLevel")
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
     }
 
     /// The writer schema for `id`, fetched once and cached for the process.
@@ -172,15 +199,24 @@ impl Registry {
         let registered = get_schema_by_id(id, &self.settings)
             .await
             .map_err(|e| classify(e, || RegistryError::UnknownSchemaId(id)))?;
-        let schema = Schema::parse_str(&registered.schema)
-            .map_err(|e| RegistryError::BadSchema { what: format!("id {id}"), error: e.to_string() })?;
+        let schema =
+            Schema::parse_str(&registered.schema).map_err(|e| RegistryError::BadSchema {
+                what: format!("id {id}"),
+                error: e.to_string(),
+            })?;
         let schema = Arc::new(schema);
-        self.by_id.lock().expect("cache lock").insert(id, schema.clone());
+        self.by_id
+            .lock()
+            .expect("cache lock")
+            .insert(id, schema.clone());
         Ok(schema)
     }
 
     /// Seeds the cache with a schema whose id is known (our own writer schema).
     pub fn remember(&self, id: u32, schema: Schema) {
-        self.by_id.lock().expect("cache lock").insert(id, Arc::new(schema));
+        self.by_id
+            .lock()
+            .expect("cache lock")
+            .insert(id, Arc::new(schema));
     }
 }

@@ -15,7 +15,13 @@ use surge_core::Settings;
 #[command(name = "surge", version, about, long_about = None)]
 struct Cli {
     /// Settings file (TOML). Every key can be overridden by SURGE_<SECTION>__<KEY>.
-    #[arg(long, short, global = true, env = "SURGE_CONFIG", default_value = "config/surge.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SURGE_CONFIG",
+        default_value = "config/surge.toml"
+    )]
     config: PathBuf,
 
     #[command(subcommand)]
@@ -59,7 +65,10 @@ fn main() -> ExitCode {
         }
     };
     surge_core::telemetry::init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("surge: cannot start the async runtime: {e}");
@@ -90,7 +99,8 @@ fn main() -> ExitCode {
 /// The default file is optional (a binary run outside the repo uses built-in
 /// defaults and the environment); a file named explicitly must exist.
 fn load_settings(path: &std::path::Path) -> Result<Settings, surge_core::SettingsError> {
-    let explicit = std::env::args_os().any(|a| a == "--config" || a == "-c") || std::env::var_os("SURGE_CONFIG").is_some();
+    let explicit = std::env::args_os().any(|a| a == "--config" || a == "-c")
+        || std::env::var_os("SURGE_CONFIG").is_some();
     if path.exists() || explicit {
         Settings::load(Some(path))
     } else {

@@ -21,7 +21,11 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let fx = Fixture::new("coupon-crash").await;
     // 8 coupons × 1,500 stock, 4,000 users: most coupons sell out, some users repeat.
     let commands = flash_sale(8, 1_500, 4_000, REQUESTS, 42);
-    let distinct: usize = commands.iter().map(|c| c.request_id.as_str()).collect::<HashSet<_>>().len();
+    let distinct: usize = commands
+        .iter()
+        .map(|c| c.request_id.as_str())
+        .collect::<HashSet<_>>()
+        .len();
 
     let started = Instant::now();
     // Requests keep arriving while the pipeline dies and restarts.
@@ -44,7 +48,10 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let alive = Duration::from_millis(rng.random_range(800..4_000));
         tokio::time::sleep(alive).await;
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("pipeline exited on its own with {status}; see {}", fx.logs.display());
+            panic!(
+                "pipeline exited on its own with {status}; see {}",
+                fx.logs.display()
+            );
         }
         signal(&child, "KILL");
         child.wait().unwrap();
@@ -55,12 +62,23 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
     let mut child = fx.spawn_pipeline("0", &[]);
     let log = fx.issue_log(commands.len()).await;
-    assert_eq!(log.len(), commands.len(), "every request reached coupon-issue");
+    assert_eq!(
+        log.len(),
+        commands.len(),
+        "every request reached coupon-issue"
+    );
     let decisions = fx.decisions(distinct, Duration::from_secs(600)).await;
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
-    eprintln!("{} decisions for {distinct} distinct requests after {kills} kills in {:?}", decisions.len(), started.elapsed());
+    eprintln!(
+        "{} decisions for {distinct} distinct requests after {kills} kills in {:?}",
+        decisions.len(),
+        started.elapsed()
+    );
 
     let violations = check_invariants(&log, &decisions);
-    assert!(violations.is_empty(), "after {kills} SIGKILLs: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "after {kills} SIGKILLs: {violations:#?}"
+    );
 }

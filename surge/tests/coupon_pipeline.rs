@@ -14,36 +14,70 @@ async fn a_small_sale_is_decided_exactly_once_first_come_first_served() {
     fx.produce(&commands).await;
     let mut child = fx.spawn_pipeline("0", &[]);
     let log = fx.issue_log(commands.len()).await;
-    let distinct = log.iter().map(|(_, _, c)| c.request_id.clone()).collect::<std::collections::HashSet<_>>().len();
+    let distinct = log
+        .iter()
+        .map(|(_, _, c)| c.request_id.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let decisions = fx.decisions(distinct, Duration::from_secs(120)).await;
 
     // Operators see the same story on /metrics and /health.
     std::thread::sleep(Duration::from_millis(300));
     let log_text = std::fs::read_to_string(fx.logs.join("pipeline-0.log")).unwrap();
-    let addr = log_text.split("metrics and health address=").nth(1).and_then(|r| r.split_whitespace().next()).expect("address logged").to_string();
+    let addr = log_text
+        .split("metrics and health address=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address logged")
+        .to_string();
     let (status, metrics) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     let value = |series: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
     };
-    assert_eq!(value("surge_pipeline_decisions_total{outcome=\"ISSUED\",pipeline=\"coupon\"}"), 60.0, "{metrics}");
+    assert_eq!(
+        value("surge_pipeline_decisions_total{outcome=\"ISSUED\",pipeline=\"coupon\"}"),
+        60.0,
+        "{metrics}"
+    );
     assert!(value("surge_pipeline_transactions_committed_total{pipeline=\"coupon\"}") >= 1.0);
-    assert_eq!(value("surge_pipeline_records_in_total{pipeline=\"coupon\"}"), commands.len() as f64);
-    assert!(metrics.contains("surge_pipeline_consumer_lag_records"), "lag against the LSO is exported");
+    assert_eq!(
+        value("surge_pipeline_records_in_total{pipeline=\"coupon\"}"),
+        commands.len() as f64
+    );
+    assert!(
+        metrics.contains("surge_pipeline_consumer_lag_records"),
+        "lag against the LSO is exported"
+    );
     let (status, health) = http_get(&addr, "/health");
     assert_eq!(status, 200, "{health}");
 
     common::coupon::signal(&child, "TERM");
     let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM ends the pipeline with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the pipeline with exit 0, got {status}"
+    );
 
     let violations = check_invariants(&log, &decisions);
     assert!(violations.is_empty(), "{violations:#?}");
-    let issued = decisions.iter().filter(|d| d.outcome == Outcome::Issued).count();
+    let issued = decisions
+        .iter()
+        .filter(|d| d.outcome == Outcome::Issued)
+        .count();
     assert_eq!(issued, 60, "3 coupons × 20 stock, 60 users asking");
     assert!(decisions.iter().any(|d| d.outcome == Outcome::Duplicate));
     assert!(decisions.iter().any(|d| d.outcome == Outcome::SoldOut));
-    assert_eq!(decisions.len(), distinct, "retried request ids got no second decision");
+    assert_eq!(
+        decisions.len(),
+        distinct,
+        "retried request ids got no second decision"
+    );
 }
 
 /// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
@@ -53,7 +87,14 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

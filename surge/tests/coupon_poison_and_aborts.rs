@@ -30,25 +30,40 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     let poison: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..3].to_vec()),
         ("bad_magic", [&[9u8][..], &good[1..]].concat()),
-        ("unknown_schema_id", [&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &good[5..]].concat()),
+        (
+            "unknown_schema_id",
+            [&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &good[5..]].concat(),
+        ),
         ("contract_violation", empty_user),
     ];
     let mut cfg = fx.factory.base("test-producer");
     cfg.set("partitioner", "murmur2_random");
     let producer: FutureProducer = cfg.create().unwrap();
     let topic = fx.topic("coupon-issue");
-    fx.produce(&[create("c1", 10), issue("r1", "c1", "u1")]).await;
+    fx.produce(&[create("c1", 10), issue("r1", "c1", "u1")])
+        .await;
     for (reason, bytes) in &poison {
         let record = FutureRecord::to(&topic).key("c1").payload(bytes).headers(
-            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: "trace", value: Some(*reason) }),
+            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "trace",
+                value: Some(*reason),
+            }),
         );
-        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     let negative = CouponCommand {
         request_id: "admin-bad".into(),
         coupon_id: "c2".into(),
         requested_at: common::coupon::now(),
-        command: CouponAction::Create { stock: -5, active_from: None, active_until: None },
+        command: CouponAction::Create {
+            stock: -5,
+            active_from: None,
+            active_until: None,
+        },
     };
     fx.produce(&[negative, issue("r2", "c1", "u2")]).await;
 
@@ -57,19 +72,47 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
 
-    let by_request: HashMap<&str, Outcome> = decisions.iter().map(|d| (d.request_id.as_str(), d.outcome)).collect();
+    let by_request: HashMap<&str, Outcome> = decisions
+        .iter()
+        .map(|d| (d.request_id.as_str(), d.outcome))
+        .collect();
     assert_eq!(by_request.get("r1"), Some(&Outcome::Issued));
-    assert_eq!(by_request.get("r2"), Some(&Outcome::Issued), "processing continued after the poison records");
-    assert_eq!(by_request.get("admin-bad"), Some(&Outcome::Invalid), "a rule-breaking request is decided INVALID");
-    let invalid = decisions.iter().find(|d| d.request_id == "admin-bad").unwrap();
-    assert!(invalid.reason.as_deref().unwrap_or_default().contains("negative"), "{invalid:?}");
-    assert_eq!(decisions.len(), 4, "create, r1, admin-bad, r2: poison records get no decision");
+    assert_eq!(
+        by_request.get("r2"),
+        Some(&Outcome::Issued),
+        "processing continued after the poison records"
+    );
+    assert_eq!(
+        by_request.get("admin-bad"),
+        Some(&Outcome::Invalid),
+        "a rule-breaking request is decided INVALID"
+    );
+    let invalid = decisions
+        .iter()
+        .find(|d| d.request_id == "admin-bad")
+        .unwrap();
+    assert!(
+        invalid
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("negative"),
+        "{invalid:?}"
+    );
+    assert_eq!(
+        decisions.len(),
+        4,
+        "create, r1, admin-bad, r2: poison records get no decision"
+    );
 
     // The dead-letter topic holds the 4 poison records, bytes untouched.
-    let cfg = fx.factory.read_committed_consumer_config("dlq-reader", &common::unique("dlq"));
+    let cfg = fx
+        .factory
+        .read_committed_consumer_config("dlq-reader", &common::unique("dlq"));
     let consumer: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&fx.topic("coupon-pipeline-dlq"), 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(&fx.topic("coupon-pipeline-dlq"), 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut dead = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -78,19 +121,42 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
             let m = m.unwrap();
             let headers: HashMap<String, String> = m
                 .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             dead.push((m.payload().unwrap_or_default().to_vec(), headers));
         }
     }
-    assert_eq!(dead.len(), poison.len(), "every poison record is in the dead-letter topic");
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "every poison record is in the dead-letter topic"
+    );
     for ((reason, bytes), (payload, headers)) in poison.iter().zip(&dead) {
         assert_eq!(payload, bytes, "{reason}: original bytes kept");
-        assert_eq!(headers.get("surge.dlq.reason").map(String::as_str), Some(*reason));
+        assert_eq!(
+            headers.get("surge.dlq.reason").map(String::as_str),
+            Some(*reason)
+        );
         assert_eq!(headers.get("surge.dlq.source.topic"), Some(&topic));
-        assert!(headers.contains_key("surge.dlq.source.offset") && headers.contains_key("surge.dlq.source.partition"));
+        assert!(
+            headers.contains_key("surge.dlq.source.offset")
+                && headers.contains_key("surge.dlq.source.partition")
+        );
         assert!(!headers["surge.dlq.message"].is_empty());
-        assert_eq!(headers.get("trace").map(String::as_str), Some(*reason), "original headers kept");
+        assert_eq!(
+            headers.get("trace").map(String::as_str),
+            Some(*reason),
+            "original headers kept"
+        );
     }
 }
 
@@ -98,7 +164,11 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
 async fn aborted_batches_are_invisible_and_their_records_decided_again_exactly_once() {
     let fx = Fixture::new("coupon-aborts").await;
     let commands = flash_sale(4, 300, 900, 20_000, 11);
-    let distinct = commands.iter().map(|c| c.request_id.as_str()).collect::<HashSet<_>>().len();
+    let distinct = commands
+        .iter()
+        .map(|c| c.request_id.as_str())
+        .collect::<HashSet<_>>()
+        .len();
     fx.produce(&commands).await;
     // Small batches so that many transactions happen, half of them aborted.
     let env = [
@@ -113,8 +183,14 @@ async fn aborted_batches_are_invisible_and_their_records_decided_again_exactly_o
 
     let log_text = std::fs::read_to_string(fx.logs.join("pipeline-0.log")).unwrap();
     let aborts = log_text.matches("aborting transaction").count();
-    assert!(aborts >= 5, "the fault injection aborted batches ({aborts} aborts)");
+    assert!(
+        aborts >= 5,
+        "the fault injection aborted batches ({aborts} aborts)"
+    );
     let violations = check_invariants(&log, &decisions);
-    assert!(violations.is_empty(), "with {aborts} aborted batches: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "with {aborts} aborted batches: {violations:#?}"
+    );
     assert_eq!(decisions.len(), distinct);
 }

@@ -22,15 +22,18 @@ fn read(path: &str) -> String {
 }
 
 fn load_compose() -> Yaml {
-    serde_yaml::from_str(&read("docker-compose.yml")).unwrap_or_else(|e| panic!("docker-compose.yml is not valid YAML: {e}"))
+    serde_yaml::from_str(&read("docker-compose.yml"))
+        .unwrap_or_else(|e| panic!("docker-compose.yml is not valid YAML: {e}"))
 }
 
 fn load_settings() -> toml::Value {
-    toml::from_str(&read("config/surge.toml")).unwrap_or_else(|e| panic!("config/surge.toml is not valid TOML: {e}"))
+    toml::from_str(&read("config/surge.toml"))
+        .unwrap_or_else(|e| panic!("config/surge.toml is not valid TOML: {e}"))
 }
 
 fn load_topics() -> toml::Value {
-    toml::from_str(&read("config/topics.toml")).unwrap_or_else(|e| panic!("config/topics.toml is not valid TOML: {e}"))
+    toml::from_str(&read("config/topics.toml"))
+        .unwrap_or_else(|e| panic!("config/topics.toml is not valid TOML: {e}"))
 }
 
 fn load_prometheus() -> Yaml {
@@ -70,15 +73,25 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     };
     let (host, port) = match hostport.rsplit_once(':') {
         // `[::1]` alone has colons but no port.
-        Some((h, p)) if !hostport.ends_with(']') => {
-            (h.to_string(), Some(p.parse::<u16>().map_err(|e| format!("bad port `{p}` in `{s}`: {e}"))?))
-        }
+        Some((h, p)) if !hostport.ends_with(']') => (
+            h.to_string(),
+            Some(
+                p.parse::<u16>()
+                    .map_err(|e| format!("bad port `{p}` in `{s}`: {e}"))?,
+            ),
+        ),
         _ => (hostport.to_string(), None),
     };
     if host.is_empty() {
         return Err(format!("no host in `{s}`"));
     }
-    Ok(Endpoint { host, port, user, password, path })
+    Ok(Endpoint {
+        host,
+        port,
+        user,
+        password,
+        path,
+    })
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -130,13 +143,19 @@ struct Published {
 
 fn published_ports(svc: &Yaml) -> Result<Vec<Published>, String> {
     let mut out = Vec::new();
-    let Some(Yaml::Sequence(ports)) = svc.get("ports") else { return Ok(out) };
+    let Some(Yaml::Sequence(ports)) = svc.get("ports") else {
+        return Ok(out);
+    };
     for p in ports {
         match p {
             Yaml::Mapping(_) => {
                 let num = |key: &str| -> Result<u16, String> {
-                    let v = p.get(key).and_then(scalar).ok_or_else(|| format!("port entry {p:?} has no `{key}`"))?;
-                    v.parse().map_err(|e| format!("port entry {p:?}: bad `{key}` {v}: {e}"))
+                    let v = p
+                        .get(key)
+                        .and_then(scalar)
+                        .ok_or_else(|| format!("port entry {p:?} has no `{key}`"))?;
+                    v.parse()
+                        .map_err(|e| format!("port entry {p:?}: bad `{key}` {v}: {e}"))
                 };
                 out.push(Published {
                     host_ip: p.get("host_ip").and_then(scalar),
@@ -148,7 +167,10 @@ fn published_ports(svc: &Yaml) -> Result<Vec<Published>, String> {
                 let s = scalar(other).ok_or_else(|| format!("unreadable port entry {other:?}"))?;
                 let s = s.split('/').next().unwrap_or_default();
                 let parts: Vec<&str> = s.rsplitn(3, ':').collect(); // target, published, host_ip
-                let num = |x: &str| x.parse::<u16>().map_err(|e| format!("port entry `{s}`: bad port `{x}`: {e}"));
+                let num = |x: &str| {
+                    x.parse::<u16>()
+                        .map_err(|e| format!("port entry `{s}`: bad port `{x}`: {e}"))
+                };
                 match parts.as_slice() {
                     [target, published, host_ip] => out.push(Published {
                         host_ip: Some(host_ip.to_string()),
@@ -170,7 +192,9 @@ fn published_ports(svc: &Yaml) -> Result<Vec<Published>, String> {
 /// named volumes are left out.
 fn bind_sources(svc: &Yaml) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(Yaml::Sequence(volumes)) = svc.get("volumes") else { return out };
+    let Some(Yaml::Sequence(volumes)) = svc.get("volumes") else {
+        return out;
+    };
     for v in volumes {
         let source = match v {
             Yaml::Mapping(_) => v.get("source").and_then(scalar),
@@ -198,7 +222,13 @@ fn listeners(list: &str) -> BTreeMap<String, Endpoint> {
             let mut ep = parse_endpoint(l.trim()).ok().or_else(|| {
                 // `NAME://:9092` binds every interface.
                 let port = l.trim().rsplit_once(':')?.1.parse().ok()?;
-                Some(Endpoint { host: String::new(), port: Some(port), user: None, password: None, path: String::new() })
+                Some(Endpoint {
+                    host: String::new(),
+                    port: Some(port),
+                    user: None,
+                    password: None,
+                    path: String::new(),
+                })
             })?;
             if ep.host == "0.0.0.0" {
                 ep.host.clear();
@@ -220,11 +250,16 @@ fn check_published(
     want: &Endpoint,
 ) -> Option<u16> {
     let Some(svc) = service(compose, name) else {
-        problems.push(format!("docker-compose.yml has no `{name}` service, but config/surge.toml's {what} needs one"));
+        problems.push(format!(
+            "docker-compose.yml has no `{name}` service, but config/surge.toml's {what} needs one"
+        ));
         return None;
     };
     let Some(want_port) = want.port else {
-        problems.push(format!("config/surge.toml's {what} `{}` names no port", want.host));
+        problems.push(format!(
+            "config/surge.toml's {what} `{}` names no port",
+            want.host
+        ));
         return None;
     };
     if !is_loopback(&want.host) {
@@ -263,11 +298,22 @@ fn check_published(
     }
 }
 
-fn expect_env(problems: &mut Vec<String>, env: &BTreeMap<String, String>, svc: &str, key: &str, want: &str, why: &str) {
+fn expect_env(
+    problems: &mut Vec<String>,
+    env: &BTreeMap<String, String>,
+    svc: &str,
+    key: &str,
+    want: &str,
+    why: &str,
+) {
     match env.get(key) {
         Some(v) if v.trim().eq_ignore_ascii_case(want) => {}
-        Some(v) => problems.push(format!("docker-compose.yml `{svc}`: {key} is `{v}`, expected `{want}` ({why})")),
-        None => problems.push(format!("docker-compose.yml `{svc}`: {key} is not set, expected `{want}` ({why})")),
+        Some(v) => problems.push(format!(
+            "docker-compose.yml `{svc}`: {key} is `{v}`, expected `{want}` ({why})"
+        )),
+        None => problems.push(format!(
+            "docker-compose.yml `{svc}`: {key} is not set, expected `{want}` ({why})"
+        )),
     }
 }
 
@@ -297,21 +343,41 @@ fn check_compose(
         }
     };
     let bootstrap: Vec<Option<Endpoint>> = toml_str(settings, &["kafka", "bootstrap_servers"])
-        .map(|s| s.split(',').map(|b| parse_endpoint(b.trim()).ok()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|b| parse_endpoint(b.trim()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     let registry_url = endpoint(&["registry", "url"]);
     let postgres_url = endpoint(&["postgres", "url"]);
     let redis_url = endpoint(&["redis", "url"]);
     if bootstrap.is_empty() || bootstrap.iter().any(Option::is_none) {
-        problems.push("config/surge.toml's kafka.bootstrap_servers is missing or not a host:port list".into());
+        problems.push(
+            "config/surge.toml's kafka.bootstrap_servers is missing or not a host:port list".into(),
+        );
     }
 
     // ---- kafka: ports, listeners, KRaft, single-node settings like scripts/stack.
-    let kafka_env = service(compose, "kafka").map(environment).unwrap_or_default();
+    let kafka_env = service(compose, "kafka")
+        .map(environment)
+        .unwrap_or_default();
     let listen = listeners(kafka_env.get("KAFKA_LISTENERS").map_or("", String::as_str));
-    let advertised = listeners(kafka_env.get("KAFKA_ADVERTISED_LISTENERS").map_or("", String::as_str));
+    let advertised = listeners(
+        kafka_env
+            .get("KAFKA_ADVERTISED_LISTENERS")
+            .map_or("", String::as_str),
+    );
     for b in bootstrap.iter().flatten() {
-        let Some(target) = check_published(&mut problems, compose, "kafka", "kafka.bootstrap_servers", b) else { continue };
+        let Some(target) = check_published(
+            &mut problems,
+            compose,
+            "kafka",
+            "kafka.bootstrap_servers",
+            b,
+        ) else {
+            continue;
+        };
         // The listener on that container port must advertise the address the
         // host client bootstrapped with, or the client is redirected away.
         match listen.iter().find(|(_, ep)| ep.port == Some(target)) {
@@ -338,9 +404,14 @@ fn check_compose(
     if let Some(svc) = service(compose, "kafka") {
         match svc.get("image").and_then(scalar) {
             Some(img) if img.starts_with("apache/kafka:") => {}
-            other => problems.push(format!("docker-compose.yml `kafka` image is {other:?}, expected apache/kafka:<version>")),
+            other => problems.push(format!(
+                "docker-compose.yml `kafka` image is {other:?}, expected apache/kafka:<version>"
+            )),
         }
-        let roles = kafka_env.get("KAFKA_PROCESS_ROLES").cloned().unwrap_or_default();
+        let roles = kafka_env
+            .get("KAFKA_PROCESS_ROLES")
+            .cloned()
+            .unwrap_or_default();
         let roles: BTreeSet<&str> = roles.split(',').map(str::trim).collect();
         if !(roles.contains("controller") && roles.contains("broker")) {
             problems.push(format!(
@@ -348,13 +419,27 @@ fn check_compose(
                 kafka_env.get("KAFKA_PROCESS_ROLES")
             ));
         }
-        for key in kafka_env.keys().filter(|k| k.to_ascii_uppercase().contains("ZOOKEEPER")) {
-            problems.push(format!("docker-compose.yml `kafka` sets {key}: the stack is KRaft, no ZooKeeper"));
+        for key in kafka_env
+            .keys()
+            .filter(|k| k.to_ascii_uppercase().contains("ZOOKEEPER"))
+        {
+            problems.push(format!(
+                "docker-compose.yml `kafka` sets {key}: the stack is KRaft, no ZooKeeper"
+            ));
         }
         for (key, why) in [
-            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "one broker, like scripts/stack"),
-            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "one broker, like scripts/stack"),
-            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "one broker, like scripts/stack"),
+            (
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "one broker, like scripts/stack",
+            ),
+            (
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+                "one broker, like scripts/stack",
+            ),
+            (
+                "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "one broker, like scripts/stack",
+            ),
         ] {
             expect_env(&mut problems, &kafka_env, "kafka", key, "1", why);
         }
@@ -378,9 +463,16 @@ fn check_compose(
         // config/topics.toml's defaults must be satisfiable by the brokers here.
         let brokers = services
             .values()
-            .filter(|s| s.get("image").and_then(scalar).is_some_and(|i| i.starts_with("apache/kafka")))
+            .filter(|s| {
+                s.get("image")
+                    .and_then(scalar)
+                    .is_some_and(|i| i.starts_with("apache/kafka"))
+            })
             .count() as i64;
-        let rf = topics.get("defaults").and_then(|d| d.get("replication_factor")).and_then(toml::Value::as_integer);
+        let rf = topics
+            .get("defaults")
+            .and_then(|d| d.get("replication_factor"))
+            .and_then(toml::Value::as_integer);
         if let Some(rf) = rf {
             if rf > brokers {
                 problems.push(format!(
@@ -396,8 +488,18 @@ fn check_compose(
     }
     if let Some(svc) = service(compose, "registry") {
         let env = environment(svc);
-        expect_env(&mut problems, &env, "registry", "APICURIO_STORAGE_KIND", "kafkasql", "schema ids must survive restarts, independent of PostgreSQL");
-        let servers = env.get("APICURIO_KAFKASQL_BOOTSTRAP_SERVERS").cloned().unwrap_or_default();
+        expect_env(
+            &mut problems,
+            &env,
+            "registry",
+            "APICURIO_STORAGE_KIND",
+            "kafkasql",
+            "schema ids must survive restarts, independent of PostgreSQL",
+        );
+        let servers = env
+            .get("APICURIO_KAFKASQL_BOOTSTRAP_SERVERS")
+            .cloned()
+            .unwrap_or_default();
         if !servers.split(',').any(|s| s.trim().starts_with("kafka:")) {
             problems.push(format!(
                 "docker-compose.yml `registry`: APICURIO_KAFKASQL_BOOTSTRAP_SERVERS is `{servers}`, expected the kafka service's internal listener (kafka:<port>)"
@@ -410,7 +512,13 @@ fn check_compose(
         check_published(&mut problems, compose, "postgres", "postgres.url", url);
         if let Some(svc) = service(compose, "postgres") {
             let env = environment(svc);
-            let db = url.path.trim_start_matches('/').split('?').next().unwrap_or_default().to_string();
+            let db = url
+                .path
+                .trim_start_matches('/')
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             for (key, want, part) in [
                 ("POSTGRES_USER", url.user.clone(), "user"),
                 ("POSTGRES_PASSWORD", url.password.clone(), "password"),
@@ -464,11 +572,14 @@ fn check_compose(
         .filter_map(|t| parse_endpoint(&scalar(t)?).ok()?.port)
         .collect();
     if targets.is_empty() {
-        problems.push("config/prometheus/prometheus.yml has no `surge` job with static targets".into());
+        problems
+            .push("config/prometheus/prometheus.yml has no `surge` job with static targets".into());
     }
     if let Some(toml::Value::Table(pipelines)) = settings.get("pipelines") {
         for (name, p) in pipelines {
-            let Some(listen) = p.get("metrics_listen").and_then(toml::Value::as_str) else { continue };
+            let Some(listen) = p.get("metrics_listen").and_then(toml::Value::as_str) else {
+                continue;
+            };
             match parse_endpoint(listen).ok().and_then(|e| e.port) {
                 Some(port) if targets.contains(&port) => {}
                 Some(port) => problems.push(format!(
@@ -484,7 +595,13 @@ fn check_compose(
 }
 
 fn check_repo_files(compose: &Yaml) -> Vec<String> {
-    check_compose(compose, &load_settings(), &load_topics(), &load_prometheus(), &repo())
+    check_compose(
+        compose,
+        &load_settings(),
+        &load_topics(),
+        &load_prometheus(),
+        &repo(),
+    )
 }
 
 fn assert_no_problems(problems: &[String]) {
@@ -498,14 +615,18 @@ fn assert_no_problems(problems: &[String]) {
 fn set(compose: &mut Yaml, path: &[&str], value: Yaml) {
     let mut v = compose;
     for k in path {
-        v = v.get_mut(*k).unwrap_or_else(|| panic!("no `{k}` in docker-compose.yml along {path:?}"));
+        v = v
+            .get_mut(*k)
+            .unwrap_or_else(|| panic!("no `{k}` in docker-compose.yml along {path:?}"));
     }
     *v = value;
 }
 
 fn assert_reported(problems: &[String], needles: &[&str]) {
     assert!(
-        problems.iter().any(|p| needles.iter().all(|n| p.contains(n))),
+        problems
+            .iter()
+            .any(|p| needles.iter().all(|n| p.contains(n))),
         "expected a problem mentioning {needles:?}, got: {problems:#?}"
     );
 }
@@ -520,7 +641,8 @@ fn compose_matches_config() {
 #[test]
 fn grafana_dashboard_is_valid_json_on_surge_metrics() {
     let text = read("config/grafana/dashboards/surge-overview.json");
-    let dash: serde_json::Value = serde_json::from_str(&text).expect("surge-overview.json is not valid JSON");
+    let dash: serde_json::Value =
+        serde_json::from_str(&text).expect("surge-overview.json is not valid JSON");
     let exprs: Vec<&str> = dash["panels"]
         .as_array()
         .expect("dashboard has no panels array")
@@ -535,16 +657,26 @@ fn grafana_dashboard_is_valid_json_on_surge_metrics() {
         "surge_pipeline_consumer_lag_records",
         "surge_pipeline_dlq_records_total",
     ] {
-        assert!(exprs.iter().any(|e| e.contains(metric)), "no dashboard panel queries {metric}; queries: {exprs:#?}");
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no dashboard panel queries {metric}; queries: {exprs:#?}"
+        );
     }
 }
 
 #[test]
 fn wrong_kafka_port_is_reported() {
     let mut compose = load_compose();
-    set(&mut compose, &["services", "kafka", "ports"], Yaml::Sequence(vec!["127.0.0.1:19092:9092".into()]));
+    set(
+        &mut compose,
+        &["services", "kafka", "ports"],
+        Yaml::Sequence(vec!["127.0.0.1:19092:9092".into()]),
+    );
     let problems = check_repo_files(&compose);
-    assert_reported(&problems, &["port mismatch", "kafka.bootstrap_servers", "9092", "19092"]);
+    assert_reported(
+        &problems,
+        &["port mismatch", "kafka.bootstrap_servers", "9092", "19092"],
+    );
 }
 
 #[test]
@@ -555,52 +687,127 @@ fn wrong_ports_of_other_services_are_reported() {
         ("redis", "redis.url", "127.0.0.1:16379:6379"),
     ] {
         let mut compose = load_compose();
-        set(&mut compose, &["services", svc, "ports"], Yaml::Sequence(vec![wrong.into()]));
+        set(
+            &mut compose,
+            &["services", svc, "ports"],
+            Yaml::Sequence(vec![wrong.into()]),
+        );
         assert_reported(&check_repo_files(&compose), &["port mismatch", what, svc]);
     }
     // Published on every interface instead of loopback.
     let mut compose = load_compose();
-    set(&mut compose, &["services", "redis", "ports"], Yaml::Sequence(vec!["6379:6379".into()]));
+    set(
+        &mut compose,
+        &["services", "redis", "ports"],
+        Yaml::Sequence(vec!["6379:6379".into()]),
+    );
     assert_reported(&check_repo_files(&compose), &["redis", "every interface"]);
 }
 
 #[test]
 fn broken_kafka_settings_are_reported() {
     let cases: [(&str, &str, &[&str]); 5] = [
-        ("KAFKA_PROCESS_ROLES", "broker", &["KRaft", "KAFKA_PROCESS_ROLES"]),
-        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3", &["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "`3`"]),
-        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2", &["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "`2`"]),
-        ("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "true", &["KAFKA_AUTO_CREATE_TOPICS_ENABLE", "topics.toml"]),
-        ("KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://kafka:9092,INTERNAL://kafka:29092", &["advertises kafka:9092"]),
+        (
+            "KAFKA_PROCESS_ROLES",
+            "broker",
+            &["KRaft", "KAFKA_PROCESS_ROLES"],
+        ),
+        (
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "3",
+            &["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "`3`"],
+        ),
+        (
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+            "2",
+            &["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "`2`"],
+        ),
+        (
+            "KAFKA_AUTO_CREATE_TOPICS_ENABLE",
+            "true",
+            &["KAFKA_AUTO_CREATE_TOPICS_ENABLE", "topics.toml"],
+        ),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            "PLAINTEXT://kafka:9092,INTERNAL://kafka:29092",
+            &["advertises kafka:9092"],
+        ),
     ];
     for (key, value, needles) in cases {
         let mut compose = load_compose();
-        set(&mut compose, &["services", "kafka", "environment", key], value.into());
+        set(
+            &mut compose,
+            &["services", "kafka", "environment", key],
+            value.into(),
+        );
         assert_reported(&check_repo_files(&compose), needles);
     }
     let mut compose = load_compose();
-    let env = compose["services"]["kafka"]["environment"].as_mapping_mut().expect("kafka environment is a mapping");
+    let env = compose["services"]["kafka"]["environment"]
+        .as_mapping_mut()
+        .expect("kafka environment is a mapping");
     env.insert("KAFKA_ZOOKEEPER_CONNECT".into(), "zookeeper:2181".into());
-    assert_reported(&check_repo_files(&compose), &["KAFKA_ZOOKEEPER_CONNECT", "no ZooKeeper"]);
+    assert_reported(
+        &check_repo_files(&compose),
+        &["KAFKA_ZOOKEEPER_CONNECT", "no ZooKeeper"],
+    );
 }
 
 #[test]
 fn broken_postgres_and_registry_settings_are_reported() {
     let mut compose = load_compose();
-    set(&mut compose, &["services", "postgres", "environment", "POSTGRES_PASSWORD"], "secret".into());
-    assert_reported(&check_repo_files(&compose), &["postgres password mismatch", "secret"]);
+    set(
+        &mut compose,
+        &["services", "postgres", "environment", "POSTGRES_PASSWORD"],
+        "secret".into(),
+    );
+    assert_reported(
+        &check_repo_files(&compose),
+        &["postgres password mismatch", "secret"],
+    );
 
     let mut compose = load_compose();
-    set(&mut compose, &["services", "postgres", "environment", "POSTGRES_DB"], "shop".into());
-    assert_reported(&check_repo_files(&compose), &["postgres database mismatch", "shop"]);
+    set(
+        &mut compose,
+        &["services", "postgres", "environment", "POSTGRES_DB"],
+        "shop".into(),
+    );
+    assert_reported(
+        &check_repo_files(&compose),
+        &["postgres database mismatch", "shop"],
+    );
 
     let mut compose = load_compose();
-    set(&mut compose, &["services", "registry", "environment", "APICURIO_STORAGE_KIND"], "mem".into());
-    assert_reported(&check_repo_files(&compose), &["APICURIO_STORAGE_KIND", "mem"]);
+    set(
+        &mut compose,
+        &[
+            "services",
+            "registry",
+            "environment",
+            "APICURIO_STORAGE_KIND",
+        ],
+        "mem".into(),
+    );
+    assert_reported(
+        &check_repo_files(&compose),
+        &["APICURIO_STORAGE_KIND", "mem"],
+    );
 
     let mut compose = load_compose();
-    set(&mut compose, &["services", "registry", "environment", "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"], "localhost:9092".into());
-    assert_reported(&check_repo_files(&compose), &["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS", "localhost:9092"]);
+    set(
+        &mut compose,
+        &[
+            "services",
+            "registry",
+            "environment",
+            "APICURIO_KAFKASQL_BOOTSTRAP_SERVERS",
+        ],
+        "localhost:9092".into(),
+    );
+    assert_reported(
+        &check_repo_files(&compose),
+        &["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS", "localhost:9092"],
+    );
 }
 
 #[test]
@@ -609,16 +816,31 @@ fn missing_mounted_file_is_reported() {
     set(
         &mut compose,
         &["services", "prometheus", "volumes"],
-        Yaml::Sequence(vec!["./config/prometheus/nope.yml:/etc/prometheus/prometheus.yml:ro".into()]),
+        Yaml::Sequence(vec![
+            "./config/prometheus/nope.yml:/etc/prometheus/prometheus.yml:ro".into(),
+        ]),
     );
-    assert_reported(&check_repo_files(&compose), &["prometheus", "./config/prometheus/nope.yml", "does not exist"]);
+    assert_reported(
+        &check_repo_files(&compose),
+        &[
+            "prometheus",
+            "./config/prometheus/nope.yml",
+            "does not exist",
+        ],
+    );
 }
 
 #[test]
 fn endpoint_parsing() {
     let pg = parse_endpoint("postgres://surge:pw@127.0.0.1:5432/surge").unwrap();
     assert_eq!(
-        (pg.user.as_deref(), pg.password.as_deref(), pg.host.as_str(), pg.port, pg.path.as_str()),
+        (
+            pg.user.as_deref(),
+            pg.password.as_deref(),
+            pg.host.as_str(),
+            pg.port,
+            pg.path.as_str()
+        ),
         (Some("surge"), Some("pw"), "127.0.0.1", Some(5432), "/surge")
     );
     let reg = parse_endpoint("http://127.0.0.1:8081/apis/ccompat/v7").unwrap();

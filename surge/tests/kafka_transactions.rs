@@ -20,7 +20,9 @@ fn command(request_id: &str) -> CouponCommand {
         request_id: request_id.into(),
         coupon_id: "flash-1".into(),
         requested_at: surge_schemas::now(),
-        command: CouponAction::Issue { user_id: format!("user-of-{request_id}") },
+        command: CouponAction::Issue {
+            user_id: format!("user-of-{request_id}"),
+        },
     }
 }
 
@@ -29,7 +31,8 @@ fn read_all(factory: &ClientFactory, topic: &str, isolation: &str, want: usize) 
     cfg.set("isolation.level", isolation);
     let consumer: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -58,7 +61,10 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
     let topic = common::unique("txn");
     let admin = factory.admin().unwrap();
     admin
-        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap()
         .into_iter()
@@ -67,24 +73,36 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
         });
 
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry).await.unwrap();
-    let committed: Vec<CouponCommand> = (0..3).map(|i| command(&format!("committed-{i}"))).collect();
+    let codec = TopicCodec::<CouponCommand>::connect(&registry)
+        .await
+        .unwrap();
+    let committed: Vec<CouponCommand> =
+        (0..3).map(|i| command(&format!("committed-{i}"))).collect();
     let aborted = command("aborted-0");
 
     let payloads: Vec<Vec<u8>> = committed.iter().map(|c| codec.encode(c).unwrap()).collect();
     let aborted_payload = codec.encode(&aborted).unwrap();
     let (f, t) = (factory.clone(), topic.clone());
     tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer = f.transactional_producer_config("test", &common::unique("txid")).create().unwrap();
+        let producer: BaseProducer = f
+            .transactional_producer_config("test", &common::unique("txid"))
+            .create()
+            .unwrap();
         let timeout = Duration::from_secs(30);
         producer.init_transactions(timeout).unwrap();
         producer.begin_transaction().unwrap();
-        producer.send(BaseRecord::to(&t).key("flash-1").payload(&aborted_payload)).map_err(|(e, _)| e).unwrap();
+        producer
+            .send(BaseRecord::to(&t).key("flash-1").payload(&aborted_payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
         producer.flush(timeout).unwrap();
         producer.abort_transaction(timeout).unwrap();
         producer.begin_transaction().unwrap();
         for p in &payloads {
-            producer.send(BaseRecord::to(&t).key("flash-1").payload(p)).map_err(|(e, _)| e).unwrap();
+            producer
+                .send(BaseRecord::to(&t).key("flash-1").payload(p))
+                .map_err(|(e, _)| e)
+                .unwrap();
         }
         producer.commit_transaction(timeout).unwrap();
     })
@@ -93,7 +111,10 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
 
     let (f, t) = (factory.clone(), topic.clone());
     let (visible, uncommitted) = tokio::task::spawn_blocking(move || {
-        (read_all(&f, &t, "read_committed", 3), read_all(&f, &t, "read_uncommitted", 4))
+        (
+            read_all(&f, &t, "read_committed", 3),
+            read_all(&f, &t, "read_uncommitted", 4),
+        )
     })
     .await
     .unwrap();
@@ -101,11 +122,22 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
     let mut decoded = Vec::new();
     for bytes in &visible {
         assert_eq!(bytes[0], 0, "Confluent magic byte");
-        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), codec.schema_id(), "schema id in the header");
+        assert_eq!(
+            u32::from_be_bytes(bytes[1..5].try_into().unwrap()),
+            codec.schema_id(),
+            "schema id in the header"
+        );
         decoded.push(codec.decode(Some(bytes)).await.unwrap());
     }
-    assert_eq!(decoded, committed, "read_committed sees exactly the committed records, in order");
-    assert_eq!(uncommitted.len(), 4, "the aborted record was written (read_uncommitted sees it)");
+    assert_eq!(
+        decoded, committed,
+        "read_committed sees exactly the committed records, in order"
+    );
+    assert_eq!(
+        uncommitted.len(),
+        4,
+        "the aborted record was written (read_uncommitted sees it)"
+    );
     let seen_aborted = codec.decode(Some(&uncommitted[0])).await.unwrap();
     assert_eq!(seen_aborted, aborted);
 }
@@ -114,18 +146,26 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
 async fn poison_bytes_are_classified_not_retried() {
     let settings = common::settings();
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry).await.unwrap();
+    let codec = TopicCodec::<CouponCommand>::connect(&registry)
+        .await
+        .unwrap();
     let good = codec.encode(&command("r")).unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..3].to_vec()),
         ("bad_magic", [&[1u8][..], &good[1..]].concat()),
-        ("unknown_schema_id", [&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &good[5..]].concat()),
+        (
+            "unknown_schema_id",
+            [&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &good[5..]].concat(),
+        ),
         ("bad_avro_body", good[..good.len() - 4].to_vec()),
     ];
     for (expected, bytes) in cases {
         let err = codec.decode(Some(&bytes)).await.unwrap_err();
         assert_eq!(err.reason_code(), expected, "{err}");
-        assert!(err.is_poison(), "{expected} must go to the dead-letter topic, not be retried");
+        assert!(
+            err.is_poison(),
+            "{expected} must go to the dead-letter topic, not be retried"
+        );
     }
 }

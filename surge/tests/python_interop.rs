@@ -20,7 +20,11 @@ use surge_schemas::{Contract, Money, Registry, TopicCodec};
 fn python() -> String {
     std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
         let venv = common::repo_root().join(".stack/venv/bin/python");
-        assert!(venv.exists(), "no Python with confluent-kafka: run scripts/test (it creates {}) or set SURGE_PYTHON", venv.display());
+        assert!(
+            venv.exists(),
+            "no Python with confluent-kafka: run scripts/test (it creates {}) or set SURGE_PYTHON",
+            venv.display()
+        );
         venv.display().to_string()
     })
 }
@@ -31,19 +35,34 @@ async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, key: &str, msg
     factory
         .admin()
         .unwrap()
-        .create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
     let payload = codec.encode(msg).unwrap();
-    producer.send(FutureRecord::to(topic).key(key).payload(&payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
 }
 
 fn read_with_python(topic: &str) -> serde_json::Value {
     let settings = common::settings();
     let mut child = Command::new(python())
         .arg(common::repo_root().join("tests/interop/read_with_confluent_kafka.py"))
-        .args([&settings.kafka.bootstrap_servers, &settings.registry.url, topic, "1"])
+        .args([
+            &settings.kafka.bootstrap_servers,
+            &settings.registry.url,
+            topic,
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -60,20 +79,29 @@ fn read_with_python(topic: &str) -> serde_json::Value {
     let out = child.wait_with_output().expect("python output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python reader failed: {stderr}");
-    let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"))
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_python_decodes_a_coupon_command() {
     let registry = Registry::new(&common::settings().registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry).await.unwrap();
+    let codec = TopicCodec::<CouponCommand>::connect(&registry)
+        .await
+        .unwrap();
     let topic = common::unique("interop-coupon");
     let msg = CouponCommand {
         request_id: "req-42".into(),
         coupon_id: "flash-7".into(),
         requested_at: surge_schemas::now(),
-        command: CouponAction::Issue { user_id: "user-9".into() },
+        command: CouponAction::Issue {
+            user_id: "user-9".into(),
+        },
     };
     produce(&codec, &topic, "flash-7", &msg).await;
     let got = read_with_python(&topic);
@@ -81,8 +109,15 @@ async fn confluent_kafka_python_decodes_a_coupon_command() {
     let v = &got["value"];
     assert_eq!(v["requestId"], "req-42");
     assert_eq!(v["couponId"], "flash-7");
-    assert_eq!(v["requestedAt"], msg.requested_at.timestamp_millis(), "timestamp-millis decodes to the same instant");
-    assert_eq!(v["command"]["userId"], "user-9", "the union branch decodes to the IssueRequest record");
+    assert_eq!(
+        v["requestedAt"],
+        msg.requested_at.timestamp_millis(),
+        "timestamp-millis decodes to the same instant"
+    );
+    assert_eq!(
+        v["command"]["userId"], "user-9",
+        "the union branch decodes to the IssueRequest record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,8 +129,16 @@ async fn confluent_kafka_python_decodes_decimal_money() {
         order_id: "o-1".into(),
         user_id: "u-1".into(),
         items: vec![
-            OrderItem { product_id: "p-1".into(), quantity: 2, unit_price: Money(1999) },
-            OrderItem { product_id: "p-2".into(), quantity: 1, unit_price: Money(-5) },
+            OrderItem {
+                product_id: "p-1".into(),
+                quantity: 2,
+                unit_price: Money(1999),
+            },
+            OrderItem {
+                product_id: "p-2".into(),
+                quantity: 1,
+                unit_price: Money(-5),
+            },
         ],
         currency: "EUR".into(),
         coupon_id: None,

@@ -18,7 +18,8 @@ fn schemas_with_extra_result_field(dir: &Path, field: serde_json::Value) {
         }
     }
     let file = dir.join("coupon-result.avsc");
-    let mut schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     schema["fields"].as_array_mut().unwrap().push(field);
     std::fs::write(&file, serde_json::to_string_pretty(&schema).unwrap()).unwrap();
 }
@@ -30,7 +31,14 @@ fn register_sets_backward_and_check_accepts_compatible_and_names_breaking_fields
 
     let out = surge(&["schemas", "register"], &env);
     assert!(out.status.success());
-    for topic in ["coupon-issue", "coupon-result", "order-create", "order-cancel", "payment-request", "order-status"] {
+    for topic in [
+        "coupon-issue",
+        "coupon-result",
+        "order-create",
+        "order-cancel",
+        "payment-request",
+        "order-status",
+    ] {
         let line = format!("{prefix}{topic}-value");
         assert!(stdout(&out).contains(&line), "{line} registered");
     }
@@ -52,8 +60,14 @@ fn register_sets_backward_and_check_accepts_compatible_and_names_breaking_fields
         ok_dir.path(),
         serde_json::json!({"name": "channel", "type": ["null", "string"], "default": null, "doc": "Where the request came from."}),
     );
-    let out = surge(&["schemas", "check", "--dir", ok_dir.path().to_str().unwrap()], &env);
-    assert!(out.status.success(), "adding a field with a default is BACKWARD compatible");
+    let out = surge(
+        &["schemas", "check", "--dir", ok_dir.path().to_str().unwrap()],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "adding a field with a default is BACKWARD compatible"
+    );
 
     // A new required field is not: check fails and names the field.
     let bad_dir = tempfile::tempdir().unwrap();
@@ -61,15 +75,45 @@ fn register_sets_backward_and_check_accepts_compatible_and_names_breaking_fields
         bad_dir.path(),
         serde_json::json!({"name": "channel", "type": "string", "doc": "Where the request came from."}),
     );
-    let out = surge(&["schemas", "check", "--dir", bad_dir.path().to_str().unwrap()], &env);
+    let out = surge(
+        &[
+            "schemas",
+            "check",
+            "--dir",
+            bad_dir.path().to_str().unwrap(),
+        ],
+        &env,
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains(&format!("{prefix}coupon-result-value")) && text.contains("INCOMPATIBLE"), "{text}");
-    assert!(text.contains("field `CouponDecision.channel`: added without a default"), "{text}");
-    assert_eq!(text.matches("INCOMPATIBLE").count(), 1, "only coupon-result changed: {text}");
+    assert!(
+        text.contains(&format!("{prefix}coupon-result-value")) && text.contains("INCOMPATIBLE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `CouponDecision.channel`: added without a default"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("INCOMPATIBLE").count(),
+        1,
+        "only coupon-result changed: {text}"
+    );
 
     // And the registry refuses to register it.
-    let out = surge(&["schemas", "register", "--dir", bad_dir.path().to_str().unwrap()], &env);
+    let out = surge(
+        &[
+            "schemas",
+            "register",
+            "--dir",
+            bad_dir.path().to_str().unwrap(),
+        ],
+        &env,
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("REJECTED") && stdout(&out).contains("CouponDecision.channel"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("REJECTED") && stdout(&out).contains("CouponDecision.channel"),
+        "{}",
+        stdout(&out)
+    );
 }

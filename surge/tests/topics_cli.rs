@@ -13,32 +13,68 @@ use surge_kafka::ClientFactory;
 async fn apply_creates_then_changes_nothing_then_reports_drift() {
     let prefix = format!("{}-", unique("topics"));
     let env = [("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())];
-    let declared = surge_kafka::topics::load(&common::repo_root().join("config/topics.toml"), &Default::default()).unwrap();
+    let declared = surge_kafka::topics::load(
+        &common::repo_root().join("config/topics.toml"),
+        &Default::default(),
+    )
+    .unwrap();
 
     // Pre-create one declared topic with fewer partitions than declared: drift.
     let short = declared.iter().find(|t| t.name == "order-status").unwrap();
-    let admin = ClientFactory::new(common::settings().kafka).admin().unwrap();
+    let admin = ClientFactory::new(common::settings().kafka)
+        .admin()
+        .unwrap();
     let name = format!("{prefix}order-status");
     admin
-        .create_topics(&[NewTopic::new(&name, short.partitions - 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(
+                &name,
+                short.partitions - 1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let first = surge(&["topics", "apply"], &env);
     let text = stdout(&first);
-    assert_eq!(text.matches("created ").count(), declared.len() - 1, "{text}");
-    assert!(text.contains(&format!("DRIFT     {name}: has {} partitions, declared {}", short.partitions - 1, short.partitions)), "{text}");
+    assert_eq!(
+        text.matches("created ").count(),
+        declared.len() - 1,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "DRIFT     {name}: has {} partitions, declared {}",
+            short.partitions - 1,
+            short.partitions
+        )),
+        "{text}"
+    );
     assert_eq!(first.status.code(), Some(2), "drift gives exit 2");
 
     let second = surge(&["topics", "apply"], &env);
     let text = stdout(&second);
-    assert!(text.contains(&format!("0 created, {} unchanged, 1 drift", declared.len() - 1)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "0 created, {} unchanged, 1 drift",
+            declared.len() - 1
+        )),
+        "{text}"
+    );
     assert_eq!(second.status.code(), Some(2));
 
     // The drifting topic was left alone (no data-destroying fix).
-    let md = admin.inner().fetch_metadata(Some(&name), Duration::from_secs(10)).unwrap();
-    assert_eq!(md.topics()[0].partitions().len() as i32, short.partitions - 1);
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(&name), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        md.topics()[0].partitions().len() as i32,
+        short.partitions - 1
+    );
 
     // Without drift, a re-apply is a clean no-op with exit 0.
     let prefix2 = format!("{}-", unique("topics"));

@@ -37,9 +37,20 @@ impl ClientFactory {
             ("sasl.mechanism", k.sasl_mechanism.clone()),
             ("sasl.username", k.sasl_username.clone()),
             ("sasl.password", k.sasl_password.clone()),
-            ("ssl.ca.location", k.ssl_ca_location.as_ref().map(|p| p.display().to_string())),
-            ("ssl.certificate.location", k.ssl_certificate_location.as_ref().map(|p| p.display().to_string())),
-            ("ssl.key.location", k.ssl_key_location.as_ref().map(|p| p.display().to_string())),
+            (
+                "ssl.ca.location",
+                k.ssl_ca_location.as_ref().map(|p| p.display().to_string()),
+            ),
+            (
+                "ssl.certificate.location",
+                k.ssl_certificate_location
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            ),
+            (
+                "ssl.key.location",
+                k.ssl_key_location.as_ref().map(|p| p.display().to_string()),
+            ),
         ];
         for (key, value) in optional {
             if let Some(v) = value {
@@ -67,12 +78,19 @@ impl ClientFactory {
     /// coupon lands on the same partition whichever client produced it.
     pub fn idempotent_producer(&self, role: &str) -> KafkaResult<FutureProducer> {
         let mut c = self.base(role);
-        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("partitioner", "murmur2_random");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random");
         self.finish(c).create()
     }
 
     /// The config of a transactional producer with `transactional_id`.
-    pub fn transactional_producer_config(&self, role: &str, transactional_id: &str) -> ClientConfig {
+    pub fn transactional_producer_config(
+        &self,
+        role: &str,
+        transactional_id: &str,
+    ) -> ClientConfig {
         let mut c = self.base(role);
         c.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")

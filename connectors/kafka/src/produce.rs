@@ -11,7 +11,12 @@ use rdkafka::types::RDKafkaErrorCode;
 
 /// Sends every (key, payload) to `topic` in order and waits for all
 /// deliveries; `on_sent` is told the running count of acknowledged records.
-pub async fn produce_in_order<I>(producer: &FutureProducer, topic: &str, records: I, mut on_sent: impl FnMut(usize)) -> KafkaResult<usize>
+pub async fn produce_in_order<I>(
+    producer: &FutureProducer,
+    topic: &str,
+    records: I,
+    mut on_sent: impl FnMut(usize),
+) -> KafkaResult<usize>
 where
     I: IntoIterator<Item = (String, Vec<u8>)>,
 {
@@ -27,8 +32,12 @@ where
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    let Some(d) = inflight.pop_front() else { continue };
-                    d.await.map_err(|_| KafkaError::Canceled)?.map_err(|(e, _)| e)?;
+                    let Some(d) = inflight.pop_front() else {
+                        continue;
+                    };
+                    d.await
+                        .map_err(|_| KafkaError::Canceled)?
+                        .map_err(|(e, _)| e)?;
                     acked += 1;
                     on_sent(acked);
                 }
@@ -38,13 +47,17 @@ where
         // Keep the window bounded even when the queue is roomy.
         while inflight.len() > 50_000 {
             let d = inflight.pop_front().expect("non-empty");
-            d.await.map_err(|_| KafkaError::Canceled)?.map_err(|(e, _)| e)?;
+            d.await
+                .map_err(|_| KafkaError::Canceled)?
+                .map_err(|(e, _)| e)?;
             acked += 1;
             on_sent(acked);
         }
     }
     for d in inflight {
-        d.await.map_err(|_| KafkaError::Canceled)?.map_err(|(e, _)| e)?;
+        d.await
+            .map_err(|_| KafkaError::Canceled)?
+            .map_err(|(e, _)| e)?;
         acked += 1;
         on_sent(acked);
     }

@@ -46,11 +46,17 @@ pub struct TopicReader {
 impl TopicReader {
     pub fn open(factory: &ClientFactory, topic: &str, timeout: Duration) -> KafkaResult<Self> {
         // A group id is required by librdkafka even for assign(); nothing is committed.
-        let mut cfg = factory.read_committed_consumer_config("reader", &format!("surge-reader-{}", std::process::id()));
+        let mut cfg = factory.read_committed_consumer_config(
+            "reader",
+            &format!("surge-reader-{}", std::process::id()),
+        );
         cfg.set("enable.partition.eof", "true");
         let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
         let md = consumer.fetch_metadata(Some(topic), timeout)?;
-        let t = md.topics().first().ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))?;
+        let t = md
+            .topics()
+            .first()
+            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic))?;
         if let Some(e) = t.error() {
             return Err(KafkaError::MetadataFetch(e.into()));
         }
@@ -59,7 +65,11 @@ impl TopicReader {
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
-        Ok(Self { consumer, partitions: t.partitions().len(), at_end: HashSet::new() })
+        Ok(Self {
+            consumer,
+            partitions: t.partitions().len(),
+            at_end: HashSet::new(),
+        })
     }
 
     /// Everything committed that has not been read yet: returns once every
@@ -68,7 +78,11 @@ impl TopicReader {
         let deadline = Instant::now() + max_wait;
         let mut out = Vec::new();
         // Already at the end everywhere: look briefly for anything new.
-        let settle = if self.at_end.len() == self.partitions { Some(Instant::now() + Duration::from_millis(300)) } else { None };
+        let settle = if self.at_end.len() == self.partitions {
+            Some(Instant::now() + Duration::from_millis(300))
+        } else {
+            None
+        };
         while Instant::now() < deadline && settle.is_none_or(|s| Instant::now() < s) {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}

@@ -102,7 +102,10 @@ pub struct TopicSpec {
 impl TopicSpec {
     /// The topic configs surge manages, as Kafka names them.
     pub fn configs(&self) -> BTreeMap<&'static str, String> {
-        let retention_ms = self.retention.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "-1".into());
+        let retention_ms = self
+            .retention
+            .map(|d| d.as_millis().to_string())
+            .unwrap_or_else(|| "-1".into());
         BTreeMap::from([
             ("cleanup.policy", self.cleanup_policy.as_kafka().to_string()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
@@ -113,33 +116,55 @@ impl TopicSpec {
 
 /// Reads the topics file and applies `settings` overrides (prefix, replication).
 pub fn load(path: &Path, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
-    let text = std::fs::read_to_string(path).map_err(|error| TopicsError::Read { path: path.display().to_string(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| TopicsError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
     parse(&text, settings).map_err(|e| match e {
-        TopicsError::Parse { error, .. } => TopicsError::Parse { path: path.display().to_string(), error },
+        TopicsError::Parse { error, .. } => TopicsError::Parse {
+            path: path.display().to_string(),
+            error,
+        },
         other => other,
     })
 }
 
 /// As [`load`], from text.
 pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
-    let file: TopicFile = toml::from_str(text).map_err(|e| TopicsError::Parse { path: String::new(), error: e.to_string() })?;
+    let file: TopicFile = toml::from_str(text).map_err(|e| TopicsError::Parse {
+        path: String::new(),
+        error: e.to_string(),
+    })?;
     let d = &file.defaults;
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for t in file.topic {
         let name = format!("{}{}", settings.name_prefix, t.name);
         if seen.insert(name.clone(), ()).is_some() {
-            return Err(TopicsError::Invalid { topic: name, reason: "declared twice".into() });
+            return Err(TopicsError::Invalid {
+                topic: name,
+                reason: "declared twice".into(),
+            });
         }
-        let replication_factor = settings.replication_factor.or(t.replication_factor).unwrap_or(d.replication_factor);
-        let min_insync_replicas = settings.min_insync_replicas.or(t.min_insync_replicas).unwrap_or(d.min_insync_replicas);
+        let replication_factor = settings
+            .replication_factor
+            .or(t.replication_factor)
+            .unwrap_or(d.replication_factor);
+        let min_insync_replicas = settings
+            .min_insync_replicas
+            .or(t.min_insync_replicas)
+            .unwrap_or(d.min_insync_replicas);
         let retention_text = t.retention.as_deref().unwrap_or(&d.retention);
         let retention = match retention_text {
             "forever" => None,
-            other => Some(humantime::parse_duration(other).map_err(|e| TopicsError::Invalid {
-                topic: name.clone(),
-                reason: format!("retention `{other}`: {e} (use e.g. \"7d\", \"12h\" or \"forever\")"),
-            })?),
+            other => Some(
+                humantime::parse_duration(other).map_err(|e| TopicsError::Invalid {
+                    topic: name.clone(),
+                    reason: format!(
+                        "retention `{other}`: {e} (use e.g. \"7d\", \"12h\" or \"forever\")"
+                    ),
+                })?,
+            ),
         };
         let spec = TopicSpec {
             name,
@@ -150,7 +175,10 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
             retention,
         };
         if spec.partitions < 1 || spec.replication_factor < 1 {
-            return Err(TopicsError::Invalid { topic: spec.name, reason: "partitions and replication_factor must be at least 1".into() });
+            return Err(TopicsError::Invalid {
+                topic: spec.name,
+                reason: "partitions and replication_factor must be at least 1".into(),
+            });
         }
         if spec.min_insync_replicas > spec.replication_factor {
             return Err(TopicsError::Invalid {
@@ -169,9 +197,22 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
 /// A difference between a declared topic and the cluster that `apply` does not fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
-    Partitions { topic: String, declared: i32, actual: i32 },
-    ReplicationFactor { topic: String, declared: i32, actual: i32 },
-    Config { topic: String, key: String, declared: String, actual: String },
+    Partitions {
+        topic: String,
+        declared: i32,
+        actual: i32,
+    },
+    ReplicationFactor {
+        topic: String,
+        declared: i32,
+        actual: i32,
+    },
+    Config {
+        topic: String,
+        key: String,
+        declared: String,
+        actual: String,
+    },
 }
 
 impl std::fmt::Display for Drift {
@@ -205,47 +246,78 @@ pub async fn apply(
 ) -> Result<ApplyReport, TopicsError> {
     let mut report = ApplyReport::default();
     let existing = describe(admin, timeout)?;
-    let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains_key(&s.name))
+        .collect();
     if !missing.is_empty() {
         let configs: Vec<BTreeMap<&str, String>> = missing.iter().map(|s| s.configs()).collect();
         let new_topics: Vec<NewTopic> = missing
             .iter()
             .zip(&configs)
             .map(|(s, cfg)| {
-                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor));
+                let mut t = NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication_factor),
+                );
                 for (k, v) in cfg {
                     t = t.set(k, v);
                 }
                 t
             })
             .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
         for result in admin.create_topics(&new_topics, &opts).await? {
             match result {
                 Ok(name) => report.created.push(name),
                 // Someone else created it between describe and create: compare below.
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(TopicsError::Invalid { topic: name, reason: format!("create failed: {code}") })
+                    return Err(TopicsError::Invalid {
+                        topic: name,
+                        reason: format!("create failed: {code}"),
+                    })
                 }
             }
         }
     }
-    let existing = if report.created.is_empty() { existing } else { describe(admin, timeout)? };
+    let existing = if report.created.is_empty() {
+        existing
+    } else {
+        describe(admin, timeout)?
+    };
     for spec in specs.iter().filter(|s| !report.created.contains(&s.name)) {
-        let Some((partitions, rf)) = existing.get(&spec.name).copied() else { continue };
+        let Some((partitions, rf)) = existing.get(&spec.name).copied() else {
+            continue;
+        };
         let before = report.drift.len();
         if partitions != spec.partitions {
-            report.drift.push(Drift::Partitions { topic: spec.name.clone(), declared: spec.partitions, actual: partitions });
+            report.drift.push(Drift::Partitions {
+                topic: spec.name.clone(),
+                declared: spec.partitions,
+                actual: partitions,
+            });
         }
         if rf != spec.replication_factor {
-            report.drift.push(Drift::ReplicationFactor { topic: spec.name.clone(), declared: spec.replication_factor, actual: rf });
+            report.drift.push(Drift::ReplicationFactor {
+                topic: spec.name.clone(),
+                declared: spec.replication_factor,
+                actual: rf,
+            });
         }
         let actual = topic_configs(admin, &spec.name, timeout).await?;
         for (key, declared) in spec.configs() {
             let now = actual.get(key).cloned().unwrap_or_default();
             if now != declared {
-                report.drift.push(Drift::Config { topic: spec.name.clone(), key: key.to_string(), declared, actual: now });
+                report.drift.push(Drift::Config {
+                    topic: spec.name.clone(),
+                    key: key.to_string(),
+                    declared,
+                    actual: now,
+                });
             }
         }
         if report.drift.len() == before {
@@ -256,7 +328,10 @@ pub async fn apply(
 }
 
 /// Topic name → (partitions, replication factor of partition 0).
-fn describe(admin: &AdminClient<DefaultClientContext>, timeout: Duration) -> Result<HashMap<String, (i32, i32)>, TopicsError> {
+fn describe(
+    admin: &AdminClient<DefaultClientContext>,
+    timeout: Duration,
+) -> Result<HashMap<String, (i32, i32)>, TopicsError> {
     // Metadata is small; a blocking call here is fine in a CLI context and is
     // also what rdkafka offers.
     let md = admin.inner().fetch_metadata(None, timeout)?;
@@ -265,7 +340,11 @@ fn describe(admin: &AdminClient<DefaultClientContext>, timeout: Duration) -> Res
         .iter()
         .filter(|t| t.error().is_none())
         .map(|t| {
-            let rf = t.partitions().first().map(|p| p.replicas().len() as i32).unwrap_or(0);
+            let rf = t
+                .partitions()
+                .first()
+                .map(|p| p.replicas().len() as i32)
+                .unwrap_or(0);
             (t.name().to_string(), (t.partitions().len() as i32, rf))
         })
         .collect())
@@ -277,7 +356,9 @@ async fn topic_configs(
     timeout: Duration,
 ) -> Result<HashMap<String, String>, TopicsError> {
     let opts = AdminOptions::new().request_timeout(Some(timeout));
-    let results = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await?;
+    let results = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+        .await?;
     let mut out = HashMap::new();
     for r in results {
         let resource = r.map_err(KafkaError::AdminOp)?;
@@ -298,32 +379,68 @@ mod tests {
     fn the_shipped_topics_file_parses_and_has_every_public_topic() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/topics.toml");
         let specs = load(&path, &TopicsSettings::default()).unwrap();
-        for public in ["coupon-issue", "coupon-result", "order-create", "order-cancel", "payment-request", "order-status"] {
+        for public in [
+            "coupon-issue",
+            "coupon-result",
+            "order-create",
+            "order-cancel",
+            "payment-request",
+            "order-status",
+        ] {
             assert!(specs.iter().any(|s| s.name == public), "{public} missing");
         }
-        let changelog = specs.iter().find(|s| s.name == "coupon-pipeline-changelog").unwrap();
+        let changelog = specs
+            .iter()
+            .find(|s| s.name == "coupon-pipeline-changelog")
+            .unwrap();
         assert_eq!(changelog.cleanup_policy, CleanupPolicy::Compact);
         assert_eq!(changelog.retention, None);
         let input = specs.iter().find(|s| s.name == "coupon-issue").unwrap();
-        assert_eq!(changelog.partitions, input.partitions, "a changelog partition per input partition");
+        assert_eq!(
+            changelog.partitions, input.partitions,
+            "a changelog partition per input partition"
+        );
     }
 
     #[test]
     fn overrides_apply_to_every_topic() {
         let text = "[[topic]]\nname = \"a\"\nreplication_factor = 1\n";
-        let s = TopicsSettings { replication_factor: Some(3), min_insync_replicas: Some(2), name_prefix: "t1-".into(), ..Default::default() };
+        let s = TopicsSettings {
+            replication_factor: Some(3),
+            min_insync_replicas: Some(2),
+            name_prefix: "t1-".into(),
+            ..Default::default()
+        };
         let specs = parse(text, &s).unwrap();
         assert_eq!(specs[0].name, "t1-a");
-        assert_eq!((specs[0].replication_factor, specs[0].min_insync_replicas), (3, 2));
+        assert_eq!(
+            (specs[0].replication_factor, specs[0].min_insync_replicas),
+            (3, 2)
+        );
     }
 
     #[test]
     fn rejects_impossible_and_unknown_settings() {
-        let e = parse("[[topic]]\nname = \"a\"\nmin_insync_replicas = 2\n", &TopicsSettings::default()).unwrap_err();
+        let e = parse(
+            "[[topic]]\nname = \"a\"\nmin_insync_replicas = 2\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("exceeds replication_factor"), "{e}");
-        let e = parse("[[topic]]\nname = \"a\"\npartition = 2\n", &TopicsSettings::default()).unwrap_err();
-        assert!(e.to_string().contains("unknown field `partition`") && e.to_string().contains("line 3"), "{e}");
-        let e = parse("[[topic]]\nname = \"a\"\nretention = \"soon\"\n", &TopicsSettings::default()).unwrap_err();
+        let e = parse(
+            "[[topic]]\nname = \"a\"\npartition = 2\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `partition`") && e.to_string().contains("line 3"),
+            "{e}"
+        );
+        let e = parse(
+            "[[topic]]\nname = \"a\"\nretention = \"soon\"\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("retention"), "{e}");
     }
 }

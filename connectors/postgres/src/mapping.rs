@@ -41,7 +41,10 @@ impl CouponResultRows {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.coupons.is_empty() && self.issued.is_empty() && self.decisions.is_empty() && self.deleted.is_empty()
+        self.coupons.is_empty()
+            && self.issued.is_empty()
+            && self.decisions.is_empty()
+            && self.deleted.is_empty()
     }
 
     pub fn row_count(&self) -> usize {

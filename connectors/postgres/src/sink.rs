@@ -59,10 +59,25 @@ impl SinkMetrics {
             registry.register(Box::new(m.clone())).expect("register");
             m
         };
-        let failures = IntCounterVec::new(Opts::new("sink_failures_total", "Failed store writes, retried, by kind."), &["kind"]).expect("metric");
-        registry.register(Box::new(failures.clone())).expect("register");
-        let last_poll = IntGauge::new("sink_last_poll_timestamp_seconds", "Unix time of the loop's last poll.").expect("metric");
-        registry.register(Box::new(last_poll.clone())).expect("register");
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "sink_failures_total",
+                "Failed store writes, retried, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(failures.clone()))
+            .expect("register");
+        let last_poll = IntGauge::new(
+            "sink_last_poll_timestamp_seconds",
+            "Unix time of the loop's last poll.",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(last_poll.clone()))
+            .expect("register");
         Self {
             records: c("sink_records_total", "Records consumed and written."),
             rows: c("sink_rows_written_total", "Rows upserted or deleted."),
@@ -88,11 +103,20 @@ struct SinkContext {
 impl ClientContext for SinkContext {}
 
 impl ConsumerContext for SinkContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: rdkafka::types::RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         use rdkafka::types::RDKafkaRespErr::*;
         match err {
             RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = self.runtime.block_on(store::stored_offsets(&self.pool, &self.sink, &self.topic));
+                let stored = self.runtime.block_on(store::stored_offsets(
+                    &self.pool,
+                    &self.sink,
+                    &self.topic,
+                ));
                 let stored = match stored {
                     Ok(s) => s,
                     Err(e) => {
@@ -105,10 +129,13 @@ impl ConsumerContext for SinkContext {
                 };
                 let mut with_offsets = TopicPartitionList::new();
                 for e in tpl.elements() {
-                    let offset = stored.get(&e.partition()).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                    let offset = stored
+                        .get(&e.partition())
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
                     let _ = with_offsets.add_partition_offset(e.topic(), e.partition(), offset);
                 }
-                let partitions: Vec<String> = with_offsets.elements().iter().map(describe).collect();
+                let partitions: Vec<String> =
+                    with_offsets.elements().iter().map(describe).collect();
                 tracing::info!(message = "partitions assigned at stored offsets", sink = %self.sink, ?partitions);
                 if let Err(e) = consumer.assign(&with_offsets) {
                     tracing::error!(message = "assign failed", error = %e);
@@ -147,12 +174,16 @@ pub fn run_sink(
         topic: spec.topic.clone(),
         failed: failed.clone(),
     };
-    let mut cfg = factory.read_committed_consumer_config(&format!("sink-{}", spec.name), &spec.group_id);
+    let mut cfg =
+        factory.read_committed_consumer_config(&format!("sink-{}", spec.name), &spec.group_id);
     // Offsets live in the database; eager assignment so every assignment goes
     // through the callback that seeks to them.
     cfg.set("partition.assignment.strategy", "range")
         // Static membership: a restarted instance takes its own place at once.
-        .set("group.instance.id", format!("{}-{}", spec.group_id, spec.settings.instance_id));
+        .set(
+            "group.instance.id",
+            format!("{}-{}", spec.group_id, spec.settings.instance_id),
+        );
     if cfg.get("session.timeout.ms").is_none() {
         cfg.set("session.timeout.ms", "10000");
     }
@@ -175,16 +206,24 @@ pub fn run_sink(
             return SinkExit::Fatal("could not assign partitions at the stored offsets".into());
         }
         let stopping = stop.load(Ordering::Relaxed);
-        let due = batch_started.is_some_and(|t| t.elapsed() >= s.max_batch_wait) || records as usize >= s.max_batch_records;
+        let due = batch_started.is_some_and(|t| t.elapsed() >= s.max_batch_wait)
+            || records as usize >= s.max_batch_records;
         if (due || stopping) && records > 0 {
             // The same batch until it is written: a database outage stalls the sink, never skips.
             let mut attempt = 0u32;
             loop {
-                match runtime.block_on(store::write_batch(&pool, &spec.name, &spec.topic, &rows, &next_offsets)) {
+                match runtime.block_on(store::write_batch(
+                    &pool,
+                    &spec.name,
+                    &spec.topic,
+                    &rows,
+                    &next_offsets,
+                )) {
                     Ok(()) => break,
                     Err(e) => {
                         metrics.failures.with_label_values(&["store"]).inc();
-                        let wait = Duration::from_millis(100u64 << attempt.min(6)).min(s.max_retry_backoff);
+                        let wait = Duration::from_millis(100u64 << attempt.min(6))
+                            .min(s.max_retry_backoff);
                         tracing::warn!(message = "store write failed; retrying the same batch", sink = %spec.name, error = %e, retry_in = ?wait);
                         // No poll while retrying: a polled record would have to
                         // join this batch, and one dropped would be lost. Past
@@ -237,7 +276,12 @@ pub fn run_sink(
                         Err(e) => {
                             // Registry outage: rewind this record and retry after a pause.
                             tracing::warn!(message = "registry unavailable; will retry", error = %e);
-                            let _ = consumer.seek(m.topic(), m.partition(), Offset::Offset(m.offset()), Duration::from_secs(10));
+                            let _ = consumer.seek(
+                                m.topic(),
+                                m.partition(),
+                                Offset::Offset(m.offset()),
+                                Duration::from_secs(10),
+                            );
                             std::thread::sleep(Duration::from_millis(500));
                             continue;
                         }

@@ -7,9 +7,18 @@ use sqlx::PgPool;
 use crate::mapping::CouponResultRows;
 
 /// Offsets stored for `sink` on `topic`: partition → next offset to consume.
-pub async fn stored_offsets(pool: &PgPool, sink: &str, topic: &str) -> Result<BTreeMap<i32, i64>, sqlx::Error> {
-    let rows: Vec<(i32, i64)> =
-        sqlx::query_as("select partition, next_offset from sink_offsets where sink = $1 and topic = $2").bind(sink).bind(topic).fetch_all(pool).await?;
+pub async fn stored_offsets(
+    pool: &PgPool,
+    sink: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, sqlx::Error> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "select partition, next_offset from sink_offsets where sink = $1 and topic = $2",
+    )
+    .bind(sink)
+    .bind(topic)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -25,7 +34,10 @@ pub async fn write_batch(
     let mut tx = pool.begin().await?;
     if !rows.deleted.is_empty() {
         for table in ["issued_coupons", "coupon_decisions", "coupons"] {
-            sqlx::query(&format!("delete from {table} where coupon_id = any($1)")).bind(&rows.deleted).execute(&mut *tx).await?;
+            sqlx::query(&format!("delete from {table} where coupon_id = any($1)"))
+                .bind(&rows.deleted)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     if !rows.coupons.is_empty() {

@@ -33,7 +33,10 @@ impl Audit {
 
 /// Checks invariants 1–4. `log` must be in log order within each partition.
 pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
-    let mut report = Audit { decisions: decisions.len(), ..Audit::default() };
+    let mut report = Audit {
+        decisions: decisions.len(),
+        ..Audit::default()
+    };
     for d in decisions {
         *report.by_outcome.entry(d.outcome.symbol()).or_default() += 1;
     }
@@ -47,17 +50,41 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
         *per_request.entry(d.request_id.as_str()).or_default() += 1;
         outcome_of.entry(d.request_id.as_str()).or_insert(d.outcome);
     }
-    let missing: Vec<&str> = requested.iter().filter(|r| !per_request.contains_key(**r)).copied().collect();
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|r| !per_request.contains_key(**r))
+        .copied()
+        .collect();
     if !missing.is_empty() {
-        report.violations.push(format!("1. {} request(s) without a decision, e.g. {:?}", missing.len(), first(&missing)));
+        report.violations.push(format!(
+            "1. {} request(s) without a decision, e.g. {:?}",
+            missing.len(),
+            first(&missing)
+        ));
     }
-    let doubled: Vec<String> = per_request.iter().filter(|(_, n)| **n > 1).map(|(r, n)| format!("{r} ×{n}")).collect();
+    let doubled: Vec<String> = per_request
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(r, n)| format!("{r} ×{n}"))
+        .collect();
     if !doubled.is_empty() {
-        report.violations.push(format!("1. {} request(s) with more than one decision, e.g. {:?}", doubled.len(), first(&doubled)));
+        report.violations.push(format!(
+            "1. {} request(s) with more than one decision, e.g. {:?}",
+            doubled.len(),
+            first(&doubled)
+        ));
     }
-    let unknown: Vec<&str> = per_request.keys().filter(|r| !requested.contains(**r)).copied().collect();
+    let unknown: Vec<&str> = per_request
+        .keys()
+        .filter(|r| !requested.contains(**r))
+        .copied()
+        .collect();
     if !unknown.is_empty() {
-        report.violations.push(format!("1. {} decision(s) for requests never sent, e.g. {:?}", unknown.len(), first(&unknown)));
+        report.violations.push(format!(
+            "1. {} decision(s) for requests never sent, e.g. {:?}",
+            unknown.len(),
+            first(&unknown)
+        ));
     }
 
     // Replay the log's FCFS semantics: per coupon, the stock in force and
@@ -71,7 +98,12 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
         }
         match &c.command {
             CouponAction::Create { stock, .. } => {
-                expected.entry(c.coupon_id.as_str()).or_insert_with(|| Expected { stock: *stock, ..Default::default() });
+                expected
+                    .entry(c.coupon_id.as_str())
+                    .or_insert_with(|| Expected {
+                        stock: *stock,
+                        ..Default::default()
+                    });
             }
             CouponAction::AdjustStock { delta, .. } => {
                 if let Some(e) = expected.get_mut(c.coupon_id.as_str()) {
@@ -82,7 +114,9 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
                 }
             }
             CouponAction::Issue { user_id } => {
-                let Some(e) = expected.get_mut(c.coupon_id.as_str()) else { continue };
+                let Some(e) = expected.get_mut(c.coupon_id.as_str()) else {
+                    continue;
+                };
                 // NOT_ACTIVE requests are judged by the pipeline with the
                 // window; the audit takes the pipeline's word for those.
                 if outcome_of.get(c.request_id.as_str()) == Some(&Outcome::NotActive) {
@@ -98,14 +132,21 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
 
     let mut issued: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
     for d in decisions.iter().filter(|d| d.outcome == Outcome::Issued) {
-        issued.entry(d.coupon_id.as_str()).or_default().push((d.sequence.unwrap_or(-1), d.user_id.as_deref().unwrap_or("")));
+        issued
+            .entry(d.coupon_id.as_str())
+            .or_default()
+            .push((d.sequence.unwrap_or(-1), d.user_id.as_deref().unwrap_or("")));
     }
     for (coupon, e) in &expected {
         let mut got = issued.remove(coupon).unwrap_or_default();
         got.sort();
         // 2. ISSUED <= stock; = stock when enough distinct users asked.
         if got.len() as i64 > e.stock {
-            report.violations.push(format!("2. {coupon}: oversold, {} ISSUED for stock {}", got.len(), e.stock));
+            report.violations.push(format!(
+                "2. {coupon}: oversold, {} ISSUED for stock {}",
+                got.len(),
+                e.stock
+            ));
         }
         if e.asked.len() as i64 >= e.stock && (got.len() as i64) < e.stock {
             report.violations.push(format!(
@@ -117,14 +158,31 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
         }
         // 3. At most one ISSUED per (coupon, user).
         let mut users = HashSet::new();
-        let twice: Vec<&str> = got.iter().filter(|(_, u)| !users.insert(*u)).map(|(_, u)| *u).collect();
+        let twice: Vec<&str> = got
+            .iter()
+            .filter(|(_, u)| !users.insert(*u))
+            .map(|(_, u)| *u)
+            .collect();
         if !twice.is_empty() {
-            report.violations.push(format!("3. {coupon}: {} user(s) ISSUED twice, e.g. {:?}", twice.len(), first(&twice)));
+            report.violations.push(format!(
+                "3. {coupon}: {} user(s) ISSUED twice, e.g. {:?}",
+                twice.len(),
+                first(&twice)
+            ));
         }
         // 4. FCFS: ISSUED = the first distinct users in log order, sequences in that order.
-        let want: Vec<(i64, &str)> = e.winners.iter().enumerate().map(|(i, u)| (i as i64 + 1, *u)).collect();
+        let want: Vec<(i64, &str)> = e
+            .winners
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (i as i64 + 1, *u))
+            .collect();
         if got != want {
-            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            let at = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
             report.violations.push(format!(
                 "4. {coupon}: ISSUED is not the first distinct users in log order; first difference at sequence {}: got {:?}, expected {:?}",
                 at + 1,
@@ -134,7 +192,10 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
         }
     }
     for (coupon, got) in issued {
-        report.violations.push(format!("2. {coupon}: {} ISSUED for a coupon never created", got.len()));
+        report.violations.push(format!(
+            "2. {coupon}: {} ISSUED for a coupon never created",
+            got.len()
+        ));
     }
     report
 }

@@ -32,7 +32,13 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn rejected(outcome: Outcome, request: u128, book: &CouponBook, coupon: &str, reason: Option<String>) -> Self {
+    fn rejected(
+        outcome: Outcome,
+        request: u128,
+        book: &CouponBook,
+        coupon: &str,
+        reason: Option<String>,
+    ) -> Self {
         let c = book.coupon(coupon);
         Verdict {
             outcome,
@@ -77,31 +83,57 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                 terms: Some(terms),
                 issued: sequence,
                 reason: None,
-                change: CouponChange::Issued { request, coupon: coupon.to_string(), user, sequence },
+                change: CouponChange::Issued {
+                    request,
+                    coupon: coupon.to_string(),
+                    user,
+                    sequence,
+                },
             }
         }
-        CouponAction::Create { stock, active_from, active_until } => {
-            let invalid = |why: String| Verdict::rejected(Outcome::Invalid, request, book, coupon, Some(why));
+        CouponAction::Create {
+            stock,
+            active_from,
+            active_until,
+        } => {
+            let invalid =
+                |why: String| Verdict::rejected(Outcome::Invalid, request, book, coupon, Some(why));
             if book.coupon(coupon).is_some() {
-                return invalid(format!("coupon {coupon} already exists; adjust its stock instead"));
+                return invalid(format!(
+                    "coupon {coupon} already exists; adjust its stock instead"
+                ));
             }
             if *stock < 0 {
                 return invalid(format!("stock {stock} is negative"));
             }
-            let (from, until) = (active_from.map(|t| t.timestamp_millis()), active_until.map(|t| t.timestamp_millis()));
+            let (from, until) = (
+                active_from.map(|t| t.timestamp_millis()),
+                active_until.map(|t| t.timestamp_millis()),
+            );
             if let (Some(f), Some(u)) = (from, until) {
                 if f >= u {
-                    return invalid(format!("active window is empty: from {f} ms is not before until {u} ms"));
+                    return invalid(format!(
+                        "active window is empty: from {f} ms is not before until {u} ms"
+                    ));
                 }
             }
-            let terms = Terms { stock: *stock, active_from: from, active_until: until };
+            let terms = Terms {
+                stock: *stock,
+                active_from: from,
+                active_until: until,
+            };
             Verdict {
                 outcome: Outcome::Created,
                 sequence: None,
                 terms: Some(terms),
                 issued: 0,
                 reason: None,
-                change: CouponChange::Terms { request, coupon: coupon.to_string(), terms, previous: None },
+                change: CouponChange::Terms {
+                    request,
+                    coupon: coupon.to_string(),
+                    terms,
+                    previous: None,
+                },
             }
         }
         CouponAction::AdjustStock { delta, .. } => {
@@ -111,7 +143,11 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
             let previous = *ledger.terms().expect("a known coupon has terms");
             let stock = previous.stock.saturating_add(*delta);
             if stock < ledger.issued() {
-                let why = format!("stock {} {delta:+} = {stock} would be below the {} already issued", previous.stock, ledger.issued());
+                let why = format!(
+                    "stock {} {delta:+} = {stock} would be below the {} already issued",
+                    previous.stock,
+                    ledger.issued()
+                );
                 return Verdict::rejected(Outcome::Invalid, request, book, coupon, Some(why));
             }
             let terms = Terms { stock, ..previous };
@@ -121,7 +157,12 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                 terms: Some(terms),
                 issued: ledger.issued(),
                 reason: None,
-                change: CouponChange::Terms { request, coupon: coupon.to_string(), terms, previous: Some(previous) },
+                change: CouponChange::Terms {
+                    request,
+                    coupon: coupon.to_string(),
+                    terms,
+                    previous: Some(previous),
+                },
             }
         }
     }
@@ -131,7 +172,12 @@ impl Processor for CouponProcessor {
     type Input = CouponCommand;
     type State = CouponBook;
 
-    fn process(&mut self, book: &mut StateTxn<'_, CouponBook>, input: Incoming<CouponCommand>, out: &mut Outbox) -> Result<(), Reject> {
+    fn process(
+        &mut self,
+        book: &mut StateTxn<'_, CouponBook>,
+        input: Incoming<CouponCommand>,
+        out: &mut Outbox,
+    ) -> Result<(), Reject> {
         let cmd = input.message;
         let request = id_hash(&cmd.request_id);
         if book.get().already_decided(request) {
@@ -159,7 +205,10 @@ impl Processor for CouponProcessor {
             requested_at: cmd.requested_at,
             decided_at: surge_schemas::now(),
         };
-        let payload = self.results.encode(&decision).map_err(|e| Reject::Retry(e.to_string()))?;
+        let payload = self
+            .results
+            .encode(&decision)
+            .map_err(|e| Reject::Retry(e.to_string()))?;
         book.apply(verdict.change);
         out.emit(decision.coupon_id.into_bytes(), payload);
         out.outcome(verdict.outcome.symbol());
@@ -174,11 +223,23 @@ mod tests {
     use surge_engine::PartitionState;
 
     fn cmd(request: &str, coupon: &str, at: i64, command: CouponAction) -> CouponCommand {
-        CouponCommand { request_id: request.into(), coupon_id: coupon.into(), requested_at: DateTime::from_timestamp_millis(at).unwrap(), command }
+        CouponCommand {
+            request_id: request.into(),
+            coupon_id: coupon.into(),
+            requested_at: DateTime::from_timestamp_millis(at).unwrap(),
+            command,
+        }
     }
 
     fn issue(request: &str, user: &str) -> CouponCommand {
-        cmd(request, "c", 1_000, CouponAction::Issue { user_id: user.into() })
+        cmd(
+            request,
+            "c",
+            1_000,
+            CouponAction::Issue {
+                user_id: user.into(),
+            },
+        )
     }
 
     /// Runs commands through `judge` + `apply` and returns the outcomes.
@@ -193,13 +254,31 @@ mod tests {
     }
 
     fn create(stock: i64) -> CouponCommand {
-        cmd("admin-1", "c", 0, CouponAction::Create { stock, active_from: None, active_until: None })
+        cmd(
+            "admin-1",
+            "c",
+            0,
+            CouponAction::Create {
+                stock,
+                active_from: None,
+                active_until: None,
+            },
+        )
     }
 
     #[test]
     fn first_come_first_served_until_sold_out() {
         let mut book = CouponBook::default();
-        let got = run(&mut book, &[create(2), issue("r1", "alice"), issue("r2", "alice"), issue("r3", "bob"), issue("r4", "carol")]);
+        let got = run(
+            &mut book,
+            &[
+                create(2),
+                issue("r1", "alice"),
+                issue("r2", "alice"),
+                issue("r3", "bob"),
+                issue("r4", "carol"),
+            ],
+        );
         assert_eq!(
             got,
             vec![
@@ -215,7 +294,10 @@ mod tests {
     #[test]
     fn unknown_window_and_invalid_commands() {
         let mut book = CouponBook::default();
-        assert_eq!(run(&mut book, &[issue("r0", "a")])[0].0, Outcome::UnknownCoupon);
+        assert_eq!(
+            run(&mut book, &[issue("r0", "a")])[0].0,
+            Outcome::UnknownCoupon
+        );
         let windowed = cmd(
             "admin",
             "c",
@@ -226,26 +308,115 @@ mod tests {
                 active_until: DateTime::from_timestamp_millis(2_000),
             },
         );
-        let early = cmd("r1", "c", 499, CouponAction::Issue { user_id: "a".into() });
-        let late = cmd("r2", "c", 2_000, CouponAction::Issue { user_id: "a".into() });
-        let ok = cmd("r3", "c", 500, CouponAction::Issue { user_id: "a".into() });
-        let outcomes: Vec<Outcome> = run(&mut book, &[windowed, early, late, ok]).into_iter().map(|o| o.0).collect();
-        assert_eq!(outcomes, vec![Outcome::Created, Outcome::NotActive, Outcome::NotActive, Outcome::Issued]);
+        let early = cmd(
+            "r1",
+            "c",
+            499,
+            CouponAction::Issue {
+                user_id: "a".into(),
+            },
+        );
+        let late = cmd(
+            "r2",
+            "c",
+            2_000,
+            CouponAction::Issue {
+                user_id: "a".into(),
+            },
+        );
+        let ok = cmd(
+            "r3",
+            "c",
+            500,
+            CouponAction::Issue {
+                user_id: "a".into(),
+            },
+        );
+        let outcomes: Vec<Outcome> = run(&mut book, &[windowed, early, late, ok])
+            .into_iter()
+            .map(|o| o.0)
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Outcome::Created,
+                Outcome::NotActive,
+                Outcome::NotActive,
+                Outcome::Issued
+            ]
+        );
 
-        let again = cmd("admin-2", "c", 0, CouponAction::Create { stock: 1, active_from: None, active_until: None });
-        let shrink = cmd("admin-3", "c", 0, CouponAction::AdjustStock { delta: -5, reason: None });
-        let grow = cmd("admin-4", "c", 0, CouponAction::AdjustStock { delta: 3, reason: None });
-        let outcomes: Vec<Outcome> = run(&mut book, &[again, shrink, grow]).into_iter().map(|o| o.0).collect();
-        assert_eq!(outcomes, vec![Outcome::Invalid, Outcome::Invalid, Outcome::Adjusted]);
+        let again = cmd(
+            "admin-2",
+            "c",
+            0,
+            CouponAction::Create {
+                stock: 1,
+                active_from: None,
+                active_until: None,
+            },
+        );
+        let shrink = cmd(
+            "admin-3",
+            "c",
+            0,
+            CouponAction::AdjustStock {
+                delta: -5,
+                reason: None,
+            },
+        );
+        let grow = cmd(
+            "admin-4",
+            "c",
+            0,
+            CouponAction::AdjustStock {
+                delta: 3,
+                reason: None,
+            },
+        );
+        let outcomes: Vec<Outcome> = run(&mut book, &[again, shrink, grow])
+            .into_iter()
+            .map(|o| o.0)
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Invalid, Outcome::Invalid, Outcome::Adjusted]
+        );
         assert_eq!(book.coupon("c").unwrap().terms().unwrap().stock, 8);
     }
 
     #[test]
     fn stock_can_be_added_after_selling_out() {
         let mut book = CouponBook::default();
-        let add = cmd("admin-2", "c", 0, CouponAction::AdjustStock { delta: 1, reason: None });
-        let got = run(&mut book, &[create(1), issue("r1", "a"), issue("r2", "b"), add, issue("r3", "b")]);
-        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![Outcome::Created, Outcome::Issued, Outcome::SoldOut, Outcome::Adjusted, Outcome::Issued]);
+        let add = cmd(
+            "admin-2",
+            "c",
+            0,
+            CouponAction::AdjustStock {
+                delta: 1,
+                reason: None,
+            },
+        );
+        let got = run(
+            &mut book,
+            &[
+                create(1),
+                issue("r1", "a"),
+                issue("r2", "b"),
+                add,
+                issue("r3", "b"),
+            ],
+        );
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            vec![
+                Outcome::Created,
+                Outcome::Issued,
+                Outcome::SoldOut,
+                Outcome::Adjusted,
+                Outcome::Issued
+            ]
+        );
         assert_eq!(got[4].1, Some(2));
     }
 }

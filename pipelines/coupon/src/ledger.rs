@@ -73,9 +73,19 @@ pub enum CouponChange {
     /// A request was decided without issuing.
     Decided { request: u128 },
     /// A unit was issued to `user` (the request is decided too).
-    Issued { request: u128, coupon: String, user: u128, sequence: i64 },
+    Issued {
+        request: u128,
+        coupon: String,
+        user: u128,
+        sequence: i64,
+    },
     /// Admin terms set (`previous` for the revert). The request is decided too.
-    Terms { request: u128, coupon: String, terms: Terms, previous: Option<Terms> },
+    Terms {
+        request: u128,
+        coupon: String,
+        terms: Terms,
+        previous: Option<Terms>,
+    },
 }
 
 const KEY_TERMS: u8 = b'c';
@@ -97,11 +107,25 @@ impl PartitionState for CouponBook {
             CouponChange::Decided { request } => {
                 self.decided.insert(*request);
             }
-            CouponChange::Issued { request, coupon, user, .. } => {
+            CouponChange::Issued {
+                request,
+                coupon,
+                user,
+                ..
+            } => {
                 self.decided.insert(*request);
-                self.coupons.entry(coupon.clone()).or_default().holders.insert(*user);
+                self.coupons
+                    .entry(coupon.clone())
+                    .or_default()
+                    .holders
+                    .insert(*user);
             }
-            CouponChange::Terms { request, coupon, terms, .. } => {
+            CouponChange::Terms {
+                request,
+                coupon,
+                terms,
+                ..
+            } => {
                 self.decided.insert(*request);
                 self.coupons.entry(coupon.clone()).or_default().terms = Some(*terms);
             }
@@ -113,13 +137,23 @@ impl PartitionState for CouponBook {
             CouponChange::Decided { request } => {
                 self.decided.remove(request);
             }
-            CouponChange::Issued { request, coupon, user, .. } => {
+            CouponChange::Issued {
+                request,
+                coupon,
+                user,
+                ..
+            } => {
                 self.decided.remove(request);
                 if let Some(c) = self.coupons.get_mut(coupon) {
                     c.holders.remove(user);
                 }
             }
-            CouponChange::Terms { request, coupon, previous, .. } => {
+            CouponChange::Terms {
+                request,
+                coupon,
+                previous,
+                ..
+            } => {
                 self.decided.remove(request);
                 match previous {
                     Some(p) => self.coupons.entry(coupon.clone()).or_default().terms = Some(*p),
@@ -133,15 +167,27 @@ impl PartitionState for CouponBook {
 
     fn changelog_records(change: &CouponChange, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
         match change {
-            CouponChange::Decided { request } => out.push((request_key(*request), Some(Vec::new()))),
-            CouponChange::Issued { request, coupon, user, sequence } => {
+            CouponChange::Decided { request } => {
+                out.push((request_key(*request), Some(Vec::new())))
+            }
+            CouponChange::Issued {
+                request,
+                coupon,
+                user,
+                sequence,
+            } => {
                 let mut v = Vec::with_capacity(24 + coupon.len());
                 v.extend_from_slice(&user.to_be_bytes());
                 v.extend_from_slice(&sequence.to_be_bytes());
                 v.extend_from_slice(coupon.as_bytes());
                 out.push((request_key(*request), Some(v)));
             }
-            CouponChange::Terms { request, coupon, terms, .. } => {
+            CouponChange::Terms {
+                request,
+                coupon,
+                terms,
+                ..
+            } => {
                 out.push((request_key(*request), Some(Vec::new())));
                 let mut k = Vec::with_capacity(1 + coupon.len());
                 k.push(KEY_TERMS);
@@ -163,21 +209,34 @@ impl PartitionState for CouponBook {
                 if value.len() != 24 {
                     return Err(format!("terms value of {} bytes, expected 24", value.len()));
                 }
-                let at = |i: usize| i64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+                let at =
+                    |i: usize| i64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
                 let opt = |v: i64| (v != NONE).then_some(v);
-                let terms = Terms { stock: at(0), active_from: opt(at(8)), active_until: opt(at(16)) };
+                let terms = Terms {
+                    stock: at(0),
+                    active_from: opt(at(8)),
+                    active_until: opt(at(16)),
+                };
                 self.coupons.entry(coupon.to_string()).or_default().terms = Some(terms);
             }
             Some((&KEY_REQUEST, hash)) => {
-                let request = u128::from_be_bytes(hash.try_into().map_err(|_| "request key is not 16 bytes".to_string())?);
+                let request = u128::from_be_bytes(
+                    hash.try_into()
+                        .map_err(|_| "request key is not 16 bytes".to_string())?,
+                );
                 self.decided.insert(request);
                 if !value.is_empty() {
                     if value.len() < 24 {
                         return Err(format!("issued value of {} bytes", value.len()));
                     }
                     let user = u128::from_be_bytes(value[..16].try_into().expect("16 bytes"));
-                    let coupon = std::str::from_utf8(&value[24..]).map_err(|e| format!("coupon id: {e}"))?;
-                    self.coupons.entry(coupon.to_string()).or_default().holders.insert(user);
+                    let coupon =
+                        std::str::from_utf8(&value[24..]).map_err(|e| format!("coupon id: {e}"))?;
+                    self.coupons
+                        .entry(coupon.to_string())
+                        .or_default()
+                        .holders
+                        .insert(user);
                 }
             }
             _ => return Err(format!("unknown changelog key {key:?}")),
@@ -192,7 +251,11 @@ impl PartitionState for CouponBook {
             + self
                 .coupons
                 .iter()
-                .map(|(k, c)| k.capacity() + std::mem::size_of::<CouponLedger>() + set(c.holders.capacity(), 16))
+                .map(|(k, c)| {
+                    k.capacity()
+                        + std::mem::size_of::<CouponLedger>()
+                        + set(c.holders.capacity(), 16)
+                })
                 .sum::<usize>()
     }
 }
@@ -204,7 +267,9 @@ mod tests {
     fn replay(changes: &[CouponChange]) -> CouponBook {
         let mut book = CouponBook::default();
         let mut records = Vec::new();
-        changes.iter().for_each(|c| CouponBook::changelog_records(c, &mut records));
+        changes
+            .iter()
+            .for_each(|c| CouponBook::changelog_records(c, &mut records));
         for (k, v) in records {
             book.restore(&k, v.as_deref()).unwrap();
         }
@@ -213,16 +278,33 @@ mod tests {
 
     #[test]
     fn changelog_restores_what_apply_built() {
-        let terms = Terms { stock: 2, active_from: Some(5), active_until: None };
+        let terms = Terms {
+            stock: 2,
+            active_from: Some(5),
+            active_until: None,
+        };
         let changes = vec![
-            CouponChange::Terms { request: 1, coupon: "c".into(), terms, previous: None },
-            CouponChange::Issued { request: 2, coupon: "c".into(), user: id_hash("u1"), sequence: 1 },
+            CouponChange::Terms {
+                request: 1,
+                coupon: "c".into(),
+                terms,
+                previous: None,
+            },
+            CouponChange::Issued {
+                request: 2,
+                coupon: "c".into(),
+                user: id_hash("u1"),
+                sequence: 1,
+            },
             CouponChange::Decided { request: 3 },
         ];
         let mut live = CouponBook::default();
         changes.iter().for_each(|c| live.apply(c));
         let restored = replay(&changes);
-        assert!(restored.already_decided(1), "an admin command's request id survives a restore");
+        assert!(
+            restored.already_decided(1),
+            "an admin command's request id survives a restore"
+        );
         for book in [&live, &restored] {
             assert_eq!(book.coupon("c").unwrap().terms(), Some(&terms));
             assert!(book.coupon("c").unwrap().holds(id_hash("u1")));
@@ -234,12 +316,31 @@ mod tests {
     #[test]
     fn revert_undoes_in_reverse() {
         let mut book = CouponBook::default();
-        let t1 = Terms { stock: 1, active_from: None, active_until: None };
+        let t1 = Terms {
+            stock: 1,
+            active_from: None,
+            active_until: None,
+        };
         let t2 = Terms { stock: 5, ..t1 };
         let changes = vec![
-            CouponChange::Terms { request: 1, coupon: "c".into(), terms: t1, previous: None },
-            CouponChange::Issued { request: 2, coupon: "c".into(), user: 9, sequence: 1 },
-            CouponChange::Terms { request: 3, coupon: "c".into(), terms: t2, previous: Some(t1) },
+            CouponChange::Terms {
+                request: 1,
+                coupon: "c".into(),
+                terms: t1,
+                previous: None,
+            },
+            CouponChange::Issued {
+                request: 2,
+                coupon: "c".into(),
+                user: 9,
+                sequence: 1,
+            },
+            CouponChange::Terms {
+                request: 3,
+                coupon: "c".into(),
+                terms: t2,
+                previous: Some(t1),
+            },
         ];
         changes.iter().for_each(|c| book.apply(c));
         changes[1..].iter().rev().for_each(|c| book.revert(c));
@@ -249,5 +350,4 @@ mod tests {
         book.revert(&changes[0]);
         assert!(book.coupon("c").is_none());
     }
-
 }

@@ -35,9 +35,18 @@ impl Scenario {
             request_id: format!("{id}-create"),
             coupon_id: id,
             requested_at: surge_schemas::now(),
-            command: CouponAction::Create { stock: self.stock, active_from: None, active_until: None },
+            command: CouponAction::Create {
+                stock: self.stock,
+                active_from: None,
+                active_until: None,
+            },
         });
-        creates.chain(Requests { s: self, rng: StdRng::seed_from_u64(self.seed), sent: 0, recent: VecDeque::new() })
+        creates.chain(Requests {
+            s: self,
+            rng: StdRng::seed_from_u64(self.seed),
+            sent: 0,
+            recent: VecDeque::new(),
+        })
     }
 }
 
@@ -67,7 +76,9 @@ impl Iterator for Requests<'_> {
             request_id: format!("{}-req-{}", self.s.prefix, self.sent),
             coupon_id: format!("{}-{coupon}", self.s.prefix),
             requested_at: surge_schemas::now(),
-            command: CouponAction::Issue { user_id: format!("{}-user-{user}", self.s.prefix) },
+            command: CouponAction::Issue {
+                user_id: format!("{}-user-{user}", self.s.prefix),
+            },
         };
         if self.recent.len() >= 10_000 {
             self.recent.pop_front();

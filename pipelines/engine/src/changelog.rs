@@ -20,7 +20,12 @@ pub enum RestoreError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error("changelog {topic}[{partition}] offset {offset}: {reason}")]
-    Corrupt { topic: String, partition: i32, offset: i64, reason: String },
+    Corrupt {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     #[error("restore of {0} did not reach the end within {1:?}")]
     Timeout(String, Duration),
 }
@@ -38,7 +43,8 @@ pub fn restore<S: PartitionState>(
     }
     // assign() only, never commits; librdkafka still wants a group id.
     let mut cfg = factory.read_committed_consumer_config("restore", &format!("{topic}-restore"));
-    cfg.set("enable.partition.eof", "true").set("fetch.max.bytes", "52428800");
+    cfg.set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "52428800");
     let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
@@ -50,7 +56,10 @@ pub fn restore<S: PartitionState>(
     let mut count = 0u64;
     while !pending.is_empty() {
         if Instant::now() > deadline {
-            return Err(RestoreError::Timeout(format!("{topic} {pending:?}"), timeout));
+            return Err(RestoreError::Timeout(
+                format!("{topic} {pending:?}"),
+                timeout,
+            ));
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
@@ -60,12 +69,14 @@ pub fn restore<S: PartitionState>(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => {
                 let state = states.get_mut(&m.partition()).expect("assigned partition");
-                state.restore(m.key().unwrap_or_default(), m.payload()).map_err(|reason| RestoreError::Corrupt {
-                    topic: topic.to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    reason,
-                })?;
+                state
+                    .restore(m.key().unwrap_or_default(), m.payload())
+                    .map_err(|reason| RestoreError::Corrupt {
+                        topic: topic.to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        reason,
+                    })?;
                 count += 1;
             }
         }

@@ -20,17 +20,26 @@ pub(crate) struct EngineContext<P: Processor> {
 
 impl<P: Processor> ClientContext for EngineContext<P> {
     fn stats(&self, stats: Statistics) {
-        let Some(topic) = stats.topics.get(&self.input_topic) else { return };
+        let Some(topic) = stats.topics.get(&self.input_topic) else {
+            return;
+        };
         for (id, p) in &topic.partitions {
             if *id < 0 || p.ls_offset < 0 {
                 continue;
             }
             // Position if we consumed from it, else the committed offset.
-            let position = if p.app_offset >= 0 { p.app_offset } else { p.committed_offset };
+            let position = if p.app_offset >= 0 {
+                p.app_offset
+            } else {
+                p.committed_offset
+            };
             if position < 0 {
                 continue;
             }
-            self.metrics.consumer_lag.with_label_values(&[&id.to_string()]).set((p.ls_offset - position).max(0));
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[&id.to_string()])
+                .set((p.ls_offset - position).max(0));
         }
     }
 }
@@ -42,7 +51,10 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
             let mut core = self.core.lock().expect("core lock");
             core.on_revoke(consumer, &partitions);
             for p in &partitions {
-                let _ = self.metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[&p.to_string()]);
             }
         }
     }

@@ -14,11 +14,19 @@ pub const MESSAGE: &str = "surge.dlq.message";
 pub const PIPELINE: &str = "surge.dlq.pipeline";
 
 /// Headers for the dead-letter copy of `msg`: the original headers first, then ours.
-pub fn headers(msg: &BorrowedMessage<'_>, pipeline: &str, reason: &str, message: &str) -> OwnedHeaders {
+pub fn headers(
+    msg: &BorrowedMessage<'_>,
+    pipeline: &str,
+    reason: &str,
+    message: &str,
+) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {
-            out = out.insert(Header { key: h.key, value: h.value });
+            out = out.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
         }
     }
     let partition = msg.partition().to_string();
@@ -31,7 +39,10 @@ pub fn headers(msg: &BorrowedMessage<'_>, pipeline: &str, reason: &str, message:
         (MESSAGE, message),
         (PIPELINE, pipeline),
     ] {
-        out = out.insert(Header { key, value: Some(value) });
+        out = out.insert(Header {
+            key,
+            value: Some(value),
+        });
     }
     out
 }

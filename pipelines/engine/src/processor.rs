@@ -105,7 +105,10 @@ pub enum Reject {
     /// The record breaks its contract in a way no retry can fix: it goes to
     /// the dead-letter topic, processing continues.
     #[error("{reason}: {message}")]
-    Poison { reason: &'static str, message: String },
+    Poison {
+        reason: &'static str,
+        message: String,
+    },
     /// Something failed that may succeed on a retry: the batch is aborted and
     /// its records processed again.
     #[error("{0}")]

@@ -16,8 +16,8 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_core::settings::PipelineSettings;
 use surge_kafka::ClientFactory;
@@ -152,7 +152,11 @@ pub fn run_pipeline<P: Processor>(
     if cfg.get("session.timeout.ms").is_none() {
         cfg.set("session.timeout.ms", "10000");
     }
-    let context = EngineContext { core: core.clone(), metrics: metrics.clone(), input_topic: spec.input_topic.clone() };
+    let context = EngineContext {
+        core: core.clone(),
+        metrics: metrics.clone(),
+        input_topic: spec.input_topic.clone(),
+    };
     let consumer: BaseConsumer<Ctx<P>> = match cfg.create_with_context(context) {
         Ok(c) => c,
         Err(e) => return ExitReason::Fatal(format!("creating the consumer: {e}")),
@@ -180,7 +184,9 @@ pub fn run_pipeline<P: Processor>(
         let timeout = {
             let c = core.lock().expect("core lock");
             match &c.batch {
-                Some(b) => interval.saturating_sub(b.started.elapsed()).max(Duration::from_millis(1)),
+                Some(b) => interval
+                    .saturating_sub(b.started.elapsed())
+                    .max(Duration::from_millis(1)),
                 None => Duration::from_millis(100),
             }
         };
@@ -237,7 +243,10 @@ fn exit_for(e: &KafkaError, what: &str) -> ExitReason {
 }
 
 fn unix_seconds() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl<P: Processor> Core<P> {
@@ -257,7 +266,14 @@ impl<P: Processor> Core<P> {
         let result = match decoded {
             Err(e) if e.is_poison() => self.dead_letter(msg, e.reason_code(), &e.to_string()),
             Err(e) => Err(Failure::retry(e.to_string())),
-            Ok(message) => self.decide(msg, Incoming { message, partition, offset }),
+            Ok(message) => self.decide(
+                msg,
+                Incoming {
+                    message,
+                    partition,
+                    offset,
+                },
+            ),
         };
         match result {
             Ok(()) => {
@@ -269,17 +285,29 @@ impl<P: Processor> Core<P> {
         }
     }
 
-    fn decide(&mut self, msg: &BorrowedMessage<'_>, input: Incoming<P::Input>) -> Result<(), Failure> {
+    fn decide(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        input: Incoming<P::Input>,
+    ) -> Result<(), Failure> {
         let partition = input.partition;
         let state = self.states.entry(partition).or_default();
         let journal = self.journals.entry(partition).or_default();
         let mut out = Outbox::default();
-        match self.processor.process(&mut StateTxn::new(state, journal), input, &mut out) {
+        match self
+            .processor
+            .process(&mut StateTxn::new(state, journal), input, &mut out)
+        {
             Ok(()) => {
                 let records = std::mem::take(&mut out.records);
                 let topic = self.spec.output_topic.clone();
                 for (key, payload) in &records {
-                    self.send(BaseRecord::to(&topic).partition(partition).key(key).payload(payload))?;
+                    self.send(
+                        BaseRecord::to(&topic)
+                            .partition(partition)
+                            .key(key)
+                            .payload(payload),
+                    )?;
                 }
                 let batch = self.batch.as_mut().expect("open batch");
                 batch.outputs += records.len() as u64;
@@ -292,7 +320,12 @@ impl<P: Processor> Core<P> {
         }
     }
 
-    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, reason: &'static str, message: &str) -> Result<(), Failure> {
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        reason: &'static str,
+        message: &str,
+    ) -> Result<(), Failure> {
         tracing::warn!(
             message = "record sent to the dead-letter topic",
             pipeline = %self.spec.name,
@@ -330,14 +363,23 @@ impl<P: Processor> Core<P> {
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(Failure { action: txn::classify(&e), reason: "produce", detail: e.to_string() }),
+                Err((e, _)) => {
+                    return Err(Failure {
+                        action: txn::classify(&e),
+                        reason: "produce",
+                        detail: e.to_string(),
+                    })
+                }
             }
         }
     }
 
     fn commit_if_due(&mut self, consumer: &BaseConsumer<Ctx<P>>) {
         let due = match &self.batch {
-            Some(b) => b.records >= self.spec.settings.max_batch_records || b.started.elapsed() >= self.spec.settings.commit_interval,
+            Some(b) => {
+                b.records >= self.spec.settings.max_batch_records
+                    || b.started.elapsed() >= self.spec.settings.commit_interval
+            }
             None => false,
         };
         if due {
@@ -352,7 +394,12 @@ impl<P: Processor> Core<P> {
         }
         let ratio = self.spec.settings.inject_abort_ratio;
         if ratio > 0.0 && rand::rng().random_bool(ratio.min(1.0)) {
-            self.fail(consumer, TxnAction::Abort, "injected", "fault injection (inject_abort_ratio)");
+            self.fail(
+                consumer,
+                TxnAction::Abort,
+                "injected",
+                "fault injection (inject_abort_ratio)",
+            );
             return;
         }
         let started = Instant::now();
@@ -368,7 +415,9 @@ impl<P: Processor> Core<P> {
         m.commit_seconds.observe(started.elapsed().as_secs_f64());
         m.transactions_committed.inc();
         m.batch_records.observe(batch.records as f64);
-        m.records_out.with_label_values(&["output"]).inc_by(batch.outputs);
+        m.records_out
+            .with_label_values(&["output"])
+            .inc_by(batch.outputs);
         m.duplicate_requests.inc_by(batch.duplicates);
         for o in batch.outcomes {
             m.decisions.with_label_values(&[o]).inc();
@@ -376,8 +425,15 @@ impl<P: Processor> Core<P> {
         for r in &batch.dlq {
             m.dlq_records.with_label_values(&[r]).inc();
         }
-        m.records_out.with_label_values(&["dlq"]).inc_by(batch.dlq.len() as u64);
-        m.state_bytes.set(self.states.values().map(|s| s.approx_bytes()).sum::<usize>() as i64);
+        m.records_out
+            .with_label_values(&["dlq"])
+            .inc_by(batch.dlq.len() as u64);
+        m.state_bytes.set(
+            self.states
+                .values()
+                .map(|s| s.approx_bytes())
+                .sum::<usize>() as i64,
+        );
     }
 
     fn try_commit(&mut self, consumer: &BaseConsumer<Ctx<P>>) -> Result<(), Failure> {
@@ -399,7 +455,9 @@ impl<P: Processor> Core<P> {
             }
             for key in order {
                 let value = last.remove(&key).expect("recorded key");
-                let record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&topic).partition(*partition).key(&key);
+                let record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&topic)
+                    .partition(*partition)
+                    .key(&key);
                 let record = match &value {
                     Some(v) => record.payload(v),
                     None => record,
@@ -408,24 +466,40 @@ impl<P: Processor> Core<P> {
                 written += 1;
             }
         }
-        self.metrics.records_out.with_label_values(&["changelog"]).inc_by(written);
+        self.metrics
+            .records_out
+            .with_label_values(&["changelog"])
+            .inc_by(written);
 
         let batch = self.batch.as_ref().expect("open batch");
         let mut offsets = TopicPartitionList::new();
         for (p, next) in &batch.next_offsets {
             offsets
                 .add_partition_offset(&self.spec.input_topic, *p, Offset::Offset(*next))
-                .map_err(|e| Failure { action: TxnAction::Abort, reason: "offsets", detail: e.to_string() })?;
+                .map_err(|e| Failure {
+                    action: TxnAction::Abort,
+                    reason: "offsets",
+                    detail: e.to_string(),
+                })?;
         }
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| Failure { action: TxnAction::Abort, reason: "offsets", detail: "no consumer group metadata".into() })?;
+        let group = consumer.group_metadata().ok_or_else(|| Failure {
+            action: TxnAction::Abort,
+            reason: "offsets",
+            detail: "no consumer group metadata".into(),
+        })?;
         let timeout = self.spec.settings.transaction_call_timeout;
-        self.with_retries("send_offsets", || self.producer.send_offsets_to_transaction(&offsets, &group, timeout))?;
+        self.with_retries("send_offsets", || {
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, timeout)
+        })?;
         self.with_retries("commit", || self.producer.commit_transaction(timeout))
     }
 
-    fn with_retries(&self, what: &'static str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Failure> {
+    fn with_retries(
+        &self,
+        what: &'static str,
+        mut call: impl FnMut() -> Result<(), KafkaError>,
+    ) -> Result<(), Failure> {
         let mut attempt = 0;
         loop {
             match call() {
@@ -436,15 +510,33 @@ impl<P: Processor> Core<P> {
                         std::thread::sleep(txn::backoff(attempt));
                         attempt += 1;
                     }
-                    TxnAction::Retry => return Err(Failure { action: TxnAction::Recreate, reason: what, detail: e.to_string() }),
-                    action => return Err(Failure { action, reason: what, detail: e.to_string() }),
+                    TxnAction::Retry => {
+                        return Err(Failure {
+                            action: TxnAction::Recreate,
+                            reason: what,
+                            detail: e.to_string(),
+                        })
+                    }
+                    action => {
+                        return Err(Failure {
+                            action,
+                            reason: what,
+                            detail: e.to_string(),
+                        })
+                    }
                 },
             }
         }
     }
 
     /// Handles a failed transaction according to `action`.
-    fn fail(&mut self, consumer: &BaseConsumer<Ctx<P>>, action: TxnAction, reason: &'static str, detail: &str) {
+    fn fail(
+        &mut self,
+        consumer: &BaseConsumer<Ctx<P>>,
+        action: TxnAction,
+        reason: &'static str,
+        detail: &str,
+    ) {
         match action {
             TxnAction::Fenced => {
                 tracing::error!(message = "fenced: another instance owns this work; stopping without writing", pipeline = %self.spec.name, detail);
@@ -516,8 +608,13 @@ impl<P: Processor> Core<P> {
             }
             journal.clear();
         }
-        let Some(batch) = self.batch.take() else { return };
-        self.metrics.transactions_aborted.with_label_values(&[reason]).inc();
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        self.metrics
+            .transactions_aborted
+            .with_label_values(&[reason])
+            .inc();
         if batch.next_offsets.is_empty() {
             return;
         }
@@ -527,7 +624,11 @@ impl<P: Processor> Core<P> {
         }
     }
 
-    fn rewind(&self, consumer: &BaseConsumer<Ctx<P>>, partitions: impl Iterator<Item = i32>) -> Result<(), KafkaError> {
+    fn rewind(
+        &self,
+        consumer: &BaseConsumer<Ctx<P>>,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Result<(), KafkaError> {
         let timeout = self.spec.settings.transaction_call_timeout;
         let mut wanted = TopicPartitionList::new();
         for p in partitions {
@@ -559,7 +660,9 @@ impl<P: Processor> Core<P> {
             self.states.remove(p);
             self.journals.remove(p);
         }
-        self.metrics.assigned_partitions.sub(partitions.len() as i64);
+        self.metrics
+            .assigned_partitions
+            .sub(partitions.len() as i64);
         tracing::info!(message = "partitions revoked", pipeline = %self.spec.name, ?partitions);
     }
 
@@ -569,14 +672,21 @@ impl<P: Processor> Core<P> {
             return;
         }
         let started = Instant::now();
-        match changelog::restore::<P::State>(&self.factory, &self.spec.changelog_topic, partitions, Duration::from_secs(600)) {
+        match changelog::restore::<P::State>(
+            &self.factory,
+            &self.spec.changelog_topic,
+            partitions,
+            Duration::from_secs(600),
+        ) {
             Ok((states, records)) => {
                 let bytes: usize = states.values().map(|s| s.approx_bytes()).sum();
                 self.states.extend(states);
                 let secs = started.elapsed().as_secs_f64();
                 self.metrics.restore_seconds.observe(secs);
                 self.metrics.restore_records.inc_by(records);
-                self.metrics.assigned_partitions.add(partitions.len() as i64);
+                self.metrics
+                    .assigned_partitions
+                    .add(partitions.len() as i64);
                 tracing::info!(
                     message = "partitions assigned and restored",
                     pipeline = %self.spec.name,
@@ -587,7 +697,9 @@ impl<P: Processor> Core<P> {
                 );
             }
             Err(e) => {
-                self.exit = Some(ExitReason::Fatal(format!("restoring state of {partitions:?}: {e}")));
+                self.exit = Some(ExitReason::Fatal(format!(
+                    "restoring state of {partitions:?}: {e}"
+                )));
             }
         }
     }
@@ -604,6 +716,10 @@ impl Failure {
     fn retry(detail: String) -> Self {
         // A record that may decode later (registry outage) or a processor
         // asking for a retry: abort and decide the batch again.
-        Self { action: TxnAction::Abort, reason: "retry", detail }
+        Self {
+            action: TxnAction::Abort,
+            reason: "retry",
+            detail,
+        }
     }
 }

@@ -53,7 +53,10 @@ pub fn classify(error: &KafkaError) -> TxnAction {
         if e.txn_requires_abort() {
             return TxnAction::Abort;
         }
-        if matches!(code, Some(RDKafkaErrorCode::OperationTimedOut) | Some(RDKafkaErrorCode::RequestTimedOut)) {
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::OperationTimedOut) | Some(RDKafkaErrorCode::RequestTimedOut)
+        ) {
             return TxnAction::Recreate;
         }
         if e.is_retriable() {
@@ -62,7 +65,9 @@ pub fn classify(error: &KafkaError) -> TxnAction {
         return TxnAction::Abort;
     }
     match code {
-        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => TxnAction::Recreate,
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+            TxnAction::Recreate
+        }
         Some(RDKafkaErrorCode::Fatal) => TxnAction::Fatal,
         _ => TxnAction::Abort,
     }
@@ -79,12 +84,41 @@ mod tests {
 
     #[test]
     fn fencing_and_timeouts_are_not_plain_aborts() {
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)), TxnAction::Fenced);
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::Fenced)), TxnAction::Fenced);
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::UnknownMemberId)), TxnAction::Fenced);
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::IllegalGeneration)), TxnAction::Abort, "a rebalance, not a zombie");
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::OperationTimedOut)), TxnAction::Recreate);
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)), TxnAction::Abort);
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::ProducerFenced
+            )),
+            TxnAction::Fenced
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::Fenced)),
+            TxnAction::Fenced
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::UnknownMemberId
+            )),
+            TxnAction::Fenced
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::IllegalGeneration
+            )),
+            TxnAction::Abort,
+            "a rebalance, not a zombie"
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::OperationTimedOut
+            )),
+            TxnAction::Recreate
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            TxnAction::Abort
+        );
     }
 
     #[test]

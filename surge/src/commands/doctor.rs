@@ -38,20 +38,42 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> anyhow::Result<ExitCo
 
     let f = factory.clone();
     let brokers = tokio::task::spawn_blocking(move || f.ping(Duration::from_secs(10))).await?;
-    ok &= report("kafka", brokers.as_ref().map(|n| format!("{n} broker(s) at {}", settings.kafka.bootstrap_servers)));
+    ok &= report(
+        "kafka",
+        brokers
+            .as_ref()
+            .map(|n| format!("{n} broker(s) at {}", settings.kafka.bootstrap_servers)),
+    );
 
     let registry = Registry::new(&settings.registry.url);
     let codec = TopicCodec::<CouponCommand>::connect(&registry).await;
-    ok &= report("registry", codec.as_ref().map(|c| format!("{} (coupon-issue-value is schema id {})", registry.url(), c.schema_id())));
+    ok &= report(
+        "registry",
+        codec.as_ref().map(|c| {
+            format!(
+                "{} (coupon-issue-value is schema id {})",
+                registry.url(),
+                c.schema_id()
+            )
+        }),
+    );
 
     if let (Ok(_), Ok(codec)) = (&brokers, &codec) {
         let result = transactional_round_trip(&factory, codec, &args.topic, settings).await;
         if let (true, Ok(msg)) = (args.json, &result) {
-            println!("{}", serde_json::json!({ "requestId": msg.request_id, "couponId": msg.coupon_id, "topic": args.topic }));
+            println!(
+                "{}",
+                serde_json::json!({ "requestId": msg.request_id, "couponId": msg.coupon_id, "topic": args.topic })
+            );
         }
         ok &= report(
             "transactions",
-            result.map(|m| format!("committed record {} read back with read_committed, aborted one invisible", m.request_id)),
+            result.map(|m| {
+                format!(
+                    "committed record {} read back with read_committed, aborted one invisible",
+                    m.request_id
+                )
+            }),
         );
     }
 
@@ -59,7 +81,11 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> anyhow::Result<ExitCo
         ok &= report("postgres", check_postgres(&settings.postgres.url).await);
         ok &= report("redis", check_redis(&settings.redis.url).await);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn report<E: std::fmt::Display>(what: &str, result: Result<String, E>) -> bool {
@@ -86,7 +112,9 @@ async fn transactional_round_trip(
         request_id: format!("doctor-{kind}-{}", uuid::Uuid::new_v4()),
         coupon_id: "doctor".into(),
         requested_at: surge_schemas::now(),
-        command: CouponAction::Issue { user_id: "doctor".into() },
+        command: CouponAction::Issue {
+            user_id: "doctor".into(),
+        },
     };
     let aborted = marker("aborted");
     let committed = marker("committed");
@@ -97,30 +125,47 @@ async fn transactional_round_trip(
     let committed_copy = committed_bytes.clone();
     let start = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
         // Transaction calls block: keep them off the async workers.
-        let probe: BaseConsumer = factory.read_committed_consumer_config("doctor", "surge-doctor").create()?;
+        let probe: BaseConsumer = factory
+            .read_committed_consumer_config("doctor", "surge-doctor")
+            .create()?;
         let (_, high) = probe.fetch_watermarks(&topic_owned, 0, Duration::from_secs(10))?;
         let txid = format!("surge-doctor-{}", uuid::Uuid::new_v4());
-        let producer: BaseProducer = factory.transactional_producer_config("doctor", &txid).create()?;
+        let producer: BaseProducer = factory
+            .transactional_producer_config("doctor", &txid)
+            .create()?;
         let t = Duration::from_secs(30);
         producer.init_transactions(t)?;
         producer.begin_transaction()?;
         producer
-            .send(BaseRecord::to(&topic_owned).key("doctor").payload(&aborted_bytes))
+            .send(
+                BaseRecord::to(&topic_owned)
+                    .key("doctor")
+                    .payload(&aborted_bytes),
+            )
             .map_err(|(e, _)| e)?;
         producer.flush(t)?;
         producer.abort_transaction(t)?;
         producer.begin_transaction()?;
         producer
-            .send(BaseRecord::to(&topic_owned).key("doctor").payload(&committed_copy))
+            .send(
+                BaseRecord::to(&topic_owned)
+                    .key("doctor")
+                    .payload(&committed_copy),
+            )
             .map_err(|(e, _)| e)?;
         producer.commit_transaction(t)?;
         Ok(high)
     })
     .await??;
 
-    let (factory, topic_owned) = (ClientFactory::new(settings.kafka.clone()), topic.to_string());
+    let (factory, topic_owned) = (
+        ClientFactory::new(settings.kafka.clone()),
+        topic.to_string(),
+    );
     let raw = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<u8>>> {
-        let consumer: BaseConsumer = factory.read_committed_consumer_config("doctor", "surge-doctor").create()?;
+        let consumer: BaseConsumer = factory
+            .read_committed_consumer_config("doctor", "surge-doctor")
+            .create()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic_owned, 0, Offset::Offset(start))?;
         consumer.assign(&tpl)?;
@@ -141,7 +186,10 @@ async fn transactional_round_trip(
 
     let mut found = None;
     for bytes in raw {
-        let msg = codec.decode(Some(&bytes)).await.context("decoding a record read back")?;
+        let msg = codec
+            .decode(Some(&bytes))
+            .await
+            .context("decoding a record read back")?;
         if msg.request_id == aborted.request_id {
             bail!("an aborted record was visible to a read_committed consumer");
         }
@@ -156,11 +204,20 @@ async fn transactional_round_trip(
     Ok(found)
 }
 
-async fn ensure_topic(factory: &ClientFactory, topic: &str, settings: &Settings) -> anyhow::Result<()> {
+async fn ensure_topic(
+    factory: &ClientFactory,
+    topic: &str,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let admin = factory.admin()?;
     let rf = settings.topics.replication_factor.unwrap_or(1);
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(rf)).set("retention.ms", "3600000");
-    let results = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    let results = admin
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
     for r in results {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -175,15 +232,20 @@ async fn check_postgres(url: &str) -> anyhow::Result<String> {
     let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(url))
         .await
         .context("timed out")??;
-    let version: String = sqlx::query_scalar("select version()").fetch_one(&mut conn).await?;
+    let version: String = sqlx::query_scalar("select version()")
+        .fetch_one(&mut conn)
+        .await?;
     Ok(version.split(" on ").next().unwrap_or(&version).to_string())
 }
 
 async fn check_redis(url: &str) -> anyhow::Result<String> {
     let client = redis::Client::open(url)?;
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
-        .await
-        .context("timed out")??;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("timed out")??;
     let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
     Ok(format!("{url} answered {pong}"))
 }

@@ -55,10 +55,17 @@ enum ScenarioKind {
 }
 
 pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let prefix = args.id_prefix.clone().unwrap_or_else(|| format!("flash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let prefix = args
+        .id_prefix
+        .clone()
+        .unwrap_or_else(|| format!("flash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let scenario = Scenario {
         prefix: prefix.clone(),
-        coupons: if args.scenario == ScenarioKind::Hot { 1 } else { args.coupons.max(1) },
+        coupons: if args.scenario == ScenarioKind::Hot {
+            1
+        } else {
+            args.coupons.max(1)
+        },
         stock: args.stock,
         users: args.users,
         requests: args.requests,
@@ -66,7 +73,9 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
         seed: args.seed,
     };
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry).await.context("registry: coupon-issue schema")?;
+    let codec = TopicCodec::<CouponCommand>::connect(&registry)
+        .await
+        .context("registry: coupon-issue schema")?;
     let producer = ClientFactory::new(settings.kafka.clone()).idempotent_producer("loadgen")?;
     let topic = format!("{}coupon-issue", settings.topics.name_prefix);
     let total = scenario.coupons + scenario.requests;
@@ -104,7 +113,10 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
     let sent = produce_in_order(&producer, &topic, records, |acked| {
         if last_report.elapsed() >= Duration::from_secs(1) || acked == total {
             let secs = started.elapsed().as_secs_f64();
-            eprintln!("[loadgen] {acked:>9}/{total} acknowledged  {:>8.0}/s", acked as f64 / secs);
+            eprintln!(
+                "[loadgen] {acked:>9}/{total} acknowledged  {:>8.0}/s",
+                acked as f64 / secs
+            );
             last_report = Instant::now();
         }
     })
@@ -130,6 +142,10 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
         std::fs::create_dir_all(dir).ok();
     }
     std::fs::write(&args.manifest, serde_json::to_string_pretty(&manifest)?)?;
-    println!("sent {sent} records in {secs:.1} s ({:.0}/s); coupons {prefix}-*; manifest {}", sent as f64 / secs, args.manifest.display());
+    println!(
+        "sent {sent} records in {secs:.1} s ({:.0}/s); coupons {prefix}-*; manifest {}",
+        sent as f64 / secs,
+        args.manifest.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use surge_core::settings::PipelineSettings;
 use surge_core::service::run_blocking_loop;
+use surge_core::settings::PipelineSettings;
 use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
 use surge_engine::{run_pipeline, ExitReason, PipelineMetrics, PipelineSpec};
@@ -32,10 +32,22 @@ enum PipelineName {
 
 /// Topic and group names of a pipeline, with the settings' topic prefix.
 pub fn coupon_spec(settings: &Settings) -> PipelineSpec {
-    spec(settings, "coupon", "coupon-issue", "coupon-result", settings.pipelines.coupon.clone())
+    spec(
+        settings,
+        "coupon",
+        "coupon-issue",
+        "coupon-result",
+        settings.pipelines.coupon.clone(),
+    )
 }
 
-fn spec(settings: &Settings, name: &str, input: &str, output: &str, pipeline: PipelineSettings) -> PipelineSpec {
+fn spec(
+    settings: &Settings,
+    name: &str,
+    input: &str,
+    output: &str,
+    pipeline: PipelineSettings,
+) -> PipelineSpec {
     let prefix = &settings.topics.name_prefix;
     PipelineSpec {
         name: name.to_string(),
@@ -43,7 +55,10 @@ fn spec(settings: &Settings, name: &str, input: &str, output: &str, pipeline: Pi
         output_topic: format!("{prefix}{output}"),
         changelog_topic: format!("{prefix}{name}-pipeline-changelog"),
         dlq_topic: format!("{prefix}{name}-pipeline-dlq"),
-        group_id: pipeline.group_id.clone().unwrap_or_else(|| format!("{prefix}surge-{name}")),
+        group_id: pipeline
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}surge-{name}")),
         settings: pipeline,
     }
 }
@@ -57,8 +72,12 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
 async fn run_coupon(settings: &Settings) -> anyhow::Result<ExitCode> {
     let spec = coupon_spec(settings);
     let registry = Registry::new(&settings.registry.url);
-    let commands = TopicCodec::<CouponCommand>::connect(&registry).await.context("registry: coupon-issue schema")?;
-    let results = TopicCodec::<CouponDecision>::connect(&registry).await.context("registry: coupon-result schema")?;
+    let commands = TopicCodec::<CouponCommand>::connect(&registry)
+        .await
+        .context("registry: coupon-issue schema")?;
+    let results = TopicCodec::<CouponDecision>::connect(&registry)
+        .await
+        .context("registry: coupon-result schema")?;
     let processor = surge_coupon::CouponProcessor::new(results);
     let metrics = PipelineMetrics::new("coupon");
 
@@ -66,9 +85,14 @@ async fn run_coupon(settings: &Settings) -> anyhow::Result<ExitCode> {
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
     let listen = spec.settings.metrics_listen;
-    let exit = run_blocking_loop("coupon-pipeline", listen, metrics.registry.clone(), metrics.last_poll.clone(), Shutdown::on_signals(), move |stop| {
-        run_pipeline(spec, factory, processor, commands, runtime, stop, metrics)
-    })
+    let exit = run_blocking_loop(
+        "coupon-pipeline",
+        listen,
+        metrics.registry.clone(),
+        metrics.last_poll.clone(),
+        Shutdown::on_signals(),
+        move |stop| run_pipeline(spec, factory, processor, commands, runtime, stop, metrics),
+    )
     .await
     .with_context(|| format!("serving metrics on {listen}"))?;
     Ok(match exit {

@@ -39,13 +39,20 @@ fn local_schemas(dir: Option<&Path>, settings: &Settings) -> anyhow::Result<Vec<
             let text = match dir {
                 Some(d) => {
                     let path = d.join(format!("{}.avsc", c.topic));
-                    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
                 }
                 None => c.schema_json.to_string(),
             };
-            let parsed = Schema::parse_str(&text).with_context(|| format!("{}.avsc is not a valid Avro schema", c.topic))?;
+            let parsed = Schema::parse_str(&text)
+                .with_context(|| format!("{}.avsc is not a valid Avro schema", c.topic))?;
             let subject = subject_for(&format!("{}{}", settings.topics.name_prefix, c.topic));
-            Ok(LocalSchema { topic: c.topic, subject, text, parsed })
+            Ok(LocalSchema {
+                topic: c.topic,
+                subject,
+                text,
+                parsed,
+            })
         })
         .collect()
 }
@@ -53,27 +60,52 @@ fn local_schemas(dir: Option<&Path>, settings: &Settings) -> anyhow::Result<Vec<
 pub async fn run(cmd: SchemasCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(&settings.registry.url);
     match cmd {
-        SchemasCommand::Register { dir } => register(&registry, &local_schemas(dir.as_deref(), settings)?, settings).await,
-        SchemasCommand::Check { dir } => check(&registry, &local_schemas(dir.as_deref(), settings)?).await,
+        SchemasCommand::Register { dir } => {
+            register(
+                &registry,
+                &local_schemas(dir.as_deref(), settings)?,
+                settings,
+            )
+            .await
+        }
+        SchemasCommand::Check { dir } => {
+            check(&registry, &local_schemas(dir.as_deref(), settings)?).await
+        }
     }
 }
 
-async fn register(registry: &Registry, schemas: &[LocalSchema], settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn register(
+    registry: &Registry,
+    schemas: &[LocalSchema],
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for s in schemas {
         // Set the level first so the very first version is already guarded.
-        registry.set_compatibility(&s.subject, &settings.registry.compatibility).await?;
+        registry
+            .set_compatibility(&s.subject, &settings.registry.compatibility)
+            .await?;
         match registry.register(&s.subject, &s.text).await {
-            Ok(id) => println!("{:<24} id {id:<5} compatibility {}", s.subject, settings.registry.compatibility),
+            Ok(id) => println!(
+                "{:<24} id {id:<5} compatibility {}",
+                s.subject, settings.registry.compatibility
+            ),
             Err(RegistryError::Incompatible { .. }) => {
                 failed = true;
-                println!("{:<24} REJECTED as incompatible with the registered versions", s.subject);
+                println!(
+                    "{:<24} REJECTED as incompatible with the registered versions",
+                    s.subject
+                );
                 explain(registry, s).await?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn check(registry: &Registry, schemas: &[LocalSchema]) -> anyhow::Result<ExitCode> {
@@ -84,30 +116,51 @@ async fn check(registry: &Registry, schemas: &[LocalSchema]) -> anyhow::Result<E
             continue;
         };
         if registry.is_compatible(&s.subject, &s.text).await? {
-            println!("{:<24} compatible with version {}", s.subject, latest.version.map_or("?".into(), |v| v.to_string()));
+            println!(
+                "{:<24} compatible with version {}",
+                s.subject,
+                latest.version.map_or("?".into(), |v| v.to_string())
+            );
         } else {
             failed = true;
-            println!("{:<24} INCOMPATIBLE with version {}", s.subject, latest.version.map_or("?".into(), |v| v.to_string()));
+            println!(
+                "{:<24} INCOMPATIBLE with version {}",
+                s.subject,
+                latest.version.map_or("?".into(), |v| v.to_string())
+            );
             explain(registry, s).await?;
         }
     }
     if failed {
         println!("\n{} is BACKWARD-incompatible: consumers could not read data already written. Give new fields a default, keep types widenable.", schemas_label(schemas));
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn schemas_label(schemas: &[LocalSchema]) -> &'static str {
-    if schemas.len() == 1 { "the schema" } else { "at least one schema" }
+    if schemas.len() == 1 {
+        "the schema"
+    } else {
+        "at least one schema"
+    }
 }
 
 /// Prints which fields break compatibility with the latest registered version.
 async fn explain(registry: &Registry, s: &LocalSchema) -> anyhow::Result<()> {
-    let Some(latest) = registry.latest(&s.subject).await? else { return Ok(()) };
+    let Some(latest) = registry.latest(&s.subject).await? else {
+        return Ok(());
+    };
     let old = Schema::parse_str(&latest.schema).context("registered schema does not parse")?;
     let breakages = compat::backward_breakages(&old, &s.parsed);
     if breakages.is_empty() {
-        println!("    (the registry refused it; the local diff found no field-level cause for {})", s.topic);
+        println!(
+            "    (the registry refused it; the local diff found no field-level cause for {})",
+            s.topic
+        );
     }
     for b in breakages {
         println!("    {b}");

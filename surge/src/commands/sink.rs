@@ -42,7 +42,10 @@ async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
     let spec = SinkSpec {
         name: format!("{prefix}postgres"),
         topic: format!("{prefix}coupon-result"),
-        group_id: sink_settings.group_id.clone().unwrap_or_else(|| format!("{prefix}surge-sink-postgres")),
+        group_id: sink_settings
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}surge-sink-postgres")),
         settings: sink_settings,
     };
     let shutdown = Shutdown::on_signals();
@@ -65,16 +68,26 @@ async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
         }
     }
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponDecision>::connect(&registry).await.context("registry: coupon-result schema")?;
+    let codec = TopicCodec::<CouponDecision>::connect(&registry)
+        .await
+        .context("registry: coupon-result schema")?;
 
-    let prometheus = prometheus::Registry::new_custom(Some("surge".into()), Some([("sink".to_string(), "postgres".to_string())].into()))?;
+    let prometheus = prometheus::Registry::new_custom(
+        Some("surge".into()),
+        Some([("sink".to_string(), "postgres".to_string())].into()),
+    )?;
     let metrics = SinkMetrics::new(&prometheus);
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
     let listen = spec.settings.metrics_listen;
-    let exit = run_blocking_loop("postgres-sink", listen, prometheus, metrics.last_poll.clone(), shutdown, move |stop| {
-        run_sink(spec, factory, pool, codec, runtime, stop, metrics)
-    })
+    let exit = run_blocking_loop(
+        "postgres-sink",
+        listen,
+        prometheus,
+        metrics.last_poll.clone(),
+        shutdown,
+        move |stop| run_sink(spec, factory, pool, codec, runtime, stop, metrics),
+    )
     .await
     .with_context(|| format!("serving metrics on {listen}"))?;
     Ok(match exit {

@@ -27,7 +27,9 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
                     s.replication_factor,
                     s.min_insync_replicas,
                     s.cleanup_policy.as_kafka(),
-                    s.retention.map_or("forever".into(), |d| humantime::format_duration(d).to_string())
+                    s.retention
+                        .map_or("forever".into(), |d| humantime::format_duration(d)
+                            .to_string())
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -50,7 +52,11 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
                 report.unchanged.len(),
                 report.drift.len()
             );
-            Ok(if report.drift.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
     }
 }

@@ -31,9 +31,17 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
     let results = TopicCodec::<CouponDecision>::connect(&registry).await?;
     let factory = ClientFactory::new(settings.kafka.clone());
     let prefix = &settings.topics.name_prefix;
-    let wanted = |coupon: &str| args.coupons.as_deref().is_none_or(|p| coupon.starts_with(p));
+    let wanted = |coupon: &str| {
+        args.coupons
+            .as_deref()
+            .is_none_or(|p| coupon.starts_with(p))
+    };
 
-    let mut input = TopicReader::open(&factory, &format!("{prefix}coupon-issue"), Duration::from_secs(10))?;
+    let mut input = TopicReader::open(
+        &factory,
+        &format!("{prefix}coupon-issue"),
+        Duration::from_secs(10),
+    )?;
     let mut log: Vec<(i32, i64, CouponCommand)> = Vec::new();
     let mut undecodable = 0usize;
     for r in input.read_available(Duration::from_secs(120))? {
@@ -44,10 +52,19 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }
     }
     log.sort_by_key(|(p, o, _)| (*p, *o));
-    let requested: std::collections::HashSet<&str> = log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
-    eprintln!("[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable", log.len(), requested.len());
+    let requested: std::collections::HashSet<&str> =
+        log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
+    eprintln!(
+        "[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable",
+        log.len(),
+        requested.len()
+    );
 
-    let mut output = TopicReader::open(&factory, &format!("{prefix}coupon-result"), Duration::from_secs(10))?;
+    let mut output = TopicReader::open(
+        &factory,
+        &format!("{prefix}coupon-result"),
+        Duration::from_secs(10),
+    )?;
     let mut decisions: Vec<CouponDecision> = Vec::new();
     let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(args.wait);
@@ -63,11 +80,21 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         if pending == 0 || Instant::now() >= deadline {
             break;
         }
-        eprintln!("[verify] waiting: {pending} request(s) not decided yet ({} decisions so far)", decisions.len());
+        eprintln!(
+            "[verify] waiting: {pending} request(s) not decided yet ({} decisions so far)",
+            decisions.len()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let logged: Vec<Logged<'_>> = log.iter().map(|(partition, offset, command)| Logged { partition: *partition, offset: *offset, command }).collect();
+    let logged: Vec<Logged<'_>> = log
+        .iter()
+        .map(|(partition, offset, command)| Logged {
+            partition: *partition,
+            offset: *offset,
+            command,
+        })
+        .collect();
     let report = audit(&logged, &decisions);
     println!("requests   {}", report.requests);
     println!("decisions  {}", report.decisions);

@@ -36,11 +36,17 @@ impl Fixture {
 
     pub async fn with_env(what: &str, env: &[(&str, &str)]) -> Self {
         let prefix = format!("{}-", unique(what));
-        let out = super::surge(&["topics", "apply"], &[("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())]);
+        let out = super::surge(
+            &["topics", "apply"],
+            &[("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())],
+        );
         assert!(out.status.success(), "topics apply failed");
         let mut fx = Self::reuse(&prefix).await;
         std::fs::create_dir_all(&fx.logs).unwrap();
-        fx.extra_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        fx.extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         fx
     }
 
@@ -54,7 +60,9 @@ impl Fixture {
             commands: TopicCodec::connect(&registry).await.unwrap(),
             results: TopicCodec::connect(&registry).await.unwrap(),
             prefix: prefix.to_string(),
-            logs: repo_root().join("target/test-logs").join(prefix.trim_end_matches('-')),
+            logs: repo_root()
+                .join("target/test-logs")
+                .join(prefix.trim_end_matches('-')),
             settings,
             extra_env: Vec::new(),
         }
@@ -68,7 +76,11 @@ impl Fixture {
     /// The process is SIGKILLed when the handle drops (a failed test leaks nothing).
     pub fn spawn_pipeline(&self, instance: &str, env: &[(&str, &str)]) -> Instance {
         let log = self.logs.join(format!("pipeline-{instance}.log"));
-        let file = File::options().create(true).append(true).open(&log).unwrap();
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         Command::new(env!("CARGO_BIN_EXE_surge"))
             .current_dir(repo_root())
             .args(["pipeline", "coupon"])
@@ -89,19 +101,34 @@ impl Fixture {
     pub async fn produce(&self, commands: &[CouponCommand]) {
         let producer = self.factory.idempotent_producer("test-producer").unwrap();
         // Encoded up front: the future must be Send for spawned producer tasks.
-        let records: Vec<(String, Vec<u8>)> = commands.iter().map(|c| (c.coupon_id.clone(), self.commands.encode(c).unwrap())).collect();
-        surge_kafka::produce_in_order(&producer, &self.topic("coupon-issue"), records, |_| {}).await.expect("produce");
+        let records: Vec<(String, Vec<u8>)> = commands
+            .iter()
+            .map(|c| (c.coupon_id.clone(), self.commands.encode(c).unwrap()))
+            .collect();
+        surge_kafka::produce_in_order(&producer, &self.topic("coupon-issue"), records, |_| {})
+            .await
+            .expect("produce");
     }
 
     /// Raw records of `topic` (all partitions, read_committed) until `want` arrived and it went quiet.
-    pub fn read_raw(&self, topic: &str, want: usize, timeout: Duration) -> Vec<(i32, i64, Vec<u8>)> {
+    pub fn read_raw(
+        &self,
+        topic: &str,
+        want: usize,
+        timeout: Duration,
+    ) -> Vec<(i32, i64, Vec<u8>)> {
         // A group id is required by librdkafka even for assign(); it never commits.
-        let cfg = self.factory.read_committed_consumer_config("test-reader", &unique("reader"));
+        let cfg = self
+            .factory
+            .read_committed_consumer_config("test-reader", &unique("reader"));
         let consumer: BaseConsumer = cfg.create().unwrap();
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + timeout;
@@ -110,7 +137,11 @@ impl Fixture {
         while Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    out.push((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec()));
+                    out.push((
+                        m.partition(),
+                        m.offset(),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ));
                     last_arrival = Instant::now();
                 }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
@@ -128,7 +159,12 @@ impl Fixture {
         let raw = self.read_raw(&self.topic("coupon-result"), want, timeout);
         let mut out = Vec::with_capacity(raw.len());
         for (_, _, bytes) in raw {
-            out.push(self.results.decode(Some(&bytes)).await.expect("coupon-result decodes"));
+            out.push(
+                self.results
+                    .decode(Some(&bytes))
+                    .await
+                    .expect("coupon-result decodes"),
+            );
         }
         out
     }
@@ -138,7 +174,14 @@ impl Fixture {
         let raw = self.read_raw(&self.topic("coupon-issue"), want, Duration::from_secs(60));
         let mut out = Vec::with_capacity(raw.len());
         for (p, o, bytes) in raw {
-            out.push((p, o, self.commands.decode(Some(&bytes)).await.expect("coupon-issue decodes")));
+            out.push((
+                p,
+                o,
+                self.commands
+                    .decode(Some(&bytes))
+                    .await
+                    .expect("coupon-issue decodes"),
+            ));
         }
         out.sort_by_key(|(p, o, _)| (*p, *o));
         out
@@ -154,26 +197,60 @@ pub fn create(coupon: &str, stock: i64) -> CouponCommand {
         request_id: format!("create-{coupon}"),
         coupon_id: coupon.into(),
         requested_at: now(),
-        command: CouponAction::Create { stock, active_from: None, active_until: None },
+        command: CouponAction::Create {
+            stock,
+            active_from: None,
+            active_until: None,
+        },
     }
 }
 
 pub fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
-    CouponCommand { request_id: request.into(), coupon_id: coupon.into(), requested_at: now(), command: CouponAction::Issue { user_id: user.into() } }
+    CouponCommand {
+        request_id: request.into(),
+        coupon_id: coupon.into(),
+        requested_at: now(),
+        command: CouponAction::Issue {
+            user_id: user.into(),
+        },
+    }
 }
 
 /// A flash sale (the generator `surge loadgen` uses): `coupons` coupons with
 /// `stock` each, then `requests` issue requests from `users` users, 5% of
 /// them upstream retries of an earlier request id.
-pub fn flash_sale(coupons: usize, stock: i64, users: usize, requests: usize, seed: u64) -> Vec<CouponCommand> {
-    let scenario = surge_coupon::scenario::Scenario { prefix: "coupon".into(), coupons, stock, users, requests, duplicate_ratio: 0.05, seed };
+pub fn flash_sale(
+    coupons: usize,
+    stock: i64,
+    users: usize,
+    requests: usize,
+    seed: u64,
+) -> Vec<CouponCommand> {
+    let scenario = surge_coupon::scenario::Scenario {
+        prefix: "coupon".into(),
+        coupons,
+        stock,
+        users,
+        requests,
+        duplicate_ratio: 0.05,
+        seed,
+    };
     scenario.commands().collect()
 }
 
 /// Checks invariants 1–4 (the same audit `surge verify` runs).
-pub fn check_invariants(log: &[(i32, i64, CouponCommand)], decisions: &[CouponDecision]) -> Vec<String> {
-    let logged: Vec<surge_coupon::audit::Logged<'_>> =
-        log.iter().map(|(partition, offset, command)| surge_coupon::audit::Logged { partition: *partition, offset: *offset, command }).collect();
+pub fn check_invariants(
+    log: &[(i32, i64, CouponCommand)],
+    decisions: &[CouponDecision],
+) -> Vec<String> {
+    let logged: Vec<surge_coupon::audit::Logged<'_>> = log
+        .iter()
+        .map(|(partition, offset, command)| surge_coupon::audit::Logged {
+            partition: *partition,
+            offset: *offset,
+            command,
+        })
+        .collect();
     surge_coupon::audit::audit(&logged, decisions).violations
 }
 
@@ -204,6 +281,9 @@ impl Drop for Instance {
 
 /// Sends SIGKILL (or another signal) to a child.
 pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{sig} failed");
 }

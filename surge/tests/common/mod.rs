@@ -11,7 +11,10 @@ pub mod coupon;
 use surge_core::Settings;
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// config/surge.toml with the environment's overrides, as a surge process sees it.
@@ -21,7 +24,10 @@ pub fn settings() -> Settings {
 
 /// A name no other test (or earlier run) uses: `t-<what>-<random>`.
 pub fn unique(what: &str) -> String {
-    format!("t-{what}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "t-{what}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// Runs `surge ARGS` from the repository root with extra environment.
