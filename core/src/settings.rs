@@ -30,6 +30,8 @@ pub struct Settings {
     pub pipelines: PipelinesSettings,
     /// The sinks that keep the stores equal to the result topics.
     pub sinks: SinksSettings,
+    /// The HTTP gateway (`surge gateway`).
+    pub gateway: GatewaySettings,
 }
 
 /// One section per sink.
@@ -38,12 +40,15 @@ pub struct Settings {
 pub struct SinksSettings {
     /// coupon-result → PostgreSQL.
     pub postgres: SinkSettings,
+    /// coupon-result → the Redis read cache.
+    pub redis: SinkSettings,
 }
 
 impl Default for SinksSettings {
     fn default() -> Self {
         Self {
             postgres: SinkSettings::with_metrics_port(9467),
+            redis: SinkSettings::with_metrics_port(9468),
         }
     }
 }
@@ -306,12 +311,44 @@ impl Default for PostgresSettings {
 pub struct RedisSettings {
     /// Connection URL.
     pub url: String,
+    /// First segment of every key surge writes (`<keyspace>:coupon:<id>`, ...),
+    /// so several deployments or tests can share one Redis.
+    pub keyspace: String,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            keyspace: "surge".into(),
+        }
+    }
+}
+
+/// The HTTP gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Where the API is served (also /metrics, /health, /openapi.json).
+    pub listen: std::net::SocketAddr,
+    /// Bearer token for /admin endpoints. Unset: admin endpoints answer 403.
+    /// Set it from the environment (SURGE_GATEWAY__ADMIN_TOKEN), not in a file.
+    pub admin_token: Option<String>,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long a request may wait for Kafka to acknowledge its command
+    /// before the gateway answers 503.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: std::time::Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            max_body_bytes: 16 * 1024,
+            produce_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
