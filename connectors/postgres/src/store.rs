@@ -3,8 +3,49 @@
 use std::collections::BTreeMap;
 
 use sqlx::PgPool;
+use surge_sink::{OffsetAdvance, SinkStore, StoreError};
 
 use crate::mapping::CouponResultRows;
+
+/// PostgreSQL as a sink's store; offsets in `sink_offsets` under `sink`.
+pub struct PostgresStore {
+    pool: PgPool,
+    sink: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PostgresStore {
+    pub fn new(pool: PgPool, sink: &str, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            pool,
+            sink: sink.to_string(),
+            runtime,
+        }
+    }
+}
+
+impl SinkStore for PostgresStore {
+    type Batch = CouponResultRows;
+
+    fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+        self.runtime
+            .block_on(stored_offsets(&self.pool, &self.sink, topic))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Upserts are idempotent and offsets only move forward, so a write
+    /// from an older position is harmless here: `offsets.from` is not checked.
+    fn write(
+        &self,
+        topic: &str,
+        batch: &CouponResultRows,
+        offsets: &OffsetAdvance,
+    ) -> Result<(), StoreError> {
+        self.runtime
+            .block_on(write_batch(&self.pool, &self.sink, topic, batch, &offsets.to))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
 
 /// Offsets stored for `sink` on `topic`: partition → next offset to consume.
 pub async fn stored_offsets(
@@ -33,7 +74,7 @@ pub async fn write_batch(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !rows.deleted.is_empty() {
-        for table in ["issued_coupons", "coupon_decisions", "coupons"] {
+        for table in ["issued_coupons", "coupons"] {
             sqlx::query(&format!("delete from {table} where coupon_id = any($1)"))
                 .bind(&rows.deleted)
                 .execute(&mut *tx)

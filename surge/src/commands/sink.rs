@@ -1,64 +1,80 @@
-//! `surge sink <name>`: keep a store equal to a result topic, exactly once.
+//! `surge sink <store>`: keep a store equal to coupon-result, exactly once.
+//! One loop (surge-sink) for every store; the store decides how a batch and
+//! its offsets are written atomically.
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT (the batch in hand is written first),
 //! 1 on a fatal error.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use surge_core::service::run_blocking_loop;
+use surge_core::settings::SinkSettings;
 use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
 use surge_kafka::ClientFactory;
-use surge_postgres::sink::SinkMetrics;
-use surge_postgres::{run_sink, SinkExit, SinkSpec};
-use surge_schemas::coupon::CouponDecision;
+use surge_postgres::PostgresStore;
+use surge_redis::{Keyspace, RedisStore};
 use surge_schemas::{Registry, TopicCodec};
+use surge_sink::{run_sink, SinkExit, SinkMetrics, SinkSpec, SinkStore};
 
 #[derive(Debug, Args)]
 pub struct SinkArgs {
     /// Which store.
     #[arg(value_enum)]
-    name: SinkName,
+    store: StoreName,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum SinkName {
-    /// coupon-result → PostgreSQL tables coupons, issued_coupons, coupon_decisions.
+enum StoreName {
+    /// coupon-result → PostgreSQL tables coupons, issued_coupons, coupon_decisions
+    /// (migrations applied at start). Settings: [sinks.postgres].
     Postgres,
+    /// coupon-result → the Redis read cache (keys in README "The Redis sink";
+    /// rebuilt from the topic after a FLUSHALL). Settings: [sinks.redis].
+    Redis,
 }
 
 pub async fn run(args: SinkArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    match args.name {
-        SinkName::Postgres => run_postgres(settings).await,
+    let shutdown = Shutdown::on_signals();
+    match args.store {
+        StoreName::Postgres => {
+            let sink = settings.sinks.postgres.clone();
+            let name = format!("{}postgres", settings.topics.name_prefix);
+            let pool = connect_postgres(settings, &shutdown).await?;
+            let store = PostgresStore::new(pool, &name, tokio::runtime::Handle::current());
+            run_store("postgres", name, store, sink, settings, shutdown).await
+        }
+        StoreName::Redis => {
+            let sink = settings.sinks.redis.clone();
+            let name = format!("{}redis", settings.topics.name_prefix);
+            let store = RedisStore::new(
+                &settings.redis.url,
+                Keyspace::new(&settings.redis.keyspace),
+            )
+            .context("redis URL")?;
+            run_store("redis", name, store, sink, settings, shutdown).await
+        }
     }
 }
 
-async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let prefix = &settings.topics.name_prefix;
-    let sink_settings = settings.sinks.postgres.clone();
-    let spec = SinkSpec {
-        name: format!("{prefix}postgres"),
-        topic: format!("{prefix}coupon-result"),
-        group_id: sink_settings
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("{prefix}surge-sink-postgres")),
-        settings: sink_settings,
-    };
-    let shutdown = Shutdown::on_signals();
+/// A pool with the embedded migrations applied (retried while PostgreSQL comes up).
+async fn connect_postgres(
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<sqlx::PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(settings.postgres.max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&settings.postgres.url)
         .context("postgres URL")?;
-    // Migrations are embedded and applied at start (retried while PostgreSQL comes up).
     let mut attempt = 0u32;
     loop {
         match surge_postgres::MIGRATOR.run(&pool).await {
-            Ok(()) => break,
+            Ok(()) => return Ok(pool),
             Err(e) if attempt < 30 && !shutdown.is_triggered() => {
                 tracing::warn!(message = "migrations not applied yet; retrying", error = %e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -67,26 +83,42 @@ async fn run_postgres(settings: &Settings) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e).context("applying migrations"),
         }
     }
+}
+
+async fn run_store<S: SinkStore<Batch: surge_sink::Mapping<Value = surge_schemas::coupon::CouponDecision>>>(
+    kind: &str,
+    name: String,
+    store: S,
+    sink: SinkSettings,
+    settings: &Settings,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitCode> {
+    let prefix = &settings.topics.name_prefix;
+    let spec = SinkSpec {
+        name,
+        topic: format!("{prefix}coupon-result"),
+        group_id: sink
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}surge-sink-{kind}")),
+        settings: sink,
+    };
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponDecision>::connect(&registry)
+    let codec = TopicCodec::connect(&registry)
         .await
         .context("registry: coupon-result schema")?;
-
-    let prometheus = prometheus::Registry::new_custom(
-        Some("surge".into()),
-        Some([("sink".to_string(), "postgres".to_string())].into()),
-    )?;
-    let metrics = SinkMetrics::new(&prometheus);
+    let metrics = SinkMetrics::new(kind);
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
     let listen = spec.settings.metrics_listen;
+    let store = Arc::new(store);
     let exit = run_blocking_loop(
-        "postgres-sink",
+        &format!("{kind}-sink"),
         listen,
-        prometheus,
+        metrics.registry.clone(),
         metrics.last_poll.clone(),
         shutdown,
-        move |stop| run_sink(spec, factory, pool, codec, runtime, stop, metrics),
+        move |stop| run_sink(spec, &factory, store, codec, runtime, stop, metrics),
     )
     .await
     .with_context(|| format!("serving metrics on {listen}"))?;

@@ -1,0 +1,111 @@
+//! Every key surge keeps in Redis, named in one place. Readers (the gateway,
+//! `surge verify`) use these too, so the layout cannot drift between them.
+
+/// `<keyspace>:...`: the first segment isolates deployments sharing a Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyspace(String);
+
+impl Keyspace {
+    pub fn new(keyspace: &str) -> Self {
+        Self(keyspace.to_string())
+    }
+
+    /// Hash: the coupon's stock, issued, remaining after its latest decision.
+    pub fn coupon(&self, coupon_id: &str) -> String {
+        format!("{}:coupon:{coupon_id}", self.0)
+    }
+
+    /// Hash: one request's decision.
+    pub fn request(&self, request_id: &str) -> String {
+        format!("{}:request:{request_id}", self.0)
+    }
+
+    /// Hash: user id → `<offset> <OUTCOME> [<sequence>]` for one coupon.
+    pub fn users(&self, coupon_id: &str) -> String {
+        format!("{}:users:{coupon_id}", self.0)
+    }
+
+    /// Hash: partition → next offset to consume, for one topic.
+    pub fn offsets(&self, topic: &str) -> String {
+        format!("{}:sink:offsets:{topic}", self.0)
+    }
+
+    /// A SCAN pattern for every request key.
+    pub fn request_pattern(&self) -> String {
+        format!("{}:request:*", self.0)
+    }
+
+    /// A SCAN pattern for every coupon key.
+    pub fn coupon_pattern(&self) -> String {
+        format!("{}:coupon:*", self.0)
+    }
+
+    /// A SCAN pattern for every users key.
+    pub fn users_pattern(&self) -> String {
+        format!("{}:users:*", self.0)
+    }
+
+    /// The id at the end of a key made by one of the above.
+    pub fn id_of<'k>(&self, key: &'k str, kind: &str) -> Option<&'k str> {
+        key.strip_prefix(&self.0)?
+            .strip_prefix(':')?
+            .strip_prefix(kind)?
+            .strip_prefix(':')
+    }
+}
+
+/// A user's status for a coupon as stored: `<offset> <OUTCOME> [<sequence>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStatus {
+    pub offset: i64,
+    pub outcome: String,
+    pub sequence: Option<i64>,
+}
+
+impl UserStatus {
+    pub fn encode(&self) -> String {
+        match self.sequence {
+            Some(s) => format!("{} {} {s}", self.offset, self.outcome),
+            None => format!("{} {}", self.offset, self.outcome),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(' ');
+        let offset = parts.next()?.parse().ok()?;
+        let outcome = parts.next()?.to_string();
+        let sequence = match parts.next() {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        };
+        Some(Self {
+            offset,
+            outcome,
+            sequence,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_ids_round_trip() {
+        let ks = Keyspace::new("t1-surge");
+        assert_eq!(ks.coupon("c:1"), "t1-surge:coupon:c:1");
+        assert_eq!(ks.id_of(&ks.coupon("c:1"), "coupon"), Some("c:1"));
+        assert_eq!(ks.id_of(&ks.request("r"), "request"), Some("r"));
+        assert_eq!(ks.id_of(&ks.request("r"), "coupon"), None);
+        assert_eq!(ks.id_of("other:coupon:x", "coupon"), None);
+    }
+
+    #[test]
+    fn user_status_round_trips() {
+        for s in ["12 ISSUED 3", "7 SOLD_OUT"] {
+            assert_eq!(UserStatus::parse(s).unwrap().encode(), s);
+        }
+        assert_eq!(UserStatus::parse("x ISSUED"), None);
+        assert_eq!(UserStatus::parse("1 ISSUED y"), None);
+    }
+}
