@@ -41,7 +41,7 @@ async fn loadgen_then_verify_passes_and_forged_decisions_fail_it() {
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     assert_eq!(m["recordsSent"], 3005, "5 creates + 3,000 requests");
 
-    let out = surge(&["verify", "--wait", "120"], &env);
+    let out = surge(&["verify", "--wait", "120", "--no-stores"], &env);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(
@@ -71,7 +71,7 @@ async fn loadgen_then_verify_passes_and_forged_decisions_fail_it() {
         .await
         .unwrap();
 
-    let out = surge(&["verify"], &env);
+    let out = surge(&["verify", "--no-stores"], &env);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("verify: FAILED"), "{text}");

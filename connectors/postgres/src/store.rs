@@ -42,7 +42,13 @@ impl SinkStore for PostgresStore {
         offsets: &OffsetAdvance,
     ) -> Result<(), StoreError> {
         self.runtime
-            .block_on(write_batch(&self.pool, &self.sink, topic, batch, &offsets.to))
+            .block_on(write_batch(
+                &self.pool,
+                &self.sink,
+                topic,
+                batch,
+                &offsets.to,
+            ))
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }

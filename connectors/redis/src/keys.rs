@@ -30,6 +30,11 @@ impl Keyspace {
         format!("{}:sink:offsets:{topic}", self.0)
     }
 
+    /// A SCAN pattern for every key of this keyspace.
+    pub fn all_pattern(&self) -> String {
+        format!("{}:*", self.0)
+    }
+
     /// A SCAN pattern for every request key.
     pub fn request_pattern(&self) -> String {
         format!("{}:request:*", self.0)

@@ -70,7 +70,10 @@ pub fn request_fields(at: Position, d: &CouponDecision) -> Vec<(&'static str, St
         ("stock", d.stock.to_string()),
         ("issued", d.issued.to_string()),
         ("remaining", d.remaining.to_string()),
-        ("requested_at", d.requested_at.timestamp_millis().to_string()),
+        (
+            "requested_at",
+            d.requested_at.timestamp_millis().to_string(),
+        ),
         ("decided_at", d.decided_at.timestamp_millis().to_string()),
         ("partition", at.partition.to_string()),
     ];

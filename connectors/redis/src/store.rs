@@ -61,11 +61,8 @@ impl SinkStore for RedisStore {
     type Batch = CouponResultKeys;
 
     fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
-        let raw: BTreeMap<String, String> = self.with_connection(|c| {
-            redis::cmd("HGETALL")
-                .arg(self.keys.offsets(topic))
-                .query(c)
-        })?;
+        let raw: BTreeMap<String, String> =
+            self.with_connection(|c| redis::cmd("HGETALL").arg(self.keys.offsets(topic)).query(c))?;
         raw.iter()
             .map(|(p, o)| match (p.parse(), o.parse()) {
                 (Ok(p), Ok(o)) => Ok((p, o)),

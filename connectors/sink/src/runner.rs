@@ -121,6 +121,7 @@ pub fn run_sink<S: SinkStore>(
 
     let s = &spec.settings;
     let mut pending = Pending::<S::Batch>::new();
+    let mut last_offset_check = Instant::now();
     loop {
         if let Some(why) = positions.lock().expect("positions lock").failed.take() {
             return SinkExit::Fatal(format!("cannot resume at the store's offsets: {why}"));
@@ -164,8 +165,20 @@ pub fn run_sink<S: SinkStore>(
             pending = Pending::new();
         }
         if stopping {
-            let _ = consumer.unsubscribe();
+            consumer.unsubscribe();
             return SinkExit::Shutdown;
+        }
+        // A write notices a flushed or rolled-back store; so must an idle
+        // sink, or a cache flushed after the last decision stays empty.
+        if pending.records == 0 && last_offset_check.elapsed() >= OFFSET_CHECK_INTERVAL {
+            last_offset_check = Instant::now();
+            if let Some(why) = moved_while_idle(&*store, &spec.topic, &positions) {
+                tracing::warn!(message = "the store's offsets moved; rewinding to them", sink = %spec.name, why = %why);
+                metrics.rewinds.inc();
+                if let Err(e) = rewind(&consumer, &*store, &spec.topic, &positions) {
+                    return SinkExit::Fatal(format!("rewinding to the store's offsets: {e}"));
+                }
+            }
         }
 
         let polled = consumer.poll(Duration::from_millis(50));
@@ -215,6 +228,24 @@ pub fn run_sink<S: SinkStore>(
             }
         }
     }
+}
+
+/// How often an idle sink checks that the store still holds its offsets.
+const OFFSET_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether the store's offsets differ from where this sink left them (an
+/// unreachable store is not a difference: the next write will retry).
+fn moved_while_idle<S: SinkStore>(
+    store: &S,
+    topic: &str,
+    positions: &Mutex<Positions>,
+) -> Option<String> {
+    let stored = store.stored_offsets(topic).ok()?;
+    let p = positions.lock().expect("positions lock");
+    p.resumed.iter().find_map(|(part, resumed)| {
+        let now = stored.get(part).copied();
+        (now != *resumed).then(|| format!("partition {part}: stored {now:?}, expected {resumed:?}"))
+    })
 }
 
 /// Writes one batch, retrying the same batch while the store is unavailable.

@@ -4,12 +4,14 @@
 //!
 //! `ledger` owns the per-partition state and its changelog encoding;
 //! `decide` holds the business rules and nothing else; `audit` checks the
-//! invariants from the outside (topics only), for `surge verify` and tests.
+//! invariants from the outside (topics only), for `surge verify` and tests;
+//! `stores` checks that a store's content equals the topic (invariant 6).
 
 pub mod audit;
 pub mod decide;
 pub mod ledger;
 pub mod scenario;
+pub mod stores;
 
 pub use decide::CouponProcessor;
 pub use ledger::CouponBook;

@@ -51,11 +51,9 @@ pub async fn run(args: SinkArgs, settings: &Settings) -> anyhow::Result<ExitCode
         StoreName::Redis => {
             let sink = settings.sinks.redis.clone();
             let name = format!("{}redis", settings.topics.name_prefix);
-            let store = RedisStore::new(
-                &settings.redis.url,
-                Keyspace::new(&settings.redis.keyspace),
-            )
-            .context("redis URL")?;
+            let store =
+                RedisStore::new(&settings.redis.url, Keyspace::new(&settings.redis.keyspace))
+                    .context("redis URL")?;
             run_store("redis", name, store, sink, settings, shutdown).await
         }
     }
@@ -85,7 +83,9 @@ async fn connect_postgres(
     }
 }
 
-async fn run_store<S: SinkStore<Batch: surge_sink::Mapping<Value = surge_schemas::coupon::CouponDecision>>>(
+async fn run_store<
+    S: SinkStore<Batch: surge_sink::Mapping<Value = surge_schemas::coupon::CouponDecision>>,
+>(
     kind: &str,
     name: String,
     store: S,

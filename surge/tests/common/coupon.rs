@@ -97,6 +97,31 @@ impl Fixture {
             .expect("spawn surge pipeline coupon")
     }
 
+    /// Starts `surge sink <store>` (postgres | redis) on the fixture's topics,
+    /// logging to `sink-<store>.log`; SIGKILLed when the handle drops.
+    pub fn spawn_sink(&self, store: &str, env: &[(&str, &str)]) -> Instance {
+        let log = self.logs.join(format!("sink-{store}.log"));
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let metrics = format!("SURGE_SINKS__{}__METRICS_LISTEN", store.to_uppercase());
+        Command::new(env!("CARGO_BIN_EXE_surge"))
+            .current_dir(repo_root())
+            .args(["sink", store])
+            .env("SURGE_TOPICS__NAME_PREFIX", &self.prefix)
+            .env("SURGE_REDIS__KEYSPACE", self.prefix.trim_end_matches('-'))
+            .env(metrics, "127.0.0.1:0")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .map(Instance)
+            .expect("spawn surge sink")
+    }
+
     /// Produces commands in order, keyed by coupon (one coupon's commands keep their order).
     pub async fn produce(&self, commands: &[CouponCommand]) {
         let producer = self.factory.idempotent_producer("test-producer").unwrap();

@@ -1,0 +1,210 @@
+//! `surge verify`: proves the coupon invariants of DESIGN.md from the
+//! outside. From the topics, as any read_committed consumer sees them
+//! (1–4): every request on coupon-issue has exactly one decision on
+//! coupon-result, no coupon is oversold or leaks stock, no user holds a
+//! coupon twice, and the units went to the first distinct users in the log
+//! order. From the stores (6): PostgreSQL and Redis hold exactly what
+//! coupon-result says. Exits 0 only if all hold.
+
+mod stores;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use surge_core::Settings;
+use surge_coupon::audit::{audit, Logged};
+use surge_coupon::stores::{compare, StoreView};
+use surge_kafka::{ClientFactory, TopicReader};
+use surge_schemas::coupon::{CouponCommand, CouponDecision};
+use surge_schemas::{Registry, TopicCodec};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only coupons whose id starts with this (e.g. one loadgen run's `flash-1a2b3c4d`).
+    #[arg(long)]
+    coupons: Option<String>,
+    /// Wait up to this many seconds for requests still without a decision
+    /// and for the stores to catch up with the topic.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+    /// Stores to compare with coupon-result (invariant 6).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "postgres,redis"
+    )]
+    stores: Vec<Store>,
+    /// Check the topics only (no store is running, or none is wanted).
+    #[arg(long, conflicts_with = "stores")]
+    no_stores: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Store {
+    Postgres,
+    Redis,
+}
+
+pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let registry = Registry::new(&settings.registry.url);
+    let commands = TopicCodec::<CouponCommand>::connect(&registry).await?;
+    let results = TopicCodec::<CouponDecision>::connect(&registry).await?;
+    let factory = ClientFactory::new(settings.kafka.clone());
+    let prefix = &settings.topics.name_prefix;
+    let wanted = |coupon: &str| {
+        args.coupons
+            .as_deref()
+            .is_none_or(|p| coupon.starts_with(p))
+    };
+
+    let mut input = TopicReader::open(
+        &factory,
+        &format!("{prefix}coupon-issue"),
+        Duration::from_secs(10),
+    )?;
+    let mut log: Vec<(i32, i64, CouponCommand)> = Vec::new();
+    let mut undecodable = 0usize;
+    for r in input.read_available(Duration::from_secs(120))? {
+        match commands.decode(r.payload.as_deref()).await {
+            Ok(c) if wanted(&c.coupon_id) => log.push((r.partition, r.offset, c)),
+            Ok(_) => {}
+            Err(_) => undecodable += 1, // the pipeline's dead-letter topic has these
+        }
+    }
+    log.sort_by_key(|(p, o, _)| (*p, *o));
+    let requested: std::collections::HashSet<&str> =
+        log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
+    eprintln!(
+        "[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable",
+        log.len(),
+        requested.len()
+    );
+
+    let mut output = TopicReader::open(
+        &factory,
+        &format!("{prefix}coupon-result"),
+        Duration::from_secs(10),
+    )?;
+    let mut decisions: Vec<CouponDecision> = Vec::new();
+    let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let mut undecodable_results = 0usize;
+    loop {
+        for r in output.read_available(Duration::from_secs(60))? {
+            let d = match results.decode(r.payload.as_deref()).await {
+                Ok(d) => d,
+                Err(e) if e.is_poison() => {
+                    // Not a decision of this contract (e.g. written against an
+                    // older registry): it cannot belong to the requests checked.
+                    if undecodable_results == 0 {
+                        eprintln!("[verify] coupon-result {}/{}: undecodable ({e}); counting such records", r.partition, r.offset);
+                    }
+                    undecodable_results += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if wanted(&d.coupon_id) {
+                decided.insert(d.request_id.clone());
+                decisions.push(d);
+            }
+        }
+        let pending = requested.iter().filter(|r| !decided.contains(**r)).count();
+        if pending == 0 || Instant::now() >= deadline {
+            break;
+        }
+        eprintln!(
+            "[verify] waiting: {pending} request(s) not decided yet ({} decisions so far)",
+            decisions.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let logged: Vec<Logged<'_>> = log
+        .iter()
+        .map(|(partition, offset, command)| Logged {
+            partition: *partition,
+            offset: *offset,
+            command,
+        })
+        .collect();
+    let mut report = audit(&logged, &decisions);
+
+    // 6. The stores equal the topic; they may still be catching up, so a
+    // difference is only final once --wait has run out.
+    let stores = if args.no_stores {
+        vec![]
+    } else {
+        args.stores.clone()
+    };
+    let expected = StoreView::from_topic(&decisions);
+    let prefix = args.coupons.as_deref().unwrap_or("");
+    let mut checked = Vec::new();
+    for store in stores {
+        loop {
+            let (name, view) = match store {
+                Store::Postgres => (
+                    "postgres",
+                    stores::postgres(&settings.postgres.url, prefix).await?,
+                ),
+                Store::Redis => (
+                    "redis",
+                    stores::redis(
+                        &settings.redis.url,
+                        &surge_redis::Keyspace::new(&settings.redis.keyspace),
+                        prefix,
+                    )
+                    .await?,
+                ),
+            };
+            let differences = compare(name, &expected, &view);
+            if differences.is_empty() || Instant::now() >= deadline {
+                eprintln!(
+                    "[verify] {name}: {} coupons, {} decisions, {} holders{}",
+                    view.coupons.len(),
+                    view.decisions.len(),
+                    view.holders.len(),
+                    if differences.is_empty() {
+                        " — equal to the topic"
+                    } else {
+                        ""
+                    }
+                );
+                report.violations.extend(differences);
+                checked.push(name);
+                break;
+            }
+            eprintln!(
+                "[verify] waiting: {name} differs from the topic ({})",
+                differences[0]
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    println!("requests   {}", report.requests);
+    println!("decisions  {}", report.decisions);
+    if undecodable_results > 0 {
+        println!("undecodable coupon-result records (not counted): {undecodable_results}");
+    }
+    println!("coupons    {}", report.coupons);
+    for (outcome, n) in &report.by_outcome {
+        println!("  {outcome:<15} {n}");
+    }
+    if report.holds() {
+        let stores = if checked.is_empty() {
+            String::new()
+        } else {
+            format!(", {} equal to the topic", checked.join(" and "))
+        };
+        println!("verify: OK — one decision per request, no oversell, no leaked stock, one unit per user, first come first served{stores}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verify: FAILED — {} violation(s):", report.violations.len());
+        for v in &report.violations {
+            println!("  {v}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
