@@ -23,23 +23,10 @@ async fn a_small_sale_is_decided_exactly_once_first_come_first_served() {
 
     // Operators see the same story on /metrics and /health.
     std::thread::sleep(Duration::from_millis(300));
-    let log_text = std::fs::read_to_string(fx.logs.join("pipeline-0.log")).unwrap();
-    let addr = log_text
-        .split("metrics and health address=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address logged")
-        .to_string();
-    let (status, metrics) = http_get(&addr, "/metrics");
+    let addr = common::metrics_address(&fx.logs.join("pipeline-0.log"));
+    let (status, metrics) = common::http_get(&addr, "/metrics");
     assert_eq!(status, 200);
-    let value = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1.0)
-    };
+    let value = |series: &str| common::metric(&metrics, series);
     assert_eq!(
         value("surge_pipeline_decisions_total{outcome=\"ISSUED\",pipeline=\"coupon\"}"),
         60.0,
@@ -54,7 +41,7 @@ async fn a_small_sale_is_decided_exactly_once_first_come_first_served() {
         metrics.contains("surge_pipeline_consumer_lag_records"),
         "lag against the LSO is exported"
     );
-    let (status, health) = http_get(&addr, "/health");
+    let (status, health) = common::http_get(&addr, "/health");
     assert_eq!(status, 200, "{health}");
 
     common::coupon::signal(&child, "TERM");
@@ -78,23 +65,4 @@ async fn a_small_sale_is_decided_exactly_once_first_come_first_served() {
         distinct,
         "retried request ids got no second decision"
     );
-}
-
-/// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -319,6 +319,24 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
         "{text}"
     );
 
+    // Operators see it: the rebuilds, the writes, lag against the LSO, health.
+    let addr = common::metrics_address(&fx.logs.join("sink-redis.log"));
+    let (status, metrics) = common::http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        common::metric(&metrics, "surge_sink_rewinds_total{sink=\"redis\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        common::metric(&metrics, "surge_sink_writes_total{sink=\"redis\"}") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("surge_sink_consumer_lag_records{partition="),
+        "{metrics}"
+    );
+    assert_eq!(common::http_get(&addr, "/health").0, 200);
+
     signal(&rs, "TERM");
     assert_eq!(rs.wait().unwrap().code(), Some(0));
     signal(&pipeline, "TERM");

@@ -9,6 +9,6 @@ pub mod reader;
 pub mod topics;
 
 pub use client::ClientFactory;
-pub use produce::produce_in_order;
+pub use produce::{produce_in_order, OrderedSender};
 pub use reader::{QuietEofContext, Record, TopicReader};
 pub use topics::{ApplyReport, Drift, TopicSpec, TopicsError};

@@ -55,3 +55,43 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The /metrics address the newest process logging to `log` announced
+/// (processes in tests bind port 0).
+pub fn metrics_address(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.rsplit("metrics and health address=")
+        .next()
+        .filter(|_| text.contains("metrics and health address="))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in {}", log.display()))
+        .to_string()
+}
+
+/// A minimal HTTP/1.0 GET for /metrics and /health: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first series starting with `series` in a /metrics body (-1 when absent).
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
