@@ -42,8 +42,10 @@ enum Command {
     Sink(commands::sink::SinkArgs),
     /// Produce a flash sale's traffic to coupon-issue (hot or spread), with progress and a manifest.
     Loadgen(commands::loadgen::LoadgenArgs),
-    /// Prove the coupon invariants from the topics; exit 0 only if all hold.
+    /// Prove the coupon invariants from the topics and the stores; exit 0 only if all hold.
     Verify(commands::verify::VerifyArgs),
+    /// A flash sale while pipelines, sinks and brokers are killed and restarted; then verify.
+    Chaos(commands::chaos::ChaosArgs),
     /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
     Doctor(commands::doctor::DoctorArgs),
     /// Print the effective settings (defaults, file and environment merged) as TOML.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Sink(args) => commands::sink::run(args, &settings).await,
             Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
             Command::Verify(args) => commands::verify::run(args, &settings).await,
+            Command::Chaos(args) => commands::chaos::run(args, &settings, &cli.config).await,
             Command::Config => commands::print_config(&settings),
         }
     });

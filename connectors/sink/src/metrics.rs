@@ -10,6 +10,7 @@ pub struct SinkMetrics {
     pub batches: IntCounter,
     pub failures: IntCounterVec,
     pub rewinds: IntCounter,
+    pub consumer_restarts: IntCounter,
     pub consumer_lag: IntGaugeVec,
     /// Unix time of the loop's last poll: /health fails when it stalls.
     pub last_poll: IntGauge,
@@ -68,6 +69,10 @@ impl SinkMetrics {
             rewinds: counter(
                 "sink_rewinds_total",
                 "Times the store's offsets had moved (flushed, restored, another writer) and the sink rewound to them.",
+            ),
+            consumer_restarts: counter(
+                "sink_consumer_restarts_total",
+                "Consumers replaced after librdkafka declared them dead (e.g. fenced after a broker restart).",
             ),
             failures,
             consumer_lag,

@@ -79,6 +79,10 @@ enum Written {
 }
 
 /// Runs the sink until `stop`; blocks the calling thread.
+///
+/// A consumer that librdkafka declares dead (a fatal error, e.g. a static
+/// member fenced after a broker restart) is replaced by a fresh one: the
+/// store holds the offsets, so nothing is lost or repeated by starting over.
 pub fn run_sink<S: SinkStore>(
     spec: SinkSpec,
     factory: &ClientFactory,
@@ -88,6 +92,37 @@ pub fn run_sink<S: SinkStore>(
     stop: Arc<AtomicBool>,
     metrics: SinkMetrics,
 ) -> SinkExit {
+    let mut replaced = 0u32;
+    loop {
+        let ended = consume(&spec, factory, &store, &codec, &runtime, &stop, &metrics);
+        match ended {
+            Ended::ConsumerDied(why) if replaced < 10 && !stop.load(Ordering::Relaxed) => {
+                replaced += 1;
+                metrics.consumer_restarts.inc();
+                tracing::warn!(message = "the consumer died; starting a new one at the store's offsets", sink = %spec.name, why = %why);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ended::ConsumerDied(why) => return SinkExit::Fatal(format!("consumer: {why}")),
+            Ended::Exit(exit) => return exit,
+        }
+    }
+}
+
+/// How one consumer's run ended.
+enum Ended {
+    Exit(SinkExit),
+    ConsumerDied(String),
+}
+
+fn consume<S: SinkStore>(
+    spec: &SinkSpec,
+    factory: &ClientFactory,
+    store: &Arc<S>,
+    codec: &TopicCodec<ValueOf<S>>,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+    metrics: &SinkMetrics,
+) -> Ended {
     let positions = Arc::new(Mutex::new(Positions::default()));
     let context = SinkContext {
         store: store.clone(),
@@ -112,10 +147,13 @@ pub fn run_sink<S: SinkStore>(
     }
     let consumer: BaseConsumer<SinkContext<S>> = match cfg.create_with_context(context) {
         Ok(c) => c,
-        Err(e) => return SinkExit::Fatal(format!("creating the consumer: {e}")),
+        Err(e) => return Ended::Exit(SinkExit::Fatal(format!("creating the consumer: {e}"))),
     };
     if let Err(e) = consumer.subscribe(&[&spec.topic]) {
-        return SinkExit::Fatal(format!("subscribing to {}: {e}", spec.topic));
+        return Ended::Exit(SinkExit::Fatal(format!(
+            "subscribing to {}: {e}",
+            spec.topic
+        )));
     }
     tracing::info!(message = "sink started", sink = %spec.name, topic = %spec.topic, group = %spec.group_id);
 
@@ -124,7 +162,9 @@ pub fn run_sink<S: SinkStore>(
     let mut last_offset_check = Instant::now();
     loop {
         if let Some(why) = positions.lock().expect("positions lock").failed.take() {
-            return SinkExit::Fatal(format!("cannot resume at the store's offsets: {why}"));
+            return Ended::Exit(SinkExit::Fatal(format!(
+                "cannot resume at the store's offsets: {why}"
+            )));
         }
         let stopping = stop.load(Ordering::Relaxed);
         let due = pending
@@ -143,7 +183,7 @@ pub fn run_sink<S: SinkStore>(
                     to: pending.next.clone(),
                 }
             };
-            match write(&*store, &spec, &pending.batch, &advance, &stop, &metrics) {
+            match write(&**store, spec, &pending.batch, &advance, stop, metrics) {
                 Written::Yes => {
                     let mut p = positions.lock().expect("positions lock");
                     for (part, next) in &advance.to {
@@ -156,8 +196,10 @@ pub fn run_sink<S: SinkStore>(
                 Written::Diverged(why) => {
                     tracing::warn!(message = "the store's offsets moved; rewinding to them", sink = %spec.name, why = %why);
                     metrics.rewinds.inc();
-                    if let Err(e) = rewind(&consumer, &*store, &spec.topic, &positions) {
-                        return SinkExit::Fatal(format!("rewinding to the store's offsets: {e}"));
+                    if let Err(e) = rewind(&consumer, &**store, &spec.topic, &positions) {
+                        return Ended::Exit(SinkExit::Fatal(format!(
+                            "rewinding to the store's offsets: {e}"
+                        )));
                     }
                 }
                 Written::Abandoned => {}
@@ -166,17 +208,19 @@ pub fn run_sink<S: SinkStore>(
         }
         if stopping {
             consumer.unsubscribe();
-            return SinkExit::Shutdown;
+            return Ended::Exit(SinkExit::Shutdown);
         }
         // A write notices a flushed or rolled-back store; so must an idle
         // sink, or a cache flushed after the last decision stays empty.
         if pending.records == 0 && last_offset_check.elapsed() >= OFFSET_CHECK_INTERVAL {
             last_offset_check = Instant::now();
-            if let Some(why) = moved_while_idle(&*store, &spec.topic, &positions) {
+            if let Some(why) = moved_while_idle(&**store, &spec.topic, &positions) {
                 tracing::warn!(message = "the store's offsets moved; rewinding to them", sink = %spec.name, why = %why);
                 metrics.rewinds.inc();
-                if let Err(e) = rewind(&consumer, &*store, &spec.topic, &positions) {
-                    return SinkExit::Fatal(format!("rewinding to the store's offsets: {e}"));
+                if let Err(e) = rewind(&consumer, &**store, &spec.topic, &positions) {
+                    return Ended::Exit(SinkExit::Fatal(format!(
+                        "rewinding to the store's offsets: {e}"
+                    )));
                 }
             }
         }
@@ -191,6 +235,11 @@ pub fn run_sink<S: SinkStore>(
         }
         match polled {
             None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            // The consumer is dead (e.g. fenced as a static member after a
+            // broker restart); the unwritten batch goes with it.
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                return Ended::ConsumerDied(e.to_string());
+            }
             Some(Err(e)) => tracing::warn!(message = "consumer error", error = %e),
             Some(Ok(m)) => {
                 let at = Position {

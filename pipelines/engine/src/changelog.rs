@@ -66,7 +66,12 @@ pub fn restore<S: PartitionState>(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
-            Some(Err(e)) => return Err(e.into()),
+            // Fatal means this consumer is dead; anything else (a broker
+            // restarting, a leader moving) librdkafka retries on its own.
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+            Some(Err(e)) => {
+                tracing::warn!(message = "changelog read error; still restoring", topic, error = %e);
+            }
             Some(Ok(m)) => {
                 let state = states.get_mut(&m.partition()).expect("assigned partition");
                 state

@@ -15,7 +15,7 @@ use surge_core::Settings;
 
 pub use traffic::Traffic;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
     #[command(flatten)]
     pub traffic: Traffic,

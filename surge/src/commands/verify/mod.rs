@@ -41,8 +41,20 @@ pub struct VerifyArgs {
     no_stores: bool,
 }
 
+impl VerifyArgs {
+    /// One run's coupons (`prefix`), waiting up to `wait` seconds, checking `stores`.
+    pub fn for_run(prefix: &str, wait: u64, stores: Vec<Store>) -> Self {
+        Self {
+            coupons: Some(prefix.to_string()),
+            wait,
+            no_stores: stores.is_empty(),
+            stores,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Store {
+pub enum Store {
     Postgres,
     Redis,
 }
