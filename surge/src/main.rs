@@ -40,6 +40,8 @@ enum Command {
     Pipeline(commands::pipeline::PipelineArgs),
     /// Run a sink that keeps a store equal to a result topic (until SIGTERM/SIGINT).
     Sink(commands::sink::SinkArgs),
+    /// Serve the HTTP API: requests in (202 + request id), decisions out by polling.
+    Gateway(commands::gateway::GatewayArgs),
     /// Produce a flash sale's traffic to coupon-issue (hot or spread), with progress and a manifest.
     Loadgen(commands::loadgen::LoadgenArgs),
     /// Prove the coupon invariants from the topics and the stores; exit 0 only if all hold.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => commands::doctor::run(args, &settings).await,
             Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
             Command::Sink(args) => commands::sink::run(args, &settings).await,
+            Command::Gateway(args) => commands::gateway::run(args, &settings).await,
             Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
             Command::Verify(args) => commands::verify::run(args, &settings).await,
             Command::Chaos(args) => commands::chaos::run(args, &settings, &cli.config).await,

@@ -77,12 +77,18 @@ impl ClientFactory {
     /// Keys are partitioned with murmur2 like the Java client's default, so a
     /// coupon lands on the same partition whichever client produced it.
     pub fn idempotent_producer(&self, role: &str) -> KafkaResult<FutureProducer> {
+        self.idempotent_producer_config(role).create()
+    }
+
+    /// The config of [`Self::idempotent_producer`], to adjust before creating
+    /// (e.g. the gateway bounds message.timeout.ms by its answer deadline).
+    pub fn idempotent_producer_config(&self, role: &str) -> ClientConfig {
         let mut c = self.base(role);
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("partitioner", "murmur2_random");
-        self.finish(c).create()
+        self.finish(c)
     }
 
     /// The config of a transactional producer with `transactional_id`.

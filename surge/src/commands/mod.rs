@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod doctor;
+pub mod gateway;
 pub mod loadgen;
 pub mod pipeline;
 pub mod schemas;

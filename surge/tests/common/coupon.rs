@@ -100,26 +100,33 @@ impl Fixture {
     /// Starts `surge sink <store>` (postgres | redis) on the fixture's topics,
     /// logging to `sink-<store>.log`; SIGKILLed when the handle drops.
     pub fn spawn_sink(&self, store: &str, env: &[(&str, &str)]) -> Instance {
-        let log = self.logs.join(format!("sink-{store}.log"));
+        let metrics = format!("SURGE_SINKS__{}__METRICS_LISTEN", store.to_uppercase());
+        let mut all = vec![(metrics.as_str(), "127.0.0.1:0")];
+        all.extend_from_slice(env);
+        self.spawn(&format!("sink-{store}"), &["sink", store], &all)
+    }
+
+    /// Starts `surge ARGS` on the fixture's topics and Redis keyspace, logging
+    /// to `<name>.log`; SIGKILLed when the handle drops.
+    pub fn spawn(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Instance {
+        let log = self.logs.join(format!("{name}.log"));
         let file = File::options()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let metrics = format!("SURGE_SINKS__{}__METRICS_LISTEN", store.to_uppercase());
         Command::new(env!("CARGO_BIN_EXE_surge"))
             .current_dir(repo_root())
-            .args(["sink", store])
+            .args(args)
             .env("SURGE_TOPICS__NAME_PREFIX", &self.prefix)
             .env("SURGE_REDIS__KEYSPACE", self.prefix.trim_end_matches('-'))
-            .env(metrics, "127.0.0.1:0")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
             .map(Instance)
-            .expect("spawn surge sink")
+            .unwrap_or_else(|e| panic!("spawn surge {args:?}: {e}"))
     }
 
     /// Produces commands in order, keyed by coupon (one coupon's commands keep their order).

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub mod coupon;
+pub mod gateway;
 
 use surge_core::Settings;
 

@@ -1,0 +1,36 @@
+//! `surge gateway`: the seed's controllers as an asynchronous API. A request
+//! is validated, encoded with the registered Avro schema, produced to
+//! coupon-issue (keyed by coupon) and answered `202 Accepted` with its
+//! request id once Kafka acknowledged it; the decision is polled later from
+//! the read stores (Redis first, PostgreSQL behind it). The gateway decides
+//! nothing: first come first served is the pipeline's log order.
+//!
+//! - `routes/`: one module per area (coupons, admin, ops); orders slot in as
+//!   `routes/orders.rs` with their own commands.
+//! - `api`: the JSON extractor, validation and the error shape every 4xx/5xx uses.
+//! - `submit`: Kafka (encode, produce, bounded wait). `reads`: the stores.
+//! - `openapi`: the OpenAPI document served at /openapi.json.
+
+pub mod api;
+pub mod metrics;
+pub mod openapi;
+pub mod reads;
+pub mod routes;
+pub mod state;
+pub mod submit;
+
+pub use routes::router;
+pub use state::AppState;
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

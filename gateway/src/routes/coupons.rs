@@ -1,0 +1,110 @@
+//! Users' endpoints: ask for a coupon, poll the answer, read a coupon.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use surge_schemas::coupon::{CouponAction, CouponCommand};
+
+use crate::api::{check_id, ApiError, Body};
+use crate::state::AppState;
+use crate::{reads, submit};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/coupons/{coupon_id}/issue", post(issue))
+        .route("/coupons/{coupon_id}", get(coupon))
+        .route("/coupon-requests/{request_id}", get(request))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IssueBody {
+    user_id: String,
+}
+
+async fn issue(
+    State(state): State<AppState>,
+    Path(coupon_id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<IssueBody>,
+) -> Result<Response, ApiError> {
+    check_id("couponId", &coupon_id)?;
+    check_id("userId", &body.user_id)?;
+    let request_id = request_id(&headers)?;
+    let command = CouponCommand {
+        request_id,
+        coupon_id,
+        requested_at: surge_schemas::now(),
+        command: CouponAction::Issue {
+            user_id: body.user_id,
+        },
+    };
+    submit::submit(&state, &command).await?;
+    Ok(accepted(&command.request_id))
+}
+
+/// The Idempotency-Key when given (a retry is then the same request),
+/// otherwise a fresh id.
+pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(uuid::Uuid::now_v7().to_string()),
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })?;
+            check_id("Idempotency-Key", key)?;
+            Ok(key.to_string())
+        }
+    }
+}
+
+/// 202 with the request id and where to poll for the decision.
+pub fn accepted(request_id: &str) -> Response {
+    let poll = format!("/coupon-requests/{request_id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, poll.clone())],
+        Json(json!({ "requestId": request_id, "status": "PENDING", "poll": poll })),
+    )
+        .into_response()
+}
+
+async fn request(
+    State(state): State<AppState>,
+    Path(request_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_id("requestId", &request_id)?;
+    match reads::decision(&state, &request_id).await {
+        Ok(Some(d)) => Ok(Json(d)),
+        // Not decided yet — or never sent: the gateway keeps no request
+        // table of its own, so both read as PENDING.
+        Ok(None) => Ok(Json(
+            json!({ "requestId": request_id, "status": "PENDING" }),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+async fn coupon(
+    State(state): State<AppState>,
+    Path(coupon_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_id("couponId", &coupon_id)?;
+    match reads::coupon(&state, &coupon_id).await {
+        Ok(Some(c)) => Ok(Json(c)),
+        Ok(None) => Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "couponId",
+            format!("unknown coupon {coupon_id}"),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}

@@ -1,0 +1,41 @@
+//! The router, one module per area. Order endpoints (`POST /orders`,
+//! `POST /orders/{id}/cancel`, `GET /orders/{id}`) join as `orders.rs`
+//! with its own routes merged here.
+
+pub mod admin;
+pub mod coupons;
+pub mod ops;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Every route, the body limit, and request metrics.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(coupons::routes())
+        .merge(admin::routes(&state))
+        .merge(ops::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Counts requests by route template (bounded label values) and status.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}

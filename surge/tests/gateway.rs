@@ -1,0 +1,209 @@
+//! The HTTP gateway over real HTTP, with the real pipeline and sinks behind
+//! it: a sale of 100 units to 1,000 users where every request polls to a
+//! decision and exactly 100 are ISSUED; one Idempotency-Key sent three times
+//! is one request with one decision; and a table of bad inputs, each with
+//! its status and the field it names, including refused admin calls.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::coupon::Fixture;
+use common::gateway::{spawn_gateway, ADMIN_TOKEN};
+use common::{stdout, surge};
+use futures::StreamExt;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
+    let fx = Fixture::new("gateway").await;
+    let _pipeline = fx.spawn_pipeline("0", &[]);
+    let _pg = fx.spawn_sink("postgres", &[]);
+    let _redis = fx.spawn_sink("redis", &[]);
+    let gw = spawn_gateway(&fx, &[]).await;
+    let coupon = format!("{}sale", fx.prefix);
+    gw.create_coupon(&coupon, 100).await;
+
+    // 1,000 distinct users ask, 50 requests in flight.
+    let accepted: Vec<(String, String)> = futures::stream::iter(0..1_000)
+        .map(|u| {
+            let (gw, coupon) = (&gw, &coupon);
+            async move {
+                let user = format!("user-{u}");
+                let (status, body) = gw
+                    .post(
+                        &format!("/coupons/{coupon}/issue"),
+                        &[],
+                        json!({ "userId": user }),
+                    )
+                    .await;
+                assert_eq!(status, 202, "{body}");
+                assert_eq!(body["status"], "PENDING");
+                let id = body["requestId"].as_str().unwrap().to_string();
+                assert_eq!(body["poll"], format!("/coupon-requests/{id}"));
+                (id, user)
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let ids: HashSet<&str> = accepted.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 1_000, "every request got its own id");
+
+    // Every request id polls to a final decision.
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let mut holders = HashSet::new();
+    for (id, user) in &accepted {
+        let d = gw.decision(id, Duration::from_secs(120)).await;
+        assert_eq!(d["couponId"], coupon.as_str());
+        assert_eq!(d["userId"], user.as_str());
+        let outcome = d["outcome"].as_str().unwrap().to_string();
+        if outcome == "ISSUED" {
+            assert!(
+                holders.insert(d["sequence"].as_i64().unwrap()),
+                "sequences unique"
+            );
+        }
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes.get("ISSUED"), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get("SOLD_OUT"), Some(&900), "{outcomes:?}");
+    assert_eq!(holders, (1..=100).collect::<HashSet<i64>>());
+    let (status, c) = gw.get(&format!("/coupons/{coupon}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            c["stock"].as_i64(),
+            c["issued"].as_i64(),
+            c["remaining"].as_i64()
+        ),
+        (Some(100), Some(100), Some(0)),
+        "{c}"
+    );
+
+    // One Idempotency-Key, three sends: one request id, one decision.
+    let key = format!("{}retry-key", fx.prefix);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = gw
+            .post(
+                &format!("/coupons/{coupon}/issue"),
+                &[("idempotency-key", key.as_str())],
+                json!({ "userId": "latecomer" }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        answers.push(body);
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0]["requestId"], key.as_str());
+    let d = gw.decision(&key, Duration::from_secs(60)).await;
+    assert_eq!(d["outcome"], "SOLD_OUT");
+    let decisions = fx.decisions(1_000 + 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        decisions.iter().filter(|d| d.request_id == key).count(),
+        1,
+        "three sends of one key are one decision on coupon-result"
+    );
+    assert_eq!(
+        decisions.len(),
+        1_000 + 2,
+        "the create, 1,000 requests and one retried key"
+    );
+
+    // The product's own check agrees: invariants hold, both stores equal the topic.
+    let out = surge(
+        &["verify", "--coupons", &coupon, "--wait", "60"],
+        &[
+            ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
+            ("SURGE_REDIS__KEYSPACE", fx.prefix.trim_end_matches('-')),
+        ],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_get_a_4xx_naming_what_is_wrong() {
+    let fx = Fixture::new("gateway-bad").await;
+    let gw = spawn_gateway(&fx, &[("SURGE_GATEWAY__MAX_BODY_BYTES", "1024")]).await;
+    let json_ct = ("content-type", "application/json");
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let admin = ("authorization", bearer.as_str());
+    let long = "x".repeat(129);
+    let huge = format!("{{\"userId\": \"{}\"}}", "a".repeat(2_000));
+    let issue = "/coupons/c1/issue".to_string();
+    // (what, method, path, headers, body, status, field)
+    let cases: Vec<(&str, &str, String, Vec<(&str, &str)>, String, u16, Option<&str>)> = vec![
+        ("malformed JSON", "POST", issue.clone(), vec![json_ct], "{\"userId\":".into(), 400, None),
+        ("missing userId", "POST", issue.clone(), vec![json_ct], "{}".into(), 400, Some("userId")),
+        ("empty userId", "POST", issue.clone(), vec![json_ct], "{\"userId\":\"\"}".into(), 400, Some("userId")),
+        ("oversized userId", "POST", issue.clone(), vec![json_ct], format!("{{\"userId\":\"{long}\"}}"), 400, Some("userId")),
+        ("userId with a space", "POST", issue.clone(), vec![json_ct], "{\"userId\":\"a b\"}".into(), 400, Some("userId")),
+        ("userId not a string", "POST", issue.clone(), vec![json_ct], "{\"userId\":7}".into(), 400, Some("userId")),
+        ("unknown field", "POST", issue.clone(), vec![json_ct], "{\"userId\":\"u\",\"coupon\":1}".into(), 400, Some("coupon")),
+        ("oversized coupon id", "POST", format!("/coupons/{long}/issue"), vec![json_ct], "{\"userId\":\"u\"}".into(), 400, Some("couponId")),
+        ("oversized Idempotency-Key", "POST", issue.clone(), vec![json_ct, ("idempotency-key", long.as_str())], "{\"userId\":\"u\"}".into(), 400, Some("Idempotency-Key")),
+        ("body over the limit", "POST", issue.clone(), vec![json_ct], huge.clone(), 413, None),
+        ("wrong content type", "POST", issue.clone(), vec![("content-type", "text/plain")], "{\"userId\":\"u\"}".into(), 415, None),
+        ("no content type", "POST", issue.clone(), vec![], "{\"userId\":\"u\"}".into(), 415, None),
+        ("admin without a token", "POST", "/admin/coupons".into(), vec![json_ct], "{\"couponId\":\"c\",\"stock\":1}".into(), 401, None),
+        ("admin with a wrong token", "POST", "/admin/coupons".into(), vec![json_ct, ("authorization", "Bearer nope")], "{\"couponId\":\"c\",\"stock\":1}".into(), 403, None),
+        ("admin stock without a token", "POST", "/admin/coupons/c/stock".into(), vec![json_ct], "{\"delta\":1}".into(), 401, None),
+        ("admin stock with a wrong token", "POST", "/admin/coupons/c/stock".into(), vec![json_ct, ("authorization", "Basic Zm9vOmJhcg==")], "{\"delta\":1}".into(), 403, None),
+        ("negative stock", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":-1}".into(), 400, Some("stock")),
+        ("stock not a number", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":\"5\"}".into(), 400, Some("stock")),
+        ("bad activeFrom", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":1,\"activeFrom\":\"tomorrow\"}".into(), 400, Some("activeFrom")),
+        ("window ends before it starts", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":1,\"activeFrom\":\"2026-01-02T00:00:00Z\",\"activeUntil\":\"2026-01-01T00:00:00Z\"}".into(), 400, Some("activeUntil")),
+        ("zero delta", "POST", "/admin/coupons/c/stock".into(), vec![json_ct, admin], "{\"delta\":0}".into(), 400, Some("delta")),
+        ("unknown coupon", "GET", "/coupons/never-created".into(), vec![], String::new(), 404, Some("couponId")),
+    ];
+    let mut failures = Vec::new();
+    for (what, method, path, headers, body, status, field) in &cases {
+        let mut r = match *method {
+            "POST" => gw.http.post(format!("{}{path}", gw.url)).body(body.clone()),
+            _ => gw.http.get(format!("{}{path}", gw.url)),
+        };
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let response = r.send().await.unwrap();
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let error_ok = json["error"].as_str().is_some_and(|e| !e.is_empty());
+        let field_ok = json["field"].as_str() == *field;
+        if got != *status || !error_ok || !field_ok {
+            failures.push(format!(
+                "{what}: want {status} field {field:?}, got {got} {text}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // Every documented route is served (no framework 404/405), and only JSON errors come back.
+    for (method, template) in surge_gateway::openapi::ROUTES {
+        let path = template
+            .replace("{couponId}", "c1")
+            .replace("{requestId}", "r1");
+        let r = match *method {
+            "post" => gw
+                .http
+                .post(format!("{}{path}", gw.url))
+                .header("content-type", "application/json")
+                .body("{}"),
+            _ => gw.http.get(format!("{}{path}", gw.url)),
+        };
+        let response = r.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert!(
+            !(status == 405 || (status == 404 && text.is_empty())),
+            "{method} {template} is not served: {status}"
+        );
+    }
+    let (status, doc) = gw.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+}

@@ -1,0 +1,135 @@
+//! The gateway with the broker gone: issue calls answer 503 within a bounded
+//! time (never 202 for a command Kafka did not take); once the broker is
+//! back, every request that got 202 — before, during or after the outage,
+//! retried with its Idempotency-Key after a 503 — has exactly one decision.
+//! Its own test binary: stopping the broker must not hit other tests.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::coupon::Fixture;
+use common::gateway::spawn_gateway;
+use serde_json::json;
+
+fn stack(args: &[&str]) {
+    let status = Command::new(common::repo_root().join("scripts/stack"))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/stack {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decided() {
+    let fx = Fixture::new("gateway-down").await;
+    let mut pipeline = fx.spawn_pipeline("0", &[]);
+    let _pg = fx.spawn_sink("postgres", &[]);
+    let gw = spawn_gateway(&fx, &[("SURGE_GATEWAY__PRODUCE_TIMEOUT", "3s")]).await;
+    let coupon = format!("{}down", fx.prefix);
+    gw.create_coupon(&coupon, 10).await;
+    let issue = format!("/coupons/{coupon}/issue");
+    let mut accepted = Vec::new();
+    for u in 0..5 {
+        let key = format!("{}before-{u}", fx.prefix);
+        let (status, _) = gw
+            .post(
+                &issue,
+                &[("idempotency-key", &key)],
+                json!({ "userId": format!("u{u}") }),
+            )
+            .await;
+        assert_eq!(status, 202);
+        accepted.push(key);
+    }
+
+    stack(&["down", "kafka"]);
+    let mut refused = Vec::new();
+    for u in 0..5 {
+        let key = format!("{}during-{u}", fx.prefix);
+        let started = Instant::now();
+        let (status, body) = gw
+            .post(
+                &issue,
+                &[("idempotency-key", &key)],
+                json!({ "userId": format!("d{u}") }),
+            )
+            .await;
+        let took = started.elapsed();
+        assert_eq!(status, 503, "broker down: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Idempotency-Key")),
+            "{body}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "answered in {took:?} (produce_timeout 3 s)"
+        );
+        refused.push((key, format!("d{u}")));
+    }
+    stack(&["up", "kafka"]);
+
+    // Clients retry a 503 with the same key until it is accepted.
+    for (key, user) in &refused {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, _) = gw
+                .post(
+                    &issue,
+                    &[("idempotency-key", key)],
+                    json!({ "userId": user }),
+                )
+                .await;
+            if status == 202 {
+                break;
+            }
+            assert_eq!(status, 503);
+            assert!(
+                Instant::now() < deadline,
+                "{key} never accepted after the broker came back"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        accepted.push(key.clone());
+    }
+    // Every 202 is decided. The pipeline plays its part under a supervisor:
+    // a static member whose session expired while the broker was away may
+    // be fenced on rejoining (librdkafka#3437) and then exits with 3, as it
+    // does for any fencing; like systemd or Kubernetes, the test restarts it.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for key in &accepted {
+        loop {
+            if let Some(status) = pipeline.try_wait().unwrap() {
+                assert_eq!(
+                    status.code(),
+                    Some(3),
+                    "the pipeline only ever exits fenced"
+                );
+                pipeline = fx.spawn_pipeline("0", &[]);
+            }
+            let (status, d) = gw.get(&format!("/coupon-requests/{key}")).await;
+            if status == 200 && d["status"] == "DECIDED" {
+                assert_eq!(
+                    d["outcome"], "ISSUED",
+                    "10 units for 10 distinct users: {d}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{key} not decided: {status} {d}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let decisions = fx
+        .decisions(1 + accepted.len(), Duration::from_secs(60))
+        .await;
+    for key in &accepted {
+        assert_eq!(
+            decisions.iter().filter(|d| &d.request_id == key).count(),
+            1,
+            "{key}: one decision"
+        );
+    }
+}
