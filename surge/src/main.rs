@@ -48,6 +48,8 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// A flash sale while pipelines, sinks and brokers are killed and restarted; then verify.
     Chaos(commands::chaos::ChaosArgs),
+    /// Measure surge against an at-least-once copy and the Redis-lock design (prints ratios, writes JSON + SVG).
+    Bench(commands::bench::BenchArgs),
     /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
     Doctor(commands::doctor::DoctorArgs),
     /// Print the effective settings (defaults, file and environment merged) as TOML.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Gateway(args) => commands::gateway::run(args, &settings).await,
             Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
             Command::Verify(args) => commands::verify::run(args, &settings).await,
+            Command::Bench(args) => commands::bench::run(args, &settings, &cli.config).await,
             Command::Chaos(args) => commands::chaos::run(args, &settings, &cli.config).await,
             Command::Config => commands::print_config(&settings),
         }

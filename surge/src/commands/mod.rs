@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes `run(args, &Settings)` returning
 //! the process exit code; errors that are the user's are printed plainly.
 
+pub mod bench;
 pub mod chaos;
 pub mod doctor;
 pub mod gateway;

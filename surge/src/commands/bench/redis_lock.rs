@@ -1,0 +1,158 @@
+//! The design surge replaces, as a naive seed backend does it: every issue
+//! request takes a Redis lock on its coupon (SET NX PX), reads the remaining
+//! stock and checks the issued set, decrements and adds the user, and
+//! unlocks (compare-and-delete, so a lock that expired is not stolen back).
+//! Many concurrent clients, one Redis, the same requests as the pipeline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use redis::Script;
+use surge_coupon::scenario::Scenario;
+use surge_schemas::coupon::CouponAction;
+
+use crate::commands::loadgen::traffic::Pace;
+
+/// Throughput and per-request latency of one run.
+#[derive(Debug, Default)]
+pub struct LockRun {
+    pub requests: usize,
+    pub seconds: f64,
+    pub issued: usize,
+    pub latencies_ms: Vec<f64>,
+    pub lock_retries: usize,
+}
+
+const UNLOCK: &str = r#"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"#;
+
+/// Runs the scenario's requests with `clients` concurrent clients, offered
+/// at `rate` per second (0: as fast as they go). Keys under `ns`, removed after.
+pub async fn run(
+    url: &str,
+    ns: &str,
+    scenario: &Scenario,
+    clients: usize,
+    rate: u64,
+) -> anyhow::Result<LockRun> {
+    let client = redis::Client::open(url).context("redis URL")?;
+    let mut setup = client.get_multiplexed_async_connection().await?;
+    let commands: Vec<_> = scenario.commands().collect();
+    for c in &commands {
+        if let CouponAction::Create { stock, .. } = c.command {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{ns}:remaining:{}", c.coupon_id))
+                .arg(stock)
+                .query_async(&mut setup)
+                .await?;
+        }
+    }
+    let requests: Arc<Vec<(String, String)>> = Arc::new(
+        commands
+            .iter()
+            .filter_map(|c| match &c.command {
+                CouponAction::Issue { user_id } => Some((c.coupon_id.clone(), user_id.clone())),
+                _ => None,
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let pace = Arc::new(Pace::new(rate));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        // One connection per client, like one pool slot per request thread.
+        let conn = client.get_multiplexed_async_connection().await?;
+        let (requests, next, pace, ns) =
+            (requests.clone(), next.clone(), pace.clone(), ns.to_string());
+        tasks.push(tokio::spawn(async move {
+            client_loop(conn, &ns, &requests, &next, &pace).await
+        }));
+    }
+    let mut run = LockRun::default();
+    for t in tasks {
+        let (issued, retries, mut lat) = t.await??;
+        run.issued += issued;
+        run.lock_retries += retries;
+        run.latencies_ms.append(&mut lat);
+    }
+    run.seconds = started.elapsed().as_secs_f64();
+    run.requests = requests.len();
+    // Leave nothing behind.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:*"))
+        .query_async(&mut setup)
+        .await?;
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut setup).await?;
+    }
+    Ok(run)
+}
+
+async fn client_loop(
+    mut conn: MultiplexedConnection,
+    ns: &str,
+    requests: &[(String, String)],
+    next: &AtomicUsize,
+    pace: &Pace,
+) -> anyhow::Result<(usize, usize, Vec<f64>)> {
+    let unlock = Script::new(UNLOCK);
+    let token = uuid::Uuid::new_v4().to_string();
+    let (mut issued, mut retries, mut latencies) = (0usize, 0usize, Vec::new());
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some((coupon, user)) = requests.get(i) else {
+            return Ok((issued, retries, latencies));
+        };
+        pace.slot(i).await;
+        let t0 = Instant::now();
+        let lock = format!("{ns}:lock:{coupon}");
+        loop {
+            let got: Option<String> = redis::cmd("SET")
+                .arg(&lock)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if got.is_some() {
+                break;
+            }
+            retries += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let remaining_key = format!("{ns}:remaining:{coupon}");
+        let issued_key = format!("{ns}:issued:{coupon}");
+        let remaining: i64 = redis::cmd("GET")
+            .arg(&remaining_key)
+            .query_async::<Option<i64>>(&mut conn)
+            .await?
+            .unwrap_or(0);
+        let holds: bool = redis::cmd("SISMEMBER")
+            .arg(&issued_key)
+            .arg(user)
+            .query_async(&mut conn)
+            .await?;
+        if !holds && remaining > 0 {
+            let _: i64 = redis::cmd("DECR")
+                .arg(&remaining_key)
+                .query_async(&mut conn)
+                .await?;
+            let _: i64 = redis::cmd("SADD")
+                .arg(&issued_key)
+                .arg(user)
+                .query_async(&mut conn)
+                .await?;
+            issued += 1;
+        }
+        let _: i64 = unlock
+            .key(&lock)
+            .arg(&token)
+            .invoke_async(&mut conn)
+            .await?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+}

@@ -1,0 +1,135 @@
+//! Watching a result topic as a data team's read_committed consumer would:
+//! how many records became visible, when the first and the last did, and
+//! (for decisions) how long after the request each one became visible.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use surge_kafka::{ClientFactory, QuietEofContext};
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::TopicCodec;
+
+/// What the watcher saw.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub records: usize,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    /// Earliest and latest record timestamp (when the producer wrote it, ms).
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// Receive time − requestedAt of each decision (when decoding).
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Seen {
+    /// Records per second, from the timestamps the producer gave the first
+    /// and the last output record: the time the processor took, whenever
+    /// the watcher happened to connect.
+    pub fn rate(&self) -> f64 {
+        match (self.first_ms, self.last_ms) {
+            (Some(a), Some(b)) => self.records as f64 / ((b - a).max(1) as f64 / 1000.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Decisions to time: those of coupons starting with `coupons`.
+pub struct Timed {
+    pub codec: TopicCodec<CouponDecision>,
+    pub runtime: tokio::runtime::Handle,
+    pub coupons: String,
+}
+
+/// Reads `topic` from the beginning until `want` records were seen or
+/// `timeout` passed. With `timed`, only decisions of those coupons count,
+/// each with its latency (now − requestedAt). Blocking: run it on its own thread.
+pub fn watch(
+    factory: &ClientFactory,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+    timed: Option<Timed>,
+    progress: &str,
+) -> Result<Seen, KafkaError> {
+    let cfg =
+        factory.read_committed_consumer_config("bench-watch", &format!("{topic}-bench-watch"));
+    let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        // Timed runs only care about what comes next: start at the current
+        // end, so the backlog is neither read nor decoded.
+        let from = if timed.is_some() {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            Offset::Offset(high)
+        } else {
+            Offset::Beginning
+        };
+        tpl.add_partition_offset(topic, p, from)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut seen = Seen::default();
+    let mut reported = Instant::now();
+    while seen.records < want && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let now = Instant::now();
+                if let Some(t) = &timed {
+                    let Some(Ok(d)) = m
+                        .payload()
+                        .map(|b| t.runtime.block_on(t.codec.decode(Some(b))))
+                    else {
+                        continue;
+                    };
+                    if !d.coupon_id.starts_with(&t.coupons) {
+                        continue;
+                    }
+                    let ms = (chrono::Utc::now() - d.requested_at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1000.0;
+                    seen.latencies_ms.push(ms);
+                }
+                seen.first.get_or_insert(now);
+                seen.last = Some(now);
+                if let Some(ts) = m.timestamp().to_millis() {
+                    seen.first_ms = Some(seen.first_ms.map_or(ts, |f| f.min(ts)));
+                    seen.last_ms = Some(seen.last_ms.map_or(ts, |l| l.max(ts)));
+                }
+                seen.records += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(message = "watch", error = %e),
+        }
+        if reported.elapsed() >= Duration::from_secs(2) {
+            eprintln!("[bench]   {progress}: {}/{want} visible", seen.records);
+            reported = Instant::now();
+        }
+    }
+    Ok(seen)
+}
+
+/// The p-th percentile (0–100) of `values` (sorted in place).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&mut v, 50.0), 51.0);
+        assert_eq!(super::percentile(&mut v, 99.0), 99.0);
+        assert_eq!(super::percentile(&mut [], 99.0), 0.0);
+    }
+}
