@@ -1,26 +1,35 @@
 //! `surge bench --quick` end to end on the real stack: every figure is
 //! measured (positive), the ratios are the quotients of the figures they
-//! compare, the targets are evaluated, and the JSON and SVG are written.
-//! The figures themselves mean nothing at this size; timing is never asserted.
+//! compare, every target is evaluated against the figure it names, and the
+//! JSON and SVG are written. The figures mean nothing at this size; timing
+//! is never asserted.
 
 mod common;
 
 use common::{stdout, surge};
+use serde_json::Value;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(-1.0)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
 
 #[test]
 fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
-    let out_dir = common::repo_root()
+    let out_json = common::repo_root()
         .join("target/test-logs")
-        .join(common::unique("bench"));
+        .join(common::unique("bench"))
+        .join("bench.json");
     let out = surge(
-        &["bench", "--quick", "--out", out_dir.to_str().unwrap()],
+        &["bench", "--quick", "--out", out_json.to_str().unwrap()],
         &[],
     );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("bench.json")).unwrap())
-            .unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
     let scenarios = report["scenarios"].as_array().unwrap();
     assert_eq!(
         scenarios
@@ -30,12 +39,10 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         ["hot", "spread"]
     );
     for s in scenarios {
-        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(-1.0);
         let t = &s["throughput"];
         for k in ["copyAtLeastOnce", "surgeExactlyOnce", "redisLock"] {
             assert!(f(&t[k]) > 0.0, "{k} measured: {s}");
         }
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
         assert!(close(
             f(&t["ratioSurgeToCopy"]),
             f(&t["surgeExactlyOnce"]) / f(&t["copyAtLeastOnce"])
@@ -45,31 +52,72 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
             f(&t["surgeExactlyOnce"]) / f(&t["redisLock"])
         ));
         let l = &s["latency"];
-        assert!(l["samples"].as_u64().unwrap() > 0, "{s}");
-        assert!(
-            f(&l["surgeP50Ms"]) > 0.0 && f(&l["surgeP99Ms"]) >= f(&l["surgeP50Ms"]),
-            "{s}"
-        );
-        assert!(
-            f(&l["redisLockP50Ms"]) > 0.0 && f(&l["redisLockP99Ms"]) >= f(&l["redisLockP50Ms"]),
-            "{s}"
-        );
+        assert!(f(&l["offeredRate"]) > 0.0, "{s}");
+        for design in ["surge", "redisLock"] {
+            let d = &l[design];
+            assert!(d["samples"].as_u64().unwrap() > 0, "{design}: {s}");
+            assert!(f(&d["achievedRate"]) > 0.0, "{design}: {s}");
+            assert!(
+                f(&d["p50Ms"]) > 0.0 && f(&d["p99Ms"]) >= f(&d["p50Ms"]),
+                "{design}: {s}"
+            );
+        }
+        assert!(f(&l["redisLock"]["fromOfferedP99Ms"]) > 0.0, "{s}");
+        // Both designs decide the same requests first come, first served: the
+        // same number of units goes out.
         let m = &s["memory"];
+        assert_eq!(f(&m["issued"]), f(&s["redisLockIssued"]), "{s}");
         assert!(f(&m["pipelinePeakRssBytes"]) > 0.0, "{s}");
         assert!(f(&m["issued"]) > 0.0 && f(&m["stateBytes"]) > 0.0, "{s}");
         assert!(close(
             f(&m["stateBytesPerIssuedUser"]),
             f(&m["stateBytes"]) / f(&m["issued"])
         ));
-        assert_eq!(s["targets"].as_object().unwrap().len(), 4, "{s}");
     }
-    let svg = std::fs::read_to_string(out_dir.join("bench.svg")).unwrap();
+    let st = &report["state"];
+    assert!(f(&st["issued"]) > 0.0 && f(&st["stateBytes"]) > 0.0, "{st}");
+    assert!(f(&st["pipelinePeakRssBytes"]) > 0.0, "{st}");
+    assert!(close(
+        f(&st["stateBytesPerIssuedUser"]),
+        f(&st["stateBytes"]) / f(&st["issued"])
+    ));
+    // Three targets per scenario and the state target, each judged on the
+    // figure reported above.
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 7, "{targets:?}");
+    let judged = |scope: &str, prefix: &str| {
+        targets
+            .iter()
+            .find(|t| t["scope"] == scope && t["target"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("target {scope} {prefix}"))
+    };
+    for s in scenarios {
+        let name = s["scenario"].as_str().unwrap();
+        let t = judged(name, "surge/copy");
+        assert_eq!(f(&t["value"]), f(&s["throughput"]["ratioSurgeToCopy"]));
+        assert_eq!(t["met"], f(&t["value"]) >= 0.9);
+        let t = judged(name, "surge/lock");
+        assert_eq!(f(&t["value"]), f(&s["throughput"]["ratioSurgeToRedisLock"]));
+        let bound = if name == "hot" { 10.0 } else { 3.0 };
+        assert_eq!(t["met"], f(&t["value"]) >= bound);
+        let t = judged(name, "surge p99");
+        assert_eq!(f(&t["value"]), f(&s["latency"]["surge"]["p99Ms"]));
+        assert_eq!(f(&t["bound"]), f(&report["commitIntervalMs"]) + 50.0);
+    }
+    let t = judged("state run", "state");
+    assert_eq!(f(&t["value"]), f(&st["stateBytesPerIssuedUser"]));
+    assert_eq!(t["met"], f(&t["value"]) <= 64.0);
+
+    let svg = std::fs::read_to_string(out_json.with_extension("svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("surge, exactly once"),
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
         "{svg}"
     );
     assert!(
-        text.contains("EOS/copy") && text.contains("target "),
-        "{text}"
+        svg.contains("surge, exactly once") && svg.contains("bytes per issued user"),
+        "{svg}"
     );
+    for heading in ["throughput", "latency", "memory", "targets", "surge/copy"] {
+        assert!(text.contains(heading), "{heading}: {text}");
+    }
 }

@@ -1,17 +1,66 @@
-//! The bench result as an SVG: throughput of the three designs per scenario
-//! (grouped bars on one scale) and the latency percentiles beside them.
+//! The bench result as a hand-written SVG: throughput of the three designs
+//! per scenario (grouped bars, one scale), latency p50/p99 of surge and of
+//! the lock design per scenario with the latency target as a line, and the
+//! state figure underneath. No plotting dependency for four dozen shapes.
 
 use serde_json::Value;
 
-const W: f64 = 900.0;
-const H: f64 = 360.0;
+const W: f64 = 960.0;
+const H: f64 = 400.0;
+const TOP: f64 = 60.0;
+const PLOT_H: f64 = 220.0;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// One group of bars starting at `x`, scaled to `max`; returns the SVG.
+fn bars(x: f64, values: &[(f64, &str)], max: f64, unit: &str) -> String {
+    let mut out = String::new();
+    for (j, (v, color)) in values.iter().enumerate() {
+        let h = PLOT_H * (v / max).clamp(0.0, 1.0);
+        let (bx, y) = (x + j as f64 * 40.0, TOP + PLOT_H - h);
+        out += &format!(
+            "<rect x=\"{bx:.1}\" y=\"{y:.1}\" width=\"34\" height=\"{h:.1}\" fill=\"{color}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{v:.0}{unit}</text>\n",
+            bx + 17.0,
+            y - 4.0
+        );
+    }
+    out
+}
+
+fn legend(x: f64, y: f64, items: &[(&str, &str)]) -> String {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, (label, color))| {
+            let y = y + i as f64 * 16.0;
+            format!(
+                "<rect x=\"{x}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
+                 <text x=\"{:.1}\" y=\"{y:.1}\">{label}</text>\n",
+                y - 9.0,
+                x + 16.0
+            )
+        })
+        .collect()
+}
 
 pub fn svg(report: &Value) -> String {
     let scenarios: Vec<&Value> = report["scenarios"]
         .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"20\" y=\"26\" font-size=\"16\">surge bench ({} build, {} cores): throughput and latency, same machine and broker</text>\n",
+        report["build"].as_str().unwrap_or(""),
+        report["machine"]["cores"]
+    );
+
+    // Throughput panel.
     let series = [
         ("copyAtLeastOnce", "at-least-once copy (ceiling)", "#9aa5b1"),
         ("surgeExactlyOnce", "surge, exactly once", "#2f6fdf"),
@@ -21,68 +70,85 @@ pub fn svg(report: &Value) -> String {
         .iter()
         .flat_map(|s| series.iter().map(move |(k, _, _)| f(&s["throughput"][*k])))
         .fold(1.0, f64::max);
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="20" y="24" font-size="16">surge bench — throughput (records/s, {} build)</text>
-"#,
-        report["build"].as_str().unwrap_or("")
+    out += &format!(
+        "<text x=\"40\" y=\"{:.1}\" font-size=\"13\">records/s</text>\n",
+        TOP - 16.0
     );
-    let (left, top, plot_h, group_w) = (40.0, 50.0, 220.0, 140.0);
     for (i, s) in scenarios.iter().enumerate() {
-        let gx = left + i as f64 * (group_w + 30.0);
-        for (j, (key, _, color)) in series.iter().enumerate() {
-            let v = f(&s["throughput"][*key]);
-            let h = plot_h * v / max;
-            let x = gx + j as f64 * 42.0;
-            let y = top + plot_h - h;
-            out += &format!(
-                r#"<rect x="{x:.1}" y="{y:.1}" width="36" height="{h:.1}" fill="{color}"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.0}</text>
-"#,
-                x + 18.0,
-                y - 4.0
-            );
-        }
+        let x = 40.0 + i as f64 * 170.0;
+        let values: Vec<(f64, &str)> = series
+            .iter()
+            .map(|(k, _, c)| (f(&s["throughput"][*k]), *c))
+            .collect();
+        out += &bars(x, &values, max, "");
         out += &format!(
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{} (EOS/copy {:.2}, EOS/lock {:.1})</text>
-"#,
-            gx + 63.0,
-            top + plot_h + 18.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}: surge/copy {:.2}, surge/lock {:.1}</text>\n",
+            x + 57.0,
+            TOP + PLOT_H + 18.0,
             s["scenario"].as_str().unwrap_or(""),
             f(&s["throughput"]["ratioSurgeToCopy"]),
             f(&s["throughput"]["ratioSurgeToRedisLock"])
         );
     }
-    for (j, (_, label, color)) in series.iter().enumerate() {
-        let y = top + plot_h + 40.0 + j as f64 * 16.0;
-        out += &format!(
-            r#"<rect x="{left}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}">{label}</text>
-"#,
-            y - 9.0,
-            left + 16.0,
-            y
-        );
-    }
-    // Latency panel.
-    let lx = W - 300.0;
+    let labels: Vec<(&str, &str)> = series.iter().map(|(_, l, c)| (*l, *c)).collect();
+    out += &legend(40.0, TOP + PLOT_H + 44.0, &labels);
+
+    // Latency panel: p50 and p99 of both designs at the same offered rate.
+    let lx = 520.0;
+    let lat = [
+        ("surge", "p50Ms", "#8fb3f0"),
+        ("surge", "p99Ms", "#2f6fdf"),
+        ("redisLock", "p50Ms", "#eea3a1"),
+        ("redisLock", "p99Ms", "#d9534f"),
+    ];
+    let target = f(&report["commitIntervalMs"]) + 50.0;
+    let lmax = scenarios
+        .iter()
+        .flat_map(|s| lat.iter().map(move |(d, k, _)| f(&s["latency"][*d][*k])))
+        .fold(target * 1.2, f64::max);
     out += &format!(
-        r#"<text x="{lx}" y="{:.1}" font-size="14">latency at a fixed rate (ms)</text>
-"#,
-        top
+        "<text x=\"{lx}\" y=\"{:.1}\" font-size=\"13\">latency at a fixed rate, ms</text>\n",
+        TOP - 16.0
     );
     for (i, s) in scenarios.iter().enumerate() {
-        let l = &s["latency"];
+        let x = lx + i as f64 * 200.0;
+        let values: Vec<(f64, &str)> = lat
+            .iter()
+            .map(|(d, k, c)| (f(&s["latency"][*d][*k]), *c))
+            .collect();
+        out += &bars(x, &values, lmax, "");
         out += &format!(
-            r#"<text x="{lx}" y="{:.1}">{} @ {}/s: surge p50 {:.1}, p99 {:.1}; lock p50 {:.1}, p99 {:.1}</text>
-"#,
-            top + 24.0 + i as f64 * 18.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} @ {}/s</text>\n",
+            x + 77.0,
+            TOP + PLOT_H + 18.0,
             s["scenario"].as_str().unwrap_or(""),
-            l["offeredRate"],
-            f(&l["surgeP50Ms"]),
-            f(&l["surgeP99Ms"]),
-            f(&l["redisLockP50Ms"]),
-            f(&l["redisLockP99Ms"])
+            s["latency"]["offeredRate"]
+        );
+    }
+    let ty = TOP + PLOT_H - PLOT_H * target / lmax;
+    out += &format!(
+        "<line x1=\"{lx}\" x2=\"{:.1}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">p99 target {target:.0} ms</text>\n",
+        W - 20.0,
+        W - 20.0,
+        ty - 3.0
+    );
+    out += &legend(
+        lx,
+        TOP + PLOT_H + 44.0,
+        &[
+            ("surge p50 / p99 (request to visible decision)", "#2f6fdf"),
+            ("Redis lock p50 / p99 (per operation)", "#d9534f"),
+        ],
+    );
+
+    if !report["state"].is_null() {
+        let st = &report["state"];
+        out += &format!(
+            "<text x=\"40\" y=\"{:.1}\">state: {:.1} bytes per issued user ({} users, every request issues; target 64)</text>\n",
+            H - 12.0,
+            f(&st["stateBytesPerIssuedUser"]),
+            st["users"]
         );
     }
     out += "</svg>\n";

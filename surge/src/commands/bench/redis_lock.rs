@@ -22,7 +22,11 @@ pub struct LockRun {
     pub requests: usize,
     pub seconds: f64,
     pub issued: usize,
+    /// Per operation: from the client taking the request to its unlock.
     pub latencies_ms: Vec<f64>,
+    /// From the moment the request was offered (its slot at the rate) to the
+    /// unlock: adds the wait for a free client when the design falls behind.
+    pub offered_latencies_ms: Vec<f64>,
     pub lock_retries: usize,
 }
 
@@ -61,6 +65,7 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let pace = Arc::new(Pace::new(rate));
     let started = Instant::now();
+    let gap = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
     let mut tasks = Vec::new();
     for _ in 0..clients.max(1) {
         // One connection per client, like one pool slot per request thread.
@@ -68,15 +73,17 @@ pub async fn run(
         let (requests, next, pace, ns) =
             (requests.clone(), next.clone(), pace.clone(), ns.to_string());
         tasks.push(tokio::spawn(async move {
-            client_loop(conn, &ns, &requests, &next, &pace).await
+            let offered = |i: usize| gap.map(|g| started + g.mul_f64(i as f64));
+            client_loop(conn, &ns, &requests, &next, &pace, offered).await
         }));
     }
     let mut run = LockRun::default();
     for t in tasks {
-        let (issued, retries, mut lat) = t.await??;
+        let (issued, retries, mut lat, mut offered) = t.await??;
         run.issued += issued;
         run.lock_retries += retries;
         run.latencies_ms.append(&mut lat);
+        run.offered_latencies_ms.append(&mut offered);
     }
     run.seconds = started.elapsed().as_secs_f64();
     run.requests = requests.len();
@@ -97,17 +104,21 @@ async fn client_loop(
     requests: &[(String, String)],
     next: &AtomicUsize,
     pace: &Pace,
-) -> anyhow::Result<(usize, usize, Vec<f64>)> {
+    offered: impl Fn(usize) -> Option<Instant>,
+) -> anyhow::Result<(usize, usize, Vec<f64>, Vec<f64>)> {
     let unlock = Script::new(UNLOCK);
     let token = uuid::Uuid::new_v4().to_string();
-    let (mut issued, mut retries, mut latencies) = (0usize, 0usize, Vec::new());
+    let (mut issued, mut retries) = (0usize, 0usize);
+    let (mut latencies, mut offered_latencies) = (Vec::new(), Vec::new());
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some((coupon, user)) = requests.get(i) else {
-            return Ok((issued, retries, latencies));
+            return Ok((issued, retries, latencies, offered_latencies));
         };
         pace.slot(i).await;
         let t0 = Instant::now();
+        // The pacer may release a slot up to a millisecond early.
+        let offered_at = offered(i).map_or(t0, |due| due.min(t0));
         let lock = format!("{ns}:lock:{coupon}");
         loop {
             let got: Option<String> = redis::cmd("SET")
@@ -154,5 +165,6 @@ async fn client_loop(
             .invoke_async(&mut conn)
             .await?;
         latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+        offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
     }
 }

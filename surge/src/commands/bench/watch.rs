@@ -11,6 +11,8 @@ use surge_kafka::{ClientFactory, QuietEofContext};
 use surge_schemas::coupon::CouponDecision;
 use surge_schemas::TopicCodec;
 
+use super::sandbox::Sandbox;
+
 /// What the watcher saw.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
@@ -29,9 +31,14 @@ impl Seen {
     /// and the last output record: the time the processor took, whenever
     /// the watcher happened to connect.
     pub fn rate(&self) -> f64 {
+        self.records as f64 / self.span_seconds()
+    }
+
+    /// First to last record timestamp (at least a millisecond).
+    pub fn span_seconds(&self) -> f64 {
         match (self.first_ms, self.last_ms) {
-            (Some(a), Some(b)) => self.records as f64 / ((b - a).max(1) as f64 / 1000.0),
-            _ => 0.0,
+            (Some(a), Some(b)) => (b - a).max(1) as f64 / 1000.0,
+            _ => f64::INFINITY,
         }
     }
 }
@@ -113,23 +120,29 @@ pub fn watch(
     Ok(seen)
 }
 
-/// The p-th percentile (0–100) of `values` (sorted in place).
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percentiles() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(super::percentile(&mut v, 50.0), 51.0);
-        assert_eq!(super::percentile(&mut v, 99.0), 99.0);
-        assert_eq!(super::percentile(&mut [], 99.0), 0.0);
-    }
+/// [`watch`] from the beginning of `topic`, off the async workers (the
+/// consumer blocks).
+pub async fn count(
+    sandbox: &Sandbox,
+    topic: &str,
+    want: usize,
+    progress: &'static str,
+) -> anyhow::Result<Seen> {
+    let (f, topic, partitions) = (
+        sandbox.factory.clone(),
+        topic.to_string(),
+        sandbox.partitions,
+    );
+    Ok(tokio::task::spawn_blocking(move || {
+        watch(
+            &f,
+            &topic,
+            partitions,
+            want,
+            Duration::from_secs(900),
+            None,
+            progress,
+        )
+    })
+    .await??)
 }

@@ -1,0 +1,114 @@
+//! Request → visible-result latency of the pipeline at a fixed offered rate:
+//! requests paced on the async timer (loadgen's `Pace`), each stamped with
+//! requestedAt when it is sent; a read_committed consumer of coupon-result
+//! takes receive time − requestedAt per decision. Only the decisions of this
+//! run's coupons are timed, so the backlog before it does not count.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use surge_coupon::scenario::Scenario;
+use surge_schemas::{Registry, TopicCodec};
+
+use super::sandbox::Sandbox;
+use super::watch::{watch, Timed};
+use crate::commands::loadgen;
+
+/// Percentiles of one timed run.
+#[derive(Debug, Default, Clone)]
+pub struct Latency {
+    pub offered_rate: u64,
+    /// Requests actually sent per second (below `offered_rate` when the sender
+    /// or the system under test could not keep up).
+    pub achieved_rate: f64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Latency {
+    pub fn from_samples(offered_rate: u64, achieved_rate: f64, mut ms: Vec<f64>) -> Self {
+        Self {
+            offered_rate,
+            achieved_rate,
+            samples: ms.len(),
+            p50_ms: percentile(&mut ms, 50.0),
+            p99_ms: percentile(&mut ms, 99.0),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "offeredRate": self.offered_rate,
+            "achievedRate": self.achieved_rate,
+            "samples": self.samples,
+            "p50Ms": self.p50_ms,
+            "p99Ms": self.p99_ms,
+        })
+    }
+}
+
+/// Sends `sale` at `rate` per second to the running pipeline of `sandbox`
+/// and times every decision of it.
+pub async fn pipeline(sandbox: &Sandbox, sale: &Scenario, rate: u64) -> anyhow::Result<Latency> {
+    let want = sale
+        .commands()
+        .map(|c| c.request_id)
+        .collect::<HashSet<_>>()
+        .len();
+    let codec = TopicCodec::connect(&Registry::new(&sandbox.settings.registry.url)).await?;
+    let timed = Timed {
+        codec,
+        runtime: tokio::runtime::Handle::current(),
+        coupons: sale.prefix.clone(),
+    };
+    let watcher = {
+        let (f, topic, partitions) = (
+            sandbox.factory.clone(),
+            sandbox.topic("coupon-result"),
+            sandbox.partitions,
+        );
+        // The watcher positions itself at the end before it returns from
+        // assign; a few ms of head start keeps the first decisions in view.
+        let handle = tokio::task::spawn_blocking(move || {
+            watch(
+                &f,
+                &topic,
+                partitions,
+                want,
+                Duration::from_secs(300),
+                Some(timed),
+                "latency",
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        handle
+    };
+    let started = std::time::Instant::now();
+    let sent = loadgen::kafka::send(sale, rate, &sandbox.settings).await?;
+    let achieved = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    let seen = watcher.await??;
+    Ok(Latency::from_samples(rate, achieved, seen.latencies_ms))
+}
+
+/// The p-th percentile (0–100) of `values` (sorted in place), nearest rank.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&mut v, 50.0), 51.0);
+        assert_eq!(super::percentile(&mut v, 99.0), 99.0);
+        assert_eq!(super::percentile(&mut [], 99.0), 0.0);
+    }
+}

@@ -1,0 +1,175 @@
+//! The real `surge pipeline coupon`, run as an operator would run it: a child
+//! process of this very binary, configured only through SURGE_* variables
+//! (the bench prefix, its own group, metrics on a free port). Measured from
+//! outside: its /metrics and its peak RSS from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::bail;
+
+use super::sandbox::Sandbox;
+use super::watch::{self, Seen};
+
+pub struct PipelineProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+/// What the pipeline reports about itself after a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipelineFigures {
+    /// `surge_pipeline_state_bytes`: approximate heap bytes of partition state.
+    pub state_bytes: f64,
+    /// Decisions with outcome ISSUED.
+    pub issued: f64,
+    pub commits: f64,
+    pub commit_seconds: f64,
+    /// VmHWM of the process, bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl PipelineProcess {
+    /// Starts the pipeline on the topics under `prefix`; its output goes to
+    /// `<logs>/pipeline.log`.
+    pub fn spawn(config: &Path, prefix: &str, logs: &Path) -> anyhow::Result<Self> {
+        let log = logs.join("pipeline.log");
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(config)
+            .args(["pipeline", "coupon"])
+            .env("SURGE_TOPICS__NAME_PREFIX", prefix)
+            // Its own group and transactional identity, whatever the caller's
+            // environment says, so it never joins (or fences) a real instance.
+            .env(
+                "SURGE_PIPELINES__COUPON__GROUP_ID",
+                format!("{prefix}surge-coupon"),
+            )
+            .env("SURGE_PIPELINES__COUPON__INSTANCE_ID", "bench")
+            .env("SURGE_PIPELINES__COUPON__METRICS_LISTEN", "127.0.0.1:0")
+            .env("SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()?;
+        Ok(Self { child, log })
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Scrapes /metrics (address from the log, since the port is the OS's
+    /// choice) and reads the peak RSS. Zeros for what could not be read.
+    pub async fn figures(&self) -> PipelineFigures {
+        let body = self.scrape().await.unwrap_or_default();
+        PipelineFigures {
+            state_bytes: metric(&body, "surge_pipeline_state_bytes"),
+            issued: metric(&body, "surge_pipeline_decisions_total{outcome=\"ISSUED\""),
+            commits: metric(&body, "surge_pipeline_commit_duration_seconds_count"),
+            commit_seconds: metric(&body, "surge_pipeline_commit_duration_seconds_sum"),
+            peak_rss_bytes: peak_rss_bytes(self.child.id()),
+        }
+    }
+
+    /// [`Self::figures`] once two scrapes 200 ms apart agree: the watcher can
+    /// see a committed batch a moment before the pipeline counts it.
+    pub async fn settled_figures(&self) -> PipelineFigures {
+        let mut last = self.figures().await;
+        for _ in 0..25 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let now = self.figures().await;
+            if now.issued == last.issued && now.commits == last.commits {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    async fn scrape(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let (_, rest) = text.rsplit_once("metrics and health address=")?;
+        let addr = rest.split_whitespace().next()?;
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// SIGTERM (the pipeline commits or aborts and leaves the group) and wait.
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child, whose pid stays ours until waited on.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the pipeline on the sandbox's preloaded coupon-issue and counts
+/// its decisions on coupon-result until `want` are visible. Returns them and
+/// the still running pipeline (for latency runs and its figures).
+pub async fn decide_backlog(
+    sandbox: &Sandbox,
+    config: &Path,
+    logs: &Path,
+    want: usize,
+) -> anyhow::Result<(Seen, PipelineProcess)> {
+    let pipeline = PipelineProcess::spawn(config, sandbox.prefix(), logs)?;
+    match watch::count(sandbox, &sandbox.topic("coupon-result"), want, "pipeline").await {
+        Ok(seen) if seen.records >= want => Ok((seen, pipeline)),
+        Ok(seen) => {
+            let log = pipeline.log().display().to_string();
+            pipeline.stop();
+            bail!(
+                "the pipeline decided {} of {want} requests; see {log}",
+                seen.records
+            )
+        }
+        Err(e) => {
+            pipeline.stop();
+            Err(e)
+        }
+    }
+}
+
+/// The first sample whose series starts with `series` (0 when absent).
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Peak resident set (VmHWM) of a process, in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metric_reads_the_series_value() {
+        let body = "# HELP x\nsurge_pipeline_state_bytes 1234\n\
+                    surge_pipeline_decisions_total{outcome=\"ISSUED\",pipeline=\"coupon\"} 7\n";
+        assert_eq!(super::metric(body, "surge_pipeline_state_bytes"), 1234.0);
+        assert_eq!(
+            super::metric(body, "surge_pipeline_decisions_total{outcome=\"ISSUED\""),
+            7.0
+        );
+        assert_eq!(super::metric(body, "absent"), 0.0);
+    }
+}
