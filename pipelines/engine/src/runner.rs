@@ -492,7 +492,22 @@ impl<P: Processor> Core<P> {
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, timeout)
         })?;
+        self.await_deliveries(timeout);
         self.with_retries("commit", || self.producer.commit_transaction(timeout))
+    }
+
+    /// Waits (1 ms steps, up to `timeout`) until every record produced is
+    /// acknowledged. rust-rdkafka's `flush`, which its `commit_transaction`
+    /// runs first, polls the event queue for up to 100 ms while anything is in
+    /// flight; here the ThreadedProducer's own thread takes the delivery
+    /// reports off that queue, so the poll sleeps its full 100 ms — one per
+    /// commit (found by `surge bench`). Afterwards that flush finds nothing in
+    /// flight and returns at once.
+    fn await_deliveries(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn with_retries(
@@ -562,6 +577,7 @@ impl<P: Processor> Core<P> {
                 // INVALID_TXN_STATE (librdkafka#4849); a delivered record
                 // proves the transaction is registered. It is aborted anyway.
                 let timeout = self.spec.settings.transaction_call_timeout;
+                self.await_deliveries(timeout);
                 let _ = self.producer.flush(timeout);
                 let aborted = self.producer.abort_transaction(timeout);
                 match aborted.as_ref().map_err(txn::classify) {
