@@ -63,6 +63,7 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
             );
         }
         assert!(f(&l["redisLock"]["fromOfferedP99Ms"]) > 0.0, "{s}");
+        assert!(f(&l["surge"]["p99WithWarmupMs"]) > 0.0, "{s}");
         // Both designs decide the same requests first come, first served: the
         // same number of units goes out.
         let m = &s["memory"];

@@ -12,10 +12,11 @@
 //! Throughput is requests handled per second. For 1 and 2 it is counted the
 //! same way, on the same preloaded backlog: a read_committed consumer reads
 //! the output until every request is accounted for, and the backlog's size is
-//! divided by the span of the output records' producer timestamps, first to
-//! last (so the start-up of either — group join, state restore — is not
-//! counted against it, and neither is when the watcher connected). For 3 it
-//! is requests over the wall time of the clients. Then latency at a fixed offered rate, peak RSS, and state bytes per
+//! divided by the time from the start of processing (the first output
+//! record's producer timestamp) to the moment the last output record was
+//! visible to that consumer. Start-up of either (group join, state restore)
+//! is not counted against it; the commit of the last transaction is. For 3
+//! it is requests over the wall time of the clients. Then latency at a fixed offered rate, peak RSS, and state bytes per
 //! issued user (its own run, see `state`). Prints the figures with the
 //! ratios and the targets, writes JSON and an SVG chart. Targets are
 //! reported, never asserted.
@@ -221,7 +222,8 @@ async fn scenario(
         "{name}: latency of the pipeline at {rate}/s for {} s",
         args.latency_seconds
     ));
-    let surge_latency = latency::pipeline(&sandbox, &lat_sale, rate).await;
+    let csv = logs.join("latency.csv");
+    let surge_latency = latency::pipeline(&sandbox, &lat_sale, rate, &csv).await;
     let after = pipeline.settled_figures().await;
     pipeline.stop();
     let surge_latency = surge_latency?;

@@ -17,26 +17,33 @@ use super::sandbox::Sandbox;
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
     pub records: usize,
-    pub first: Option<Instant>,
-    pub last: Option<Instant>,
-    /// Earliest and latest record timestamp (when the producer wrote it, ms).
-    pub first_ms: Option<i64>,
-    pub last_ms: Option<i64>,
+    /// Earliest producer timestamp of an output record (ms since the epoch):
+    /// when the processor started emitting, whenever the watcher connected.
+    pub first_produced_ms: Option<i64>,
+    /// Wall clock (ms since the epoch) when the last record became visible
+    /// to this read_committed consumer.
+    pub last_visible_ms: Option<i64>,
     /// Receive time − requestedAt of each decision (when decoding).
     pub latencies_ms: Vec<f64>,
+    /// When each of those was requested and received (ms since the epoch).
+    pub requested_ms: Vec<i64>,
+    pub received_ms: Vec<i64>,
 }
 
 impl Seen {
-    /// Records per second, from the timestamps the producer gave the first
-    /// and the last output record: the time the processor took, whenever
-    /// the watcher happened to connect.
+    /// Output records per second over [`Self::span_seconds`].
     pub fn rate(&self) -> f64 {
         self.records as f64 / self.span_seconds()
     }
 
-    /// First to last record timestamp (at least a millisecond).
+    /// From the start of processing (the first output record's producer
+    /// timestamp) to the moment the last output record was visible. A
+    /// producer timestamp alone would stop the clock when a record is
+    /// handed to the client, before it is sent, acknowledged and (for a
+    /// transaction) committed; visibility is what a reader gets. Same
+    /// machine, same clock. At least a millisecond.
     pub fn span_seconds(&self) -> f64 {
-        match (self.first_ms, self.last_ms) {
+        match (self.first_produced_ms, self.last_visible_ms) {
             (Some(a), Some(b)) => (b - a).max(1) as f64 / 1000.0,
             _ => f64::INFINITY,
         }
@@ -84,7 +91,8 @@ pub fn watch(
     while seen.records < want && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let now = Instant::now();
+                // Visible now: taken before decoding, which is the watcher's cost.
+                let received = chrono::Utc::now();
                 if let Some(t) = &timed {
                     let Some(Ok(d)) = m
                         .payload()
@@ -95,17 +103,15 @@ pub fn watch(
                     if !d.coupon_id.starts_with(&t.coupons) {
                         continue;
                     }
-                    let ms = (chrono::Utc::now() - d.requested_at)
-                        .num_microseconds()
-                        .unwrap_or(0) as f64
-                        / 1000.0;
+                    let ms =
+                        (received - d.requested_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                     seen.latencies_ms.push(ms);
+                    seen.requested_ms.push(d.requested_at.timestamp_millis());
+                    seen.received_ms.push(received.timestamp_millis());
                 }
-                seen.first.get_or_insert(now);
-                seen.last = Some(now);
+                seen.last_visible_ms = Some(received.timestamp_millis());
                 if let Some(ts) = m.timestamp().to_millis() {
-                    seen.first_ms = Some(seen.first_ms.map_or(ts, |f| f.min(ts)));
-                    seen.last_ms = Some(seen.last_ms.map_or(ts, |l| l.max(ts)));
+                    seen.first_produced_ms = Some(seen.first_produced_ms.map_or(ts, |f| f.min(ts)));
                 }
                 seen.records += 1;
             }
