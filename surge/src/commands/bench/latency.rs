@@ -17,9 +17,10 @@ use super::watch::{watch, Timed};
 use crate::commands::loadgen;
 
 /// Requests sent in the first second of a pipeline latency run are decided
-/// and counted but not timed: the first few hundred wait ≈0.6 s while the
-/// fresh load-generator producer and the watcher start up (a transient of
-/// the bench, seen in latency.csv), which would otherwise be most of the p99.
+/// and counted but not timed: the first ones wait ≈0.6 s (a start-up
+/// transient — fresh load-generator producer, new watcher, idle pipeline —
+/// seen in latency.csv), which would otherwise be most of a short run's p99.
+/// Their p99 is reported too.
 pub const WARMUP: Duration = Duration::from_secs(1);
 
 /// Percentiles of one timed run.
