@@ -50,6 +50,14 @@ impl PipelineSpec {
     }
 }
 
+/// Whether an aborted batch's partitions are sought back to their committed
+/// offsets (not when they are being taken away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewind {
+    Yes,
+    No,
+}
+
 /// Why the loop stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
@@ -564,7 +572,7 @@ impl<P: Processor> Core<P> {
                 // new producer with the same transactional.id bumps the epoch,
                 // which aborts whatever this one left open.
                 tracing::error!(message = "fatal producer error; recreating the producer", pipeline = %self.spec.name, reason, detail);
-                self.recreate(consumer, reason);
+                self.recreate(consumer, reason, Rewind::Yes);
             }
             TxnAction::Abort | TxnAction::Retry => {
                 tracing::warn!(message = "aborting transaction", pipeline = %self.spec.name, reason, detail);
@@ -572,50 +580,60 @@ impl<P: Processor> Core<P> {
                     // Registry outage or a processor asking to retry: don't spin.
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                // Flush first: an abort that overtakes the transaction's first
-                // AddPartitionsToTxn is rejected by the coordinator as
-                // INVALID_TXN_STATE (librdkafka#4849); a delivered record
-                // proves the transaction is registered. It is aborted anyway.
-                let timeout = self.spec.settings.transaction_call_timeout;
-                self.await_deliveries(timeout);
-                let _ = self.producer.flush(timeout);
-                let aborted = self.producer.abort_transaction(timeout);
-                match aborted.as_ref().map_err(txn::classify) {
-                    Ok(()) => self.discard_batch(consumer, reason),
-                    Err(TxnAction::Fenced) => {
-                        let e = aborted.unwrap_err();
-                        self.exit = Some(exit_for(&e, "abort"));
-                    }
-                    Err(_) => {
-                        tracing::warn!(message = "abort failed; recreating the producer", pipeline = %self.spec.name, error = %aborted.unwrap_err());
-                        self.recreate(consumer, reason);
-                    }
-                }
+                self.abort(consumer, reason, Rewind::Yes);
             }
             TxnAction::Recreate => {
                 tracing::warn!(message = "recreating the transactional producer", pipeline = %self.spec.name, reason, detail);
-                self.recreate(consumer, reason);
+                self.recreate(consumer, reason, Rewind::Yes);
+            }
+        }
+    }
+
+    fn abort(&mut self, consumer: &BaseConsumer<Ctx<P>>, reason: &'static str, rewind: Rewind) {
+        // Flush first: an abort that overtakes the transaction's first
+        // AddPartitionsToTxn is rejected by the coordinator as
+        // INVALID_TXN_STATE (librdkafka#4849); a delivered record
+        // proves the transaction is registered. It is aborted anyway.
+        let timeout = self.spec.settings.transaction_call_timeout;
+        self.await_deliveries(timeout);
+        let _ = self.producer.flush(timeout);
+        let aborted = self.producer.abort_transaction(timeout);
+        match aborted.as_ref().map_err(txn::classify) {
+            Ok(()) => self.discard_batch(consumer, reason, rewind),
+            Err(TxnAction::Fenced) => {
+                let e = aborted.unwrap_err();
+                self.exit = Some(exit_for(&e, "abort"));
+                self.batch = None;
+            }
+            Err(_) => {
+                tracing::warn!(message = "abort failed; recreating the producer", pipeline = %self.spec.name, error = %aborted.unwrap_err());
+                self.recreate(consumer, reason, rewind);
             }
         }
     }
 
     /// A new producer with the same transactional.id: its init bumps the
     /// epoch, which fences the old one and aborts whatever it left open.
-    fn recreate(&mut self, consumer: &BaseConsumer<Ctx<P>>, reason: &'static str) {
+    fn recreate(&mut self, consumer: &BaseConsumer<Ctx<P>>, reason: &'static str, rewind: Rewind) {
         match new_producer(&self.factory, &self.spec) {
             Ok(p) => {
                 self.producer = p;
                 self.metrics.producer_recreated.inc();
-                self.discard_batch(consumer, reason);
+                self.discard_batch(consumer, reason, rewind);
             }
             Err(e) => self.exit = Some(exit_for(&e, "recreating the producer")),
         }
     }
 
-    /// After an abort: undo the batch's state changes and rewind its
-    /// partitions to their committed offsets, so the same records are
-    /// decided again from the same state.
-    fn discard_batch(&mut self, consumer: &BaseConsumer<Ctx<P>>, reason: &'static str) {
+    /// After an abort: undo the batch's state changes and (unless the
+    /// partitions are going away) rewind them to their committed offsets, so
+    /// the same records are decided again from the same state.
+    fn discard_batch(
+        &mut self,
+        consumer: &BaseConsumer<Ctx<P>>,
+        reason: &'static str,
+        rewind: Rewind,
+    ) {
         for (p, journal) in self.journals.iter_mut() {
             if let Some(state) = self.states.get_mut(p) {
                 for change in journal.iter().rev() {
@@ -631,7 +649,7 @@ impl<P: Processor> Core<P> {
             .transactions_aborted
             .with_label_values(&[reason])
             .inc();
-        if batch.next_offsets.is_empty() {
+        if batch.next_offsets.is_empty() || rewind == Rewind::No {
             return;
         }
         if let Err(e) = self.rewind(consumer, batch.next_offsets.keys().copied()) {
@@ -667,10 +685,23 @@ impl<P: Processor> Core<P> {
         Ok(())
     }
 
-    /// Partitions are about to go: commit (or abort) what we did with them first.
+    /// Partitions are about to go: commit what we did with them first, unless
+    /// the group already took them from us.
     pub(crate) fn on_revoke(&mut self, consumer: &BaseConsumer<Ctx<P>>, partitions: &[i32]) {
-        if self.exit.is_none() {
-            self.commit_or_abort(consumer);
+        if self.exit.is_none() && self.batch.is_some() {
+            if consumer.assignment_lost() {
+                // Session timeout, unknown member or stale generation: another
+                // member may be deciding these records already. Committing
+                // would rely on the coordinator refusing our stale group
+                // metadata, which it does not do for every combination (a
+                // generation of -1 against an empty group is accepted), so
+                // the open transaction is aborted, as Kafka Streams closes
+                // lost tasks dirty. The partitions are going: no rewind.
+                tracing::warn!(message = "assignment lost; aborting the open transaction", pipeline = %self.spec.name, ?partitions);
+                self.abort(consumer, "assignment_lost", Rewind::No);
+            } else {
+                self.commit_or_abort(consumer);
+            }
         }
         for p in partitions {
             self.states.remove(p);
