@@ -2,7 +2,9 @@
 //! time (never 202 for a command Kafka did not take); once the broker is
 //! back, every request that got 202 — before, during or after the outage,
 //! retried with its Idempotency-Key after a 503 — has exactly one decision.
-//! Its own test binary: stopping the broker must not hit other tests.
+//! The pipeline is also restarted during the outage and must wait for the
+//! broker rather than exit. Its own test binary: stopping the broker must not
+//! hit other tests.
 
 mod common;
 
@@ -24,7 +26,7 @@ fn stack(args: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decided() {
     let fx = Fixture::new("gateway-down").await;
-    let mut pipeline = fx.spawn_pipeline("0", &[]);
+    let pipeline = fx.spawn_pipeline("0", &[]);
     let _pg = fx.spawn_sink("postgres", &[]);
     let gw = spawn_gateway(&fx, &[("SURGE_GATEWAY__PRODUCE_TIMEOUT", "3s")]).await;
     let coupon = format!("{}down", fx.prefix);
@@ -44,7 +46,11 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
         accepted.push(key);
     }
 
+    // The pipeline is restarted while the broker is away: it must wait for
+    // the broker (retrying init_transactions), not exit into the outage.
+    drop(pipeline);
     stack(&["down", "kafka"]);
+    let mut pipeline = fx.spawn_pipeline("0", &[]);
     let mut refused = Vec::new();
     for u in 0..5 {
         let key = format!("{}during-{u}", fx.prefix);
@@ -70,6 +76,10 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
         );
         refused.push((key, format!("d{u}")));
     }
+    assert!(
+        pipeline.try_wait().unwrap().is_none(),
+        "a pipeline started during the outage keeps waiting for the broker"
+    );
     stack(&["up", "kafka"]);
 
     // Clients retry a 503 with the same key until it is accepted.

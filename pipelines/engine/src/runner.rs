@@ -130,9 +130,9 @@ pub fn run_pipeline<P: Processor>(
     // The producer is initialised before we join the group: init_transactions
     // fences our previous incarnation and aborts its open transaction, so the
     // changelog's committed end is final before we restore from it.
-    let producer = match new_producer(&factory, &spec) {
+    let producer = match start_producer(&factory, &spec, &shutdown) {
         Ok(p) => p,
-        Err(e) => return exit_for(&e, "initialising the transactional producer"),
+        Err(exit) => return exit,
     };
     let core = Arc::new(Mutex::new(Core {
         spec: spec.clone(),
@@ -241,6 +241,41 @@ fn new_producer(factory: &ClientFactory, spec: &PipelineSpec) -> Result<TxnProdu
     let producer: TxnProducer = cfg.create()?;
     producer.init_transactions(spec.settings.transaction_call_timeout)?;
     Ok(producer)
+}
+
+/// The first producer of a run. The broker may be away when we start (a
+/// restart, a rolling upgrade, everything booting at once): a timed-out or
+/// retriable init_transactions is called again — librdkafka resumes it —
+/// until it succeeds or we are asked to stop, instead of exiting for a
+/// supervisor to restart us into the same outage.
+fn start_producer(
+    factory: &ClientFactory,
+    spec: &PipelineSpec,
+    shutdown: &AtomicBool,
+) -> Result<TxnProducer, ExitReason> {
+    let what = "initialising the transactional producer";
+    let cfg = factory.transactional_producer_config(&spec.name, &spec.transactional_id());
+    let producer: TxnProducer = cfg.create().map_err(|e| exit_for(&e, what))?;
+    // Short attempts, so that a stop request is seen within seconds.
+    let attempt_timeout = spec
+        .settings
+        .transaction_call_timeout
+        .min(Duration::from_secs(5));
+    let mut attempt = 0;
+    loop {
+        match producer.init_transactions(attempt_timeout) {
+            Ok(()) => return Ok(producer),
+            Err(e) if matches!(txn::classify(&e), TxnAction::Retry | TxnAction::Recreate) => {
+                if shutdown.load(Ordering::Relaxed) {
+                    return Err(ExitReason::Shutdown);
+                }
+                tracing::warn!(message = "transactional producer not initialised yet; retrying", pipeline = %spec.name, attempt, error = %e);
+                std::thread::sleep(txn::backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(exit_for(&e, what)),
+        }
+    }
 }
 
 fn exit_for(e: &KafkaError, what: &str) -> ExitReason {
