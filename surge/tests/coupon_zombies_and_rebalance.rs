@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::coupon::{check_invariants, flash_sale, signal, Fixture, Instance};
+use common::wait_for_log;
 use surge_schemas::coupon::CouponCommand;
 
 /// Short sessions so that work moves within seconds of a member going silent.
@@ -64,18 +65,6 @@ enum Takeover {
     /// As `OtherMember`, but its commit timer cannot fire before it notices
     /// the session timeout: it must take the lost-assignment path.
     OtherMemberMidInterval,
-}
-
-/// Waits until `log` contains `needle`.
-fn wait_for_log(log: &std::path::Path, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(needle)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{} never said {needle:?}", log.display());
 }
 
 async fn zombie_cannot_commit(takeover: Takeover, what: &str) {

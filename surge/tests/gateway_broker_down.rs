@@ -23,6 +23,30 @@ fn stack(args: &[&str]) {
     assert!(status.success(), "scripts/stack {args:?}");
 }
 
+/// The broker stopped for the length of a scope: started again when it ends,
+/// also when an assertion fails inside it, so that a failure here does not
+/// leave every later test binary without a broker.
+struct BrokerOutage;
+
+impl BrokerOutage {
+    fn begin() -> Self {
+        stack(&["down", "kafka"]);
+        BrokerOutage
+    }
+
+    /// Starts the broker again (what dropping the guard does).
+    fn end(self) {}
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        // No assertion here: a panic while unwinding would abort the binary.
+        let _ = Command::new(common::repo_root().join("scripts/stack"))
+            .args(["up", "kafka"])
+            .status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decided() {
     let fx = Fixture::new("gateway-down").await;
@@ -47,10 +71,12 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
     }
 
     // The pipeline is restarted while the broker is away: it must wait for
-    // the broker (retrying init_transactions), not exit into the outage.
+    // the broker (retrying init_transactions), not exit into the outage. A
+    // 2 s call timeout makes each attempt time out well inside the outage.
     drop(pipeline);
-    stack(&["down", "kafka"]);
-    let mut pipeline = fx.spawn_pipeline("0", &[]);
+    let outage = BrokerOutage::begin();
+    let short_calls = [("SURGE_PIPELINES__COUPON__TRANSACTION_CALL_TIMEOUT", "2s")];
+    let mut pipeline = fx.spawn_pipeline("0", &short_calls);
     let mut refused = Vec::new();
     for u in 0..5 {
         let key = format!("{}during-{u}", fx.prefix);
@@ -80,7 +106,7 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
         pipeline.try_wait().unwrap().is_none(),
         "a pipeline started during the outage keeps waiting for the broker"
     );
-    stack(&["up", "kafka"]);
+    outage.end();
 
     // Clients retry a 503 with the same key until it is accepted.
     for (key, user) in &refused {
@@ -118,7 +144,7 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
                     Some(3),
                     "the pipeline only ever exits fenced"
                 );
-                pipeline = fx.spawn_pipeline("0", &[]);
+                pipeline = fx.spawn_pipeline("0", &short_calls);
             }
             let (status, d) = gw.get(&format!("/coupon-requests/{key}")).await;
             if status == 200 && d["status"] == "DECIDED" {

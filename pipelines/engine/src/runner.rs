@@ -107,6 +107,8 @@ pub(crate) struct Core<P: Processor> {
     batch: Option<Batch>,
     metrics: PipelineMetrics,
     exit: Option<ExitReason>,
+    /// Set by the signal handler; a producer waiting for the broker gives up on it.
+    shutdown: Arc<AtomicBool>,
 }
 
 type Ctx<P> = EngineContext<P>;
@@ -130,7 +132,7 @@ pub fn run_pipeline<P: Processor>(
     // The producer is initialised before we join the group: init_transactions
     // fences our previous incarnation and aborts its open transaction, so the
     // changelog's committed end is final before we restore from it.
-    let producer = match start_producer(&factory, &spec, &shutdown) {
+    let producer = match new_producer(&factory, &spec, &shutdown) {
         Ok(p) => p,
         Err(exit) => return exit,
     };
@@ -146,6 +148,7 @@ pub fn run_pipeline<P: Processor>(
         batch: None,
         metrics: metrics.clone(),
         exit: None,
+        shutdown: shutdown.clone(),
     }));
     let mut cfg = factory.read_committed_consumer_config(&spec.name, &spec.group_id);
     // Static membership (KIP-345): a restarted instance takes its own place
@@ -236,19 +239,14 @@ pub fn run_pipeline<P: Processor>(
     exit
 }
 
-fn new_producer(factory: &ClientFactory, spec: &PipelineSpec) -> Result<TxnProducer, KafkaError> {
-    let cfg = factory.transactional_producer_config(&spec.name, &spec.transactional_id());
-    let producer: TxnProducer = cfg.create()?;
-    producer.init_transactions(spec.settings.transaction_call_timeout)?;
-    Ok(producer)
-}
-
-/// The first producer of a run. The broker may be away when we start (a
-/// restart, a rolling upgrade, everything booting at once): a timed-out or
-/// retriable init_transactions is called again — librdkafka resumes it —
-/// until it succeeds or we are asked to stop, instead of exiting for a
-/// supervisor to restart us into the same outage.
-fn start_producer(
+/// A transactional producer, initialised: its init_transactions bumps the
+/// epoch of our transactional.id, which fences any older incarnation and
+/// aborts what it left open. Used at start and whenever the producer is
+/// replaced. The broker may be away (a restart, a rolling upgrade,
+/// everything booting at once): a timed-out or retriable init is called
+/// again — librdkafka resumes it — until it succeeds or we are asked to stop,
+/// instead of exiting into the outage.
+fn new_producer(
     factory: &ClientFactory,
     spec: &PipelineSpec,
     shutdown: &AtomicBool,
@@ -650,13 +648,17 @@ impl<P: Processor> Core<P> {
     /// A new producer with the same transactional.id: its init bumps the
     /// epoch, which fences the old one and aborts whatever it left open.
     fn recreate(&mut self, consumer: &BaseConsumer<Ctx<P>>, reason: &'static str, rewind: Rewind) {
-        match new_producer(&self.factory, &self.spec) {
+        match new_producer(&self.factory, &self.spec, &self.shutdown) {
             Ok(p) => {
                 self.producer = p;
                 self.metrics.producer_recreated.inc();
                 self.discard_batch(consumer, reason, rewind);
             }
-            Err(e) => self.exit = Some(exit_for(&e, "recreating the producer")),
+            Err(exit) => {
+                // Nothing of the old producer's transaction can commit now.
+                self.batch = None;
+                self.exit = Some(exit);
+            }
         }
     }
 

@@ -96,3 +96,15 @@ pub fn metric(body: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1.0)
 }
+
+/// Waits until the log file `log` contains `needle`; panics after `within`.
+pub fn wait_for_log(log: &std::path::Path, needle: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains(needle)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("{} never said {needle:?}", log.display());
+}
