@@ -93,6 +93,21 @@ pub(crate) fn opt_long(v: Option<i64>) -> Value {
     }
 }
 
+pub(crate) fn opt_money(m: Option<Money>) -> Value {
+    match m {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(m) => Value::Union(1, Box::new(m.to_avro())),
+    }
+}
+
+/// `["null", <record>]`: branch 0 for `None`, branch 1 with the record.
+pub(crate) fn opt_record(record: Option<Value>) -> Value {
+    match record {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(r) => Value::Union(1, Box::new(r)),
+    }
+}
+
 pub(crate) fn enum_value(symbols: &[&str], symbol: &str) -> Value {
     let index = symbols
         .iter()
@@ -240,7 +255,12 @@ impl RecordReader {
     }
 
     pub fn money(&mut self, field: &'static str) -> Result<Money, ContractError> {
-        match self.take_unwrapped(field)? {
+        let v = self.take_unwrapped(field)?;
+        self.money_of(field, v)
+    }
+
+    fn money_of(&self, field: &'static str, v: Value) -> Result<Money, ContractError> {
+        match v {
             Value::Decimal(d) => {
                 let bytes: Vec<u8> =
                     Vec::try_from(d).map_err(|e| self.invalid(field, e.to_string()))?;
@@ -256,6 +276,23 @@ impl RecordReader {
                 Ok(Money(i64::from_be_bytes(be)))
             }
             v => Err(self.wrong(field, "decimal(18,2)", &v)),
+        }
+    }
+
+    pub fn opt_money(&mut self, field: &'static str) -> Result<Option<Money>, ContractError> {
+        match self.take_unwrapped(field)? {
+            Value::Null => Ok(None),
+            v => self.money_of(field, v).map(Some),
+        }
+    }
+
+    /// A `["null", <record>]` field: `None`, or the record's value to read
+    /// with a [`RecordReader`] of its own.
+    pub fn opt_record(&mut self, field: &'static str) -> Result<Option<Value>, ContractError> {
+        match self.take_unwrapped(field)? {
+            Value::Null => Ok(None),
+            v @ Value::Record(_) => Ok(Some(v)),
+            v => Err(self.wrong(field, "null or record", &v)),
         }
     }
 

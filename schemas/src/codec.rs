@@ -11,7 +11,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use crate::avro::ContractError;
 use crate::registry::{Registry, RegistryError};
 use crate::wire::{self, WireError};
-use crate::{subject_for, Contract};
+use crate::Contract;
 
 /// Why a record could not be turned into a message.
 #[derive(Debug, thiserror::Error)]
@@ -75,17 +75,30 @@ impl<T: Contract> Clone for TopicCodec<T> {
 }
 
 impl<T: Contract> TopicCodec<T> {
-    /// Finds (registering when absent) the id of our schema under `<topic>-value`.
-    pub async fn connect(registry: &Registry) -> Result<Self, RegistryError> {
-        let id = registry
-            .register(&subject_for(T::TOPIC), T::SCHEMA_JSON)
-            .await?;
+    /// Finds (registering when absent) the id of our schema under `subject`.
+    ///
+    /// The subject comes from `surge_core::Names::subject(T::TOPIC)`, which
+    /// carries the deployment's topic prefix: there is deliberately no
+    /// variant that makes the subject itself.
+    pub async fn connect(registry: &Registry, subject: &str) -> Result<Self, RegistryError> {
+        let id = registry.register(subject, T::SCHEMA_JSON).await?;
+        Ok(Self::with_id(registry, id))
+    }
+
+    /// A codec that needs no registry at all (in-process tests): it writes
+    /// `schema_id` and reads records of that id (our own schema); any other
+    /// id is an unknown schema id, as with a real registry that lacks it.
+    pub fn offline(schema_id: u32) -> Self {
+        Self::with_id(&Registry::offline(), schema_id)
+    }
+
+    fn with_id(registry: &Registry, id: u32) -> Self {
         registry.remember(id, T::schema().clone());
-        Ok(Self {
+        Self {
             registry: registry.clone(),
             writer_id: id,
             _t: PhantomData,
-        })
+        }
     }
 
     /// The schema id stamped on every record this codec writes.
@@ -112,25 +125,171 @@ impl<T: Contract> TopicCodec<T> {
             RegistryError::UnknownSchemaId(id) => DecodeError::UnknownSchemaId(id),
             other => DecodeError::Registry(other),
         })?;
+        let body_error = |e: apache_avro::Error| DecodeError::Body {
+            schema_id: id,
+            error: e.to_string(),
+        };
+        // Read with the writer's schema, then resolve to ours in a second
+        // step: apache-avro's resolution refuses a bytes-backed decimal whose
+        // byte length could not hold the schema's full precision (a 2-byte
+        // 5.00 against precision 18), although Avro encodes bytes decimals
+        // minimally — as Python, Java and we ourselves write them. Widening
+        // every decimal to 8 bytes first (sign-extended: the same number)
+        // satisfies that check without changing any value.
         let reader = GenericDatumReader::builder(&writer)
-            .reader_schema(T::schema())
             .build()
-            .map_err(|e| DecodeError::Body {
-                schema_id: id,
-                error: e.to_string(),
-            })?;
-        let value = reader
-            .read_value(&mut body)
-            .map_err(|e| DecodeError::Body {
-                schema_id: id,
-                error: e.to_string(),
-            })?;
+            .map_err(body_error)?;
+        let value = reader.read_value(&mut body).map_err(body_error)?;
         if !body.is_empty() {
             return Err(DecodeError::Body {
                 schema_id: id,
                 error: format!("{} trailing bytes after the record", body.len()),
             });
         }
+        let value = widen_decimals(value)
+            .resolve(T::schema())
+            .map_err(body_error)?;
         Ok(T::from_avro(value)?)
+    }
+}
+
+/// Every bytes-backed decimal in `value`, sign-extended to 8 bytes (18
+/// digits, the precision of every money field in our contracts).
+fn widen_decimals(value: apache_avro::types::Value) -> apache_avro::types::Value {
+    use apache_avro::types::Value;
+    match value {
+        Value::Decimal(d) => {
+            let bytes: Vec<u8> = match Vec::try_from(&d) {
+                Ok(b) if !b.is_empty() && b.len() < 8 => b,
+                _ => return Value::Decimal(d),
+            };
+            let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0x00 };
+            let mut wide = vec![fill; 8];
+            wide[8 - bytes.len()..].copy_from_slice(&bytes);
+            Value::Decimal(apache_avro::Decimal::from(wide))
+        }
+        Value::Record(fields) => Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, widen_decimals(v)))
+                .collect(),
+        ),
+        Value::Union(i, v) => Value::Union(i, Box::new(widen_decimals(*v))),
+        Value::Array(items) => Value::Array(items.into_iter().map(widen_decimals).collect()),
+        Value::Map(m) => Value::Map(m.into_iter().map(|(k, v)| (k, widen_decimals(v))).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coupon::{CouponAction, CouponCommand, CouponDecision};
+
+    fn command() -> CouponCommand {
+        CouponCommand {
+            request_id: "r-1".into(),
+            coupon_id: "c-1".into(),
+            requested_at: crate::now(),
+            command: CouponAction::Issue {
+                user_id: "u-1".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn offline_codec_round_trips_its_own_schema_id() {
+        let codec = TopicCodec::<CouponCommand>::offline(7);
+        assert_eq!(codec.schema_id(), 7);
+        let msg = command();
+        let bytes = codec.encode(&msg).unwrap();
+        assert_eq!(
+            wire::split(&bytes).unwrap().0,
+            7,
+            "framed with the given id"
+        );
+        assert_eq!(codec.decode(Some(&bytes)).await.unwrap(), msg);
+        // A clone (as pipelines hold them) decodes too.
+        assert_eq!(codec.clone().decode(Some(&bytes)).await.unwrap(), msg);
+    }
+
+    #[tokio::test]
+    async fn offline_codec_treats_other_ids_as_poison_without_calling_out() {
+        let commands = TopicCodec::<CouponCommand>::offline(1);
+        let other = TopicCodec::<CouponDecision>::offline(2);
+        let bytes = commands.encode(&command()).unwrap();
+        let e = other.decode(Some(&bytes)).await.unwrap_err();
+        assert!(matches!(e, DecodeError::UnknownSchemaId(1)), "{e}");
+        assert!(e.is_poison(), "goes to the dead-letter topic, not a retry");
+    }
+
+    #[tokio::test]
+    async fn offline_registry_refuses_subject_calls() {
+        let e = Registry::offline()
+            .register("x-value", CouponCommand::SCHEMA_JSON)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Unavailable(_)), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod decimal_resolution {
+    use super::*;
+    use crate::coupon::{CouponAction, CouponCommand, Discount};
+    use crate::order::{OrderCreate, OrderItem};
+    use crate::Money;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Money of every size, in records, arrays and unions, decodes through
+    /// schema resolution (apache-avro alone refuses minimal-length decimals).
+    #[test]
+    fn minimal_decimals_decode_through_resolution() {
+        let orders = TopicCodec::<OrderCreate>::offline(7);
+        for cents in [
+            0,
+            1,
+            -5,
+            500,
+            1999,
+            -129,
+            i64::from(i32::MAX),
+            99_999_999_999,
+        ] {
+            let o = OrderCreate {
+                order_id: "o".into(),
+                user_id: "u".into(),
+                items: vec![OrderItem {
+                    product_id: "p".into(),
+                    quantity: 1,
+                    unit_price: Money(cents),
+                }],
+                currency: "KRW".into(),
+                coupon_id: None,
+                requested_at: crate::now(),
+            };
+            let back = block_on(orders.decode(Some(&orders.encode(&o).unwrap())));
+            assert_eq!(back.unwrap(), o, "{cents}");
+        }
+        let coupons = TopicCodec::<CouponCommand>::offline(8);
+        let c = CouponCommand {
+            request_id: "r".into(),
+            coupon_id: "c".into(),
+            requested_at: crate::now(),
+            command: CouponAction::Create {
+                stock: 1,
+                active_from: None,
+                active_until: None,
+                discount: Some(Discount::percent(Money(1250), Some(Money(300)))),
+            },
+        };
+        let back = block_on(coupons.decode(Some(&coupons.encode(&c).unwrap())));
+        assert_eq!(back.unwrap(), c);
     }
 }

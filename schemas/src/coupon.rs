@@ -3,7 +3,7 @@
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 
-use crate::avro::{self, ContractError, RecordReader};
+use crate::avro::{self, ContractError, Money, RecordReader};
 use crate::{contract_schema, Contract};
 
 /// One command on coupon-issue, keyed by `coupon_id`.
@@ -25,15 +25,194 @@ pub enum CouponAction {
         stock: i64,
         active_from: Option<DateTime<Utc>>,
         active_until: Option<DateTime<Utc>>,
+        /// What a unit takes off the order it is redeemed with; `None` for
+        /// none (and for every coupon created before discounts existed).
+        discount: Option<Discount>,
     },
     /// Admin: change total stock by `delta`.
     AdjustStock { delta: i64, reason: Option<String> },
+    /// The order saga asks to use `user_id`'s ISSUED unit of this coupon for
+    /// `order_id`. Idempotent per order id. (Avro `RedeemCoupon`; the user is
+    /// the field `holderId` there, see the .avsc for why.)
+    Redeem { order_id: String, user_id: String },
+    /// The order saga gives the unit used by `order_id` back, usable again.
+    /// Idempotent per order id. (Avro `ReleaseRedemption`.)
+    Release { order_id: String },
+}
+
+impl CouponAction {
+    /// The order a saga command is for; `None` for issue and admin commands.
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            Self::Redeem { order_id, .. } | Self::Release { order_id } => Some(order_id),
+            _ => None,
+        }
+    }
+}
+
+/// FIXED or PERCENT (Avro enum `DiscountKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiscountKind {
+    /// `value` is an amount off, in the order's currency.
+    Fixed,
+    /// `value` is a percentage of the order's total (e.g. `Money(1000)` is 10.00 %).
+    Percent,
+}
+
+impl DiscountKind {
+    pub const SYMBOLS: [&'static str; 2] = ["FIXED", "PERCENT"];
+    pub const ALL: [DiscountKind; 2] = [DiscountKind::Fixed, DiscountKind::Percent];
+
+    pub fn symbol(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+
+    pub fn from_symbol(s: &str) -> Option<Self> {
+        Self::SYMBOLS
+            .iter()
+            .position(|x| *x == s)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// What a coupon takes off an order (Avro record `dev.surge.coupon.Discount`,
+/// the same in coupon-issue, coupon-result and order-replies).
+///
+/// Every `Discount` decoded from Avro is valid: FIXED `value` > 0 with no
+/// cap; PERCENT `value` in (0, 100.00]; `cap` > 0 when present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Discount {
+    pub kind: DiscountKind,
+    /// FIXED: the amount off. PERCENT: the percentage, two decimals
+    /// (`Money(1250)` is 12.50 %).
+    pub value: Money,
+    /// PERCENT only: the most taken off.
+    pub cap: Option<Money>,
+}
+
+impl Discount {
+    /// `amount` off.
+    pub fn fixed(amount: Money) -> Self {
+        Self {
+            kind: DiscountKind::Fixed,
+            value: amount,
+            cap: None,
+        }
+    }
+
+    /// `percent` (two decimals: `Money(1000)` is 10.00 %) off, at most `cap`.
+    pub fn percent(percent: Money, cap: Option<Money>) -> Self {
+        Self {
+            kind: DiscountKind::Percent,
+            value: percent,
+            cap,
+        }
+    }
+
+    /// The amount this discount takes off an order of `total`: never more
+    /// than the total (nothing off a total of zero or less). PERCENT rounds
+    /// half up to the cent, then applies the cap.
+    pub fn apply(&self, total: Money) -> Money {
+        if total.0 <= 0 {
+            return Money(0);
+        }
+        let off = match self.kind {
+            DiscountKind::Fixed => self.value.0,
+            DiscountKind::Percent => {
+                // cents x hundredths of a percent = 1/10_000 of a cent.
+                let raw = i128::from(total.0) * i128::from(self.value.0.max(0));
+                let off = i64::try_from((raw + 5_000) / 10_000).unwrap_or(i64::MAX);
+                self.cap.map_or(off, |cap| off.min(cap.0))
+            }
+        };
+        Money(off.clamp(0, total.0))
+    }
+
+    /// The contract's rules (checked on every decode), for producers that
+    /// want to refuse a bad discount before it is sent.
+    pub fn validate(&self) -> Result<(), ContractError> {
+        let invalid = |field, reason: String| ContractError::Invalid {
+            record: "Discount",
+            field,
+            reason,
+        };
+        match self.kind {
+            DiscountKind::Fixed => {
+                if self.value.0 <= 0 {
+                    return Err(invalid(
+                        "value",
+                        format!("a FIXED discount of {} is not positive", self.value),
+                    ));
+                }
+                if let Some(cap) = self.cap {
+                    return Err(invalid(
+                        "cap",
+                        format!("a FIXED discount has no cap, found {cap}"),
+                    ));
+                }
+            }
+            DiscountKind::Percent => {
+                if self.value.0 <= 0 || self.value.0 > 100_00 {
+                    return Err(invalid(
+                        "value",
+                        format!("a PERCENT discount of {} is not in (0, 100]", self.value),
+                    ));
+                }
+                if let Some(cap) = self.cap.filter(|c| c.0 <= 0) {
+                    return Err(invalid("cap", format!("cap {cap} is not positive")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn to_avro(self) -> Value {
+        Value::Record(vec![
+            (
+                "kind".into(),
+                avro::enum_value(&DiscountKind::SYMBOLS, self.kind.symbol()),
+            ),
+            ("value".into(), self.value.to_avro()),
+            ("cap".into(), avro::opt_money(self.cap)),
+        ])
+    }
+
+    pub(crate) fn from_avro(value: Value) -> Result<Self, ContractError> {
+        let mut r = RecordReader::new("Discount", value)?;
+        let symbol = r.symbol("kind")?;
+        let kind = DiscountKind::from_symbol(&symbol)
+            .ok_or_else(|| r.invalid("kind", format!("unknown symbol {symbol}")))?;
+        let discount = Self {
+            kind,
+            value: r.money("value")?,
+            cap: r.opt_money("cap")?,
+        };
+        discount.validate()?;
+        Ok(discount)
+    }
+
+    /// `["null", Discount]`.
+    pub(crate) fn opt_to_avro(d: Option<Discount>) -> Value {
+        avro::opt_record(d.map(Discount::to_avro))
+    }
+
+    /// Reads a `["null", Discount]` field.
+    pub(crate) fn read_opt(
+        r: &mut RecordReader,
+        field: &'static str,
+    ) -> Result<Option<Self>, ContractError> {
+        r.opt_record(field)?.map(Self::from_avro).transpose()
+    }
 }
 
 impl Contract for CouponCommand {
     const TOPIC: &'static str = "coupon-issue";
     const SCHEMA_JSON: &'static str = include_str!("../coupon-issue.avsc");
     contract_schema!();
+
+    fn key(&self) -> &str {
+        &self.coupon_id
+    }
 
     fn to_avro(&self) -> Value {
         let command = match &self.command {
@@ -48,12 +227,14 @@ impl Contract for CouponCommand {
                 stock,
                 active_from,
                 active_until,
+                discount,
             } => Value::Union(
                 1,
                 Box::new(Value::Record(vec![
                     ("stock".into(), Value::Long(*stock)),
                     ("activeFrom".into(), avro::opt_timestamp(*active_from)),
                     ("activeUntil".into(), avro::opt_timestamp(*active_until)),
+                    ("discount".into(), Discount::opt_to_avro(*discount)),
                 ])),
             ),
             CouponAction::AdjustStock { delta, reason } => Value::Union(
@@ -62,6 +243,20 @@ impl Contract for CouponCommand {
                     ("delta".into(), Value::Long(*delta)),
                     ("reason".into(), avro::opt_string(reason)),
                 ])),
+            ),
+            CouponAction::Redeem { order_id, user_id } => Value::Union(
+                3,
+                Box::new(Value::Record(vec![
+                    ("orderId".into(), Value::String(order_id.clone())),
+                    ("holderId".into(), Value::String(user_id.clone())),
+                ])),
+            ),
+            CouponAction::Release { order_id } => Value::Union(
+                4,
+                Box::new(Value::Record(vec![(
+                    "orderId".into(),
+                    Value::String(order_id.clone()),
+                )])),
             ),
         };
         Value::Record(vec![
@@ -91,6 +286,7 @@ impl Contract for CouponCommand {
                     stock: c.long("stock")?,
                     active_from: c.opt_timestamp("activeFrom")?,
                     active_until: c.opt_timestamp("activeUntil")?,
+                    discount: Discount::read_opt(&mut c, "discount")?,
                 }
             }
             2 => {
@@ -98,6 +294,19 @@ impl Contract for CouponCommand {
                 CouponAction::AdjustStock {
                     delta: c.long("delta")?,
                     reason: c.opt_string("reason")?,
+                }
+            }
+            3 => {
+                let mut c = RecordReader::new("RedeemCoupon", inner)?;
+                CouponAction::Redeem {
+                    order_id: c.id("orderId")?,
+                    user_id: c.id("holderId")?,
+                }
+            }
+            4 => {
+                let mut c = RecordReader::new("ReleaseRedemption", inner)?;
+                CouponAction::Release {
+                    order_id: c.id("orderId")?,
                 }
             }
             other => return Err(r.invalid("command", format!("unknown union branch {other}"))),
@@ -122,10 +331,16 @@ pub enum Outcome {
     Invalid,
     Created,
     Adjusted,
+    /// The holder's ISSUED unit is now used by the decision's order.
+    Redeemed,
+    /// No unit can be used for the decision's order (see reason).
+    RedeemRejected,
+    /// The unit used by the decision's order is usable again.
+    Released,
 }
 
 impl Outcome {
-    pub const SYMBOLS: [&'static str; 8] = [
+    pub const SYMBOLS: [&'static str; 11] = [
         "ISSUED",
         "DUPLICATE",
         "SOLD_OUT",
@@ -134,8 +349,11 @@ impl Outcome {
         "INVALID",
         "CREATED",
         "ADJUSTED",
+        "REDEEMED",
+        "REDEEM_REJECTED",
+        "RELEASED",
     ];
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Issued,
         Outcome::Duplicate,
         Outcome::SoldOut,
@@ -144,6 +362,9 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::Created,
         Outcome::Adjusted,
+        Outcome::Redeemed,
+        Outcome::RedeemRejected,
+        Outcome::Released,
     ];
 
     /// The Avro symbol, also used as a metric label and in the stores.
@@ -176,12 +397,20 @@ pub struct CouponDecision {
     pub source_offset: i64,
     pub requested_at: DateTime<Utc>,
     pub decided_at: DateTime<Utc>,
+    /// The order of a redeem or release; `None` otherwise.
+    pub order_id: Option<String>,
+    /// The coupon's discount, on CREATED and REDEEMED; `None` otherwise.
+    pub discount: Option<Discount>,
 }
 
 impl Contract for CouponDecision {
     const TOPIC: &'static str = "coupon-result";
     const SCHEMA_JSON: &'static str = include_str!("../coupon-result.avsc");
     contract_schema!();
+
+    fn key(&self) -> &str {
+        &self.coupon_id
+    }
 
     fn to_avro(&self) -> Value {
         Value::Record(vec![
@@ -201,6 +430,8 @@ impl Contract for CouponDecision {
             ("sourceOffset".into(), Value::Long(self.source_offset)),
             ("requestedAt".into(), avro::timestamp(self.requested_at)),
             ("decidedAt".into(), avro::timestamp(self.decided_at)),
+            ("orderId".into(), avro::opt_string(&self.order_id)),
+            ("discount".into(), Discount::opt_to_avro(self.discount)),
         ])
     }
 
@@ -226,6 +457,8 @@ impl Contract for CouponDecision {
             source_offset: r.long("sourceOffset")?,
             requested_at: r.timestamp("requestedAt")?,
             decided_at: r.timestamp("decidedAt")?,
+            order_id: r.opt_string("orderId")?,
+            discount: Discount::read_opt(&mut r, "discount")?,
         })
     }
 }

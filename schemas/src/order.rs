@@ -1,10 +1,12 @@
 //! order-create, order-cancel, payment-request and order-status: the order
-//! saga's contracts.
+//! saga's public contracts; order-replies: the internal topic on which the
+//! other pipelines answer the saga.
 
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 
 use crate::avro::{self, ContractError, Money, RecordReader};
+use crate::coupon::Discount;
 use crate::{contract_schema, Contract};
 
 /// One order line.
@@ -30,6 +32,10 @@ impl Contract for OrderCreate {
     const TOPIC: &'static str = "order-create";
     const SCHEMA_JSON: &'static str = include_str!("../order-create.avsc");
     contract_schema!();
+
+    fn key(&self) -> &str {
+        &self.order_id
+    }
 
     fn to_avro(&self) -> Value {
         let items = self
@@ -99,6 +105,10 @@ impl Contract for OrderCancel {
     const SCHEMA_JSON: &'static str = include_str!("../order-cancel.avsc");
     contract_schema!();
 
+    fn key(&self) -> &str {
+        &self.order_id
+    }
+
     fn to_avro(&self) -> Value {
         Value::Record(vec![
             ("requestId".into(), Value::String(self.request_id.clone())),
@@ -151,6 +161,10 @@ impl Contract for PaymentRequest {
     const TOPIC: &'static str = "payment-request";
     const SCHEMA_JSON: &'static str = include_str!("../payment-request.avsc");
     contract_schema!();
+
+    fn key(&self) -> &str {
+        &self.order_id
+    }
 
     fn to_avro(&self) -> Value {
         Value::Record(vec![
@@ -258,6 +272,10 @@ impl Contract for OrderStatus {
     const SCHEMA_JSON: &'static str = include_str!("../order-status.avsc");
     contract_schema!();
 
+    fn key(&self) -> &str {
+        &self.order_id
+    }
+
     fn to_avro(&self) -> Value {
         Value::Record(vec![
             ("orderId".into(), Value::String(self.order_id.clone())),
@@ -299,6 +317,204 @@ impl Contract for OrderStatus {
             payment_id: r.opt_string("paymentId")?,
             version: r.int("version")?,
             occurred_at: r.timestamp("occurredAt")?,
+        })
+    }
+}
+
+/// What the inventory pipeline answered (Avro enum `StockOutcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StockOutcome {
+    /// The units are held for the order.
+    Reserved,
+    /// Not enough available; nothing held.
+    InsufficientStock,
+    /// No such product; nothing held.
+    UnknownProduct,
+    /// The units held are available again.
+    Released,
+    /// The units held are sold.
+    Committed,
+    /// A release or commit for an order holding no reservation of the product.
+    NotReserved,
+}
+
+impl StockOutcome {
+    pub const SYMBOLS: [&'static str; 6] = [
+        "RESERVED",
+        "INSUFFICIENT_STOCK",
+        "UNKNOWN_PRODUCT",
+        "RELEASED",
+        "COMMITTED",
+        "NOT_RESERVED",
+    ];
+    pub const ALL: [StockOutcome; 6] = [
+        StockOutcome::Reserved,
+        StockOutcome::InsufficientStock,
+        StockOutcome::UnknownProduct,
+        StockOutcome::Released,
+        StockOutcome::Committed,
+        StockOutcome::NotReserved,
+    ];
+    pub fn symbol(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+    pub fn from_symbol(s: &str) -> Option<Self> {
+        Self::SYMBOLS
+            .iter()
+            .position(|x| *x == s)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// What the coupon pipeline answered (Avro enum `CouponReplyOutcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CouponReplyOutcome {
+    /// The buyer's unit is used by the order (see the reply's discount).
+    Redeemed,
+    /// It cannot be (see reason).
+    RedeemRejected,
+    /// The unit used by the order is usable again.
+    Released,
+    /// A release for an order that uses no unit of the coupon; nothing changed.
+    NotRedeemed,
+}
+
+impl CouponReplyOutcome {
+    pub const SYMBOLS: [&'static str; 4] =
+        ["REDEEMED", "REDEEM_REJECTED", "RELEASED", "NOT_REDEEMED"];
+    pub const ALL: [CouponReplyOutcome; 4] = [
+        CouponReplyOutcome::Redeemed,
+        CouponReplyOutcome::RedeemRejected,
+        CouponReplyOutcome::Released,
+        CouponReplyOutcome::NotRedeemed,
+    ];
+    pub fn symbol(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+    pub fn from_symbol(s: &str) -> Option<Self> {
+        Self::SYMBOLS
+            .iter()
+            .position(|x| *x == s)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// The inventory pipeline's answer for one product of the order (Avro `StockReply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockReply {
+    pub product_id: String,
+    pub outcome: StockOutcome,
+    /// Units of the answered command.
+    pub quantity: i32,
+    /// The product's available units after the decision.
+    pub available: i64,
+}
+
+/// The coupon pipeline's answer for the order's coupon (Avro `CouponReply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponReply {
+    pub coupon_id: String,
+    pub outcome: CouponReplyOutcome,
+    pub reason: Option<String>,
+    /// For REDEEMED: what the coupon takes off the order.
+    pub discount: Option<Discount>,
+}
+
+/// Who answers and what (the Avro union `reply`; a payment branch comes later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Stock(StockReply),
+    Coupon(CouponReply),
+}
+
+/// A reply to the order saga (order-replies, key `order_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderReply {
+    pub order_id: String,
+    pub reply: Reply,
+    pub replied_at: DateTime<Utc>,
+}
+
+impl Contract for OrderReply {
+    const TOPIC: &'static str = "order-replies";
+    const SCHEMA_JSON: &'static str = include_str!("../order-replies.avsc");
+    contract_schema!();
+
+    fn key(&self) -> &str {
+        &self.order_id
+    }
+
+    fn to_avro(&self) -> Value {
+        let reply = match &self.reply {
+            Reply::Stock(r) => Value::Union(
+                0,
+                Box::new(Value::Record(vec![
+                    ("productId".into(), Value::String(r.product_id.clone())),
+                    (
+                        "outcome".into(),
+                        avro::enum_value(&StockOutcome::SYMBOLS, r.outcome.symbol()),
+                    ),
+                    ("quantity".into(), Value::Int(r.quantity)),
+                    ("available".into(), Value::Long(r.available)),
+                ])),
+            ),
+            Reply::Coupon(r) => Value::Union(
+                1,
+                Box::new(Value::Record(vec![
+                    ("couponId".into(), Value::String(r.coupon_id.clone())),
+                    (
+                        "outcome".into(),
+                        avro::enum_value(&CouponReplyOutcome::SYMBOLS, r.outcome.symbol()),
+                    ),
+                    ("reason".into(), avro::opt_string(&r.reason)),
+                    ("discount".into(), Discount::opt_to_avro(r.discount)),
+                ])),
+            ),
+        };
+        Value::Record(vec![
+            ("orderId".into(), Value::String(self.order_id.clone())),
+            ("reply".into(), reply),
+            ("repliedAt".into(), avro::timestamp(self.replied_at)),
+        ])
+    }
+
+    fn from_avro(value: Value) -> Result<Self, ContractError> {
+        let mut r = RecordReader::new("OrderReply", value)?;
+        let order_id = r.id("orderId")?;
+        let (branch, inner) = r.union("reply")?;
+        let reply = match branch {
+            0 => {
+                let mut s = RecordReader::new("StockReply", inner)?;
+                let product_id = s.id("productId")?;
+                let symbol = s.symbol("outcome")?;
+                let outcome = StockOutcome::from_symbol(&symbol)
+                    .ok_or_else(|| s.invalid("outcome", format!("unknown symbol {symbol}")))?;
+                Reply::Stock(StockReply {
+                    product_id,
+                    outcome,
+                    quantity: s.int("quantity")?,
+                    available: s.long("available")?,
+                })
+            }
+            1 => {
+                let mut c = RecordReader::new("CouponReply", inner)?;
+                let coupon_id = c.id("couponId")?;
+                let symbol = c.symbol("outcome")?;
+                let outcome = CouponReplyOutcome::from_symbol(&symbol)
+                    .ok_or_else(|| c.invalid("outcome", format!("unknown symbol {symbol}")))?;
+                Reply::Coupon(CouponReply {
+                    coupon_id,
+                    outcome,
+                    reason: c.opt_string("reason")?,
+                    discount: Discount::read_opt(&mut c, "discount")?,
+                })
+            }
+            other => return Err(r.invalid("reply", format!("unknown union branch {other}"))),
+        };
+        Ok(Self {
+            order_id,
+            reply,
+            replied_at: r.timestamp("repliedAt")?,
         })
     }
 }

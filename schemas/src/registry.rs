@@ -60,6 +60,9 @@ fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryE
     }
 }
 
+/// Where [`Registry::offline`] points (`.invalid` never resolves, RFC 2606).
+const OFFLINE_URL: &str = "http://offline.invalid/apis/ccompat/v7";
+
 /// A registered version of a subject.
 #[derive(Debug, Clone)]
 pub struct RegisteredVersion {
@@ -75,6 +78,8 @@ pub struct Registry {
     settings: SrSettings,
     http: reqwest::Client,
     by_id: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+    /// Never calls out: only remembered schemas are known (see [`Registry::offline`]).
+    offline: bool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -95,6 +100,19 @@ impl Registry {
                 .build()
                 .expect("a TLS backend is compiled in"),
             by_id: Arc::default(),
+            offline: false,
+        }
+    }
+
+    /// A registry that makes no network call (in-process tests): it knows
+    /// only the schemas given to [`Registry::remember`], answers
+    /// [`RegistryError::UnknownSchemaId`] for any other id (a poison record,
+    /// as a real registry would say) and [`RegistryError::Unavailable`] to
+    /// every subject call. Its URL is unroutable besides.
+    pub fn offline() -> Self {
+        Self {
+            offline: true,
+            ..Self::new(OFFLINE_URL)
         }
     }
 
@@ -102,8 +120,18 @@ impl Registry {
         &self.url
     }
 
+    fn online(&self, what: &str) -> Result<(), RegistryError> {
+        if self.offline {
+            return Err(RegistryError::Unavailable(format!(
+                "{what}: offline registry (no network calls)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Registers `schema` under `subject` (or finds it if already there) and returns its id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        self.online(subject)?;
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         post_schema(&self.settings, subject.to_string(), supplied)
             .await
@@ -121,6 +149,7 @@ impl Registry {
 
     /// The latest version of `subject`, or `None` if it has none.
     pub async fn latest(&self, subject: &str) -> Result<Option<RegisteredVersion>, RegistryError> {
+        self.online(subject)?;
         let strategy = SubjectNameStrategy::TopicNameStrategy(
             subject
                 .strip_suffix("-value")
@@ -144,6 +173,7 @@ impl Registry {
     /// Whether the registry accepts `schema` as the next version of `subject`
     /// under the subject's compatibility level.
     pub async fn is_compatible(&self, subject: &str, schema: &str) -> Result<bool, RegistryError> {
+        self.online(subject)?;
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         is_compatible_schema(&self.settings, subject.to_string(), supplied)
             .await
@@ -152,6 +182,7 @@ impl Registry {
 
     /// Sets the compatibility level of `subject` (e.g. `BACKWARD`).
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        self.online(subject)?;
         let resp = self
             .http
             .put(format!("{}/config/{subject}", self.url))
@@ -172,6 +203,7 @@ impl Registry {
 
     /// The compatibility level set on `subject`, if any.
     pub async fn compatibility(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        self.online(subject)?;
         let resp = self
             .http
             .get(format!("{}/config/{subject}", self.url))
@@ -195,6 +227,9 @@ impl Registry {
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if let Some(s) = self.by_id.lock().expect("cache lock").get(&id) {
             return Ok(s.clone());
+        }
+        if self.offline {
+            return Err(RegistryError::UnknownSchemaId(id));
         }
         let registered = get_schema_by_id(id, &self.settings)
             .await

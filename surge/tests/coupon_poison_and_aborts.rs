@@ -63,6 +63,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
             stock: -5,
             active_from: None,
             active_until: None,
+            discount: None,
         },
     };
     fx.produce(&[negative, issue("r2", "c1", "u2")]).await;
@@ -111,8 +112,12 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
         .read_committed_consumer_config("dlq-reader", &common::unique("dlq"));
     let consumer: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&fx.topic("coupon-pipeline-dlq"), 0, Offset::Beginning)
-        .unwrap();
+    tpl.add_partition_offset(
+        &fx.names.dlq(surge_core::names::COUPON),
+        0,
+        Offset::Beginning,
+    )
+    .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut dead = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -13,7 +13,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
-use surge_schemas::{Registry, TopicCodec};
 
 fn command(request_id: &str) -> CouponCommand {
     CouponCommand {
@@ -72,10 +71,7 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
             r.unwrap();
         });
 
-    let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry)
-        .await
-        .unwrap();
+    let codec = common::codec::<CouponCommand>(&settings).await;
     let committed: Vec<CouponCommand> =
         (0..3).map(|i| command(&format!("committed-{i}"))).collect();
     let aborted = command("aborted-0");
@@ -145,10 +141,7 @@ async fn committed_records_are_visible_and_aborted_ones_are_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_bytes_are_classified_not_retried() {
     let settings = common::settings();
-    let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry)
-        .await
-        .unwrap();
+    let codec = common::codec::<CouponCommand>(&settings).await;
     let good = codec.encode(&command("r")).unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![

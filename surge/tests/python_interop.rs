@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 use surge_schemas::order::{OrderCreate, OrderItem};
-use surge_schemas::{Contract, Money, Registry, TopicCodec};
+use surge_schemas::{Contract, Money, TopicCodec};
 
 fn python() -> String {
     std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
@@ -90,10 +90,7 @@ fn read_with_python(topic: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_python_decodes_a_coupon_command() {
-    let registry = Registry::new(&common::settings().registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry)
-        .await
-        .unwrap();
+    let codec = common::codec::<CouponCommand>(&common::settings()).await;
     let topic = common::unique("interop-coupon");
     let msg = CouponCommand {
         request_id: "req-42".into(),
@@ -122,8 +119,7 @@ async fn confluent_kafka_python_decodes_a_coupon_command() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_python_decodes_decimal_money() {
-    let registry = Registry::new(&common::settings().registry.url);
-    let codec = TopicCodec::<OrderCreate>::connect(&registry).await.unwrap();
+    let codec = common::codec::<OrderCreate>(&common::settings()).await;
     let topic = common::unique("interop-order");
     let msg = OrderCreate {
         order_id: "o-1".into(),

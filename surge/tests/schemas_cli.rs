@@ -38,11 +38,14 @@ fn register_sets_backward_and_check_accepts_compatible_and_names_breaking_fields
         "order-cancel",
         "payment-request",
         "order-status",
+        "inventory-commands",
+        "inventory-result",
+        "order-replies",
     ] {
         let line = format!("{prefix}{topic}-value");
         assert!(stdout(&out).contains(&line), "{line} registered");
     }
-    assert_eq!(stdout(&out).matches("compatibility BACKWARD").count(), 6);
+    assert_eq!(stdout(&out).matches("compatibility BACKWARD").count(), 9);
 
     // Registering again changes nothing (same ids).
     let again = surge(&["schemas", "register"], &env);
@@ -52,7 +55,7 @@ fn register_sets_backward_and_check_accepts_compatible_and_names_breaking_fields
     // Unchanged schemas are compatible.
     let out = surge(&["schemas", "check"], &env);
     assert!(out.status.success());
-    assert_eq!(stdout(&out).matches("compatible with version 1").count(), 6);
+    assert_eq!(stdout(&out).matches("compatible with version 1").count(), 9);
 
     // A new optional field with a default is a compatible change.
     let ok_dir = tempfile::tempdir().unwrap();

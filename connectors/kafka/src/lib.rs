@@ -4,11 +4,13 @@
 //! ClientConfig by hand: security settings must reach every client.
 
 pub mod client;
+pub mod partitioner;
 pub mod produce;
 pub mod reader;
 pub mod topics;
 
 pub use client::ClientFactory;
+pub use partitioner::partition_for;
 pub use produce::{produce_in_order, OrderedSender};
 pub use reader::{QuietEofContext, Record, TopicReader};
 pub use topics::{ApplyReport, Drift, TopicSpec, TopicsError};

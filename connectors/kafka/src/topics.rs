@@ -15,6 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 use surge_core::settings::TopicsSettings;
+use surge_core::Names;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicsError {
@@ -136,10 +137,11 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
         error: e.to_string(),
     })?;
     let d = &file.defaults;
+    let names = Names::new(settings.name_prefix.clone());
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for t in file.topic {
-        let name = format!("{}{}", settings.name_prefix, t.name);
+        let name = names.topic(&t.name);
         if seen.insert(name.clone(), ()).is_some() {
             return Err(TopicsError::Invalid {
                 topic: name,
@@ -284,14 +286,20 @@ pub async fn apply(
             }
         }
     }
-    let existing = if report.created.is_empty() {
+    // A topic created a moment ago (here or by another apply) is missing
+    // from metadata, or listed with an error, until its leaders are elected:
+    // wait until every declared topic is visible before comparing.
+    let existing = if missing.is_empty() {
         existing
     } else {
-        describe(admin, timeout)?
+        describe_all(admin, specs, timeout).await?
     };
     for spec in specs.iter().filter(|s| !report.created.contains(&s.name)) {
         let Some((partitions, rf)) = existing.get(&spec.name).copied() else {
-            continue;
+            return Err(TopicsError::Invalid {
+                topic: spec.name.clone(),
+                reason: format!("exists but is not in the cluster metadata after {timeout:?}"),
+            });
         };
         let before = report.drift.len();
         if partitions != spec.partitions {
@@ -325,6 +333,23 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// [`describe`], repeated until every one of `specs` is listed or `timeout` passes.
+async fn describe_all(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+    timeout: Duration,
+) -> Result<HashMap<String, (i32, i32)>, TopicsError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let existing = describe(admin, timeout)?;
+        let all = specs.iter().all(|s| existing.contains_key(&s.name));
+        if all || tokio::time::Instant::now() >= deadline {
+            return Ok(existing);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Topic name → (partitions, replication factor of partition 0).
@@ -375,31 +400,92 @@ async fn topic_configs(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_shipped_topics_file_parses_and_has_every_public_topic() {
+    use std::collections::BTreeSet;
+    use surge_core::names::PIPELINES;
+
+    fn shipped(prefix: &str) -> Vec<TopicSpec> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/topics.toml");
-        let specs = load(&path, &TopicsSettings::default()).unwrap();
-        for public in [
+        let settings = TopicsSettings {
+            name_prefix: prefix.into(),
+            ..Default::default()
+        };
+        load(&path, &settings).unwrap()
+    }
+
+    fn spec<'a>(specs: &'a [TopicSpec], name: &str) -> &'a TopicSpec {
+        specs
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} is not declared in config/topics.toml"))
+    }
+
+    /// Every name the resolver makes for the code (the topic of every
+    /// contract, public or between pipelines, and each pipeline's changelog
+    /// and dead-letter topic) is
+    /// declared in the shipped file, under any prefix, and the file declares
+    /// nothing else: the code and config/topics.toml cannot disagree.
+    #[test]
+    fn the_shipped_topics_file_declares_exactly_the_names_the_code_makes() {
+        for prefix in ["", "t1-"] {
+            let n = Names::new(prefix);
+            let mut made: BTreeSet<String> = BTreeSet::new();
+            for c in surge_schemas::ALL_CONTRACTS {
+                made.insert(n.topic(c.topic));
+            }
+            for p in PIPELINES {
+                made.insert(n.changelog(p));
+                made.insert(n.dlq(p));
+            }
+            let declared: BTreeSet<String> = shipped(prefix).into_iter().map(|s| s.name).collect();
+            let missing: Vec<_> = made.difference(&declared).collect();
+            let stray: Vec<_> = declared.difference(&made).collect();
+            assert!(
+                missing.is_empty(),
+                "made by the code but not declared in config/topics.toml: {missing:?}"
+            );
+            assert!(
+                stray.is_empty(),
+                "declared in config/topics.toml but made by no code (see surge_core::names): {stray:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn internal_topics_have_their_purpose_s_settings() {
+        let specs = shipped("");
+        let n = Names::default();
+        let input = spec(&specs, "coupon-issue");
+        for p in PIPELINES {
+            let changelog = spec(&specs, &n.changelog(p));
+            assert_eq!(changelog.cleanup_policy, CleanupPolicy::Compact, "{p}");
+            assert_eq!(
+                changelog.retention, None,
+                "{p}: changelogs are kept forever"
+            );
+            assert_eq!(
+                changelog.partitions, input.partitions,
+                "{p}: a changelog partition per input partition"
+            );
+            let dlq = spec(&specs, &n.dlq(p));
+            assert_eq!(dlq.partitions, 1, "{p}");
+            assert_eq!(dlq.cleanup_policy, CleanupPolicy::Delete, "{p}");
+        }
+    }
+
+    /// The saga's inputs (and the coupon pipeline's, which also serves the
+    /// saga) are co-partitioned: one task is one partition number across them.
+    #[test]
+    fn the_saga_inputs_are_co_partitioned_at_the_default_count() {
+        let specs = shipped("");
+        for t in [
             "coupon-issue",
-            "coupon-result",
             "order-create",
             "order-cancel",
-            "payment-request",
-            "order-status",
+            "order-replies",
+            "inventory-commands",
         ] {
-            assert!(specs.iter().any(|s| s.name == public), "{public} missing");
+            assert_eq!(spec(&specs, t).partitions, 6, "{t}");
         }
-        let changelog = specs
-            .iter()
-            .find(|s| s.name == "coupon-pipeline-changelog")
-            .unwrap();
-        assert_eq!(changelog.cleanup_policy, CleanupPolicy::Compact);
-        assert_eq!(changelog.retention, None);
-        let input = specs.iter().find(|s| s.name == "coupon-issue").unwrap();
-        assert_eq!(
-            changelog.partitions, input.partitions,
-            "a changelog partition per input partition"
-        );
     }
 
     #[test]

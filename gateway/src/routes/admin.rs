@@ -111,6 +111,7 @@ async fn create(
             stock: body.stock,
             active_from,
             active_until,
+            discount: None,
         },
     };
     submit::submit(&state, &command).await?;

@@ -113,6 +113,8 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
                     }
                 }
             }
+            // Redemptions use units already issued; they change no FCFS decision.
+            CouponAction::Redeem { .. } | CouponAction::Release { .. } => {}
             CouponAction::Issue { user_id } => {
                 let Some(e) = expected.get_mut(c.coupon_id.as_str()) else {
                     continue;

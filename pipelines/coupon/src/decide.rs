@@ -4,20 +4,36 @@
 //! only on the book and the command, so a replay after an abort decides the
 //! same way.
 
-use surge_engine::{Incoming, Outbox, Processor, Reject, StateTxn};
+use surge_engine::{Context, Incoming, Processor, Reject};
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
+use surge_schemas::order::{CouponReply, CouponReplyOutcome, OrderReply, Reply};
 use surge_schemas::TopicCodec;
 
 use crate::ledger::{id_hash, CouponBook, CouponChange, Terms};
 
-/// coupon-issue → coupon-result.
+/// coupon-issue → coupon-result, and the answers to the order saga's
+/// redeem and release commands → order-replies.
 pub struct CouponProcessor {
     results: TopicCodec<CouponDecision>,
+    replies: TopicCodec<OrderReply>,
+    /// Resolved names of coupon-result and order-replies.
+    results_topic: String,
+    replies_topic: String,
 }
 
 impl CouponProcessor {
-    pub fn new(results: TopicCodec<CouponDecision>) -> Self {
-        Self { results }
+    pub fn new(
+        results: TopicCodec<CouponDecision>,
+        replies: TopicCodec<OrderReply>,
+        results_topic: impl Into<String>,
+        replies_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            results,
+            replies,
+            results_topic: results_topic.into(),
+            replies_topic: replies_topic.into(),
+        }
     }
 }
 
@@ -29,10 +45,14 @@ struct Verdict {
     issued: i64,
     reason: Option<String>,
     change: CouponChange,
+    /// The answer to the order saga, for redeem and release.
+    reply: Option<CouponReplyOutcome>,
 }
 
 impl Verdict {
-    fn rejected(
+    /// A decision that issues nothing and records only that the request was
+    /// decided; the caller may set another change or a reply.
+    fn plain(
         outcome: Outcome,
         request: u128,
         book: &CouponBook,
@@ -47,7 +67,13 @@ impl Verdict {
             issued: c.map_or(0, |c| c.issued()),
             reason,
             change: CouponChange::Decided { request },
+            reply: None,
         }
+    }
+
+    fn answer(mut self, reply: CouponReplyOutcome) -> Self {
+        self.reply = Some(reply);
+        self
     }
 }
 
@@ -58,23 +84,23 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
     match &cmd.command {
         CouponAction::Issue { user_id } => {
             let Some(ledger) = book.coupon(coupon) else {
-                return Verdict::rejected(Outcome::UnknownCoupon, request, book, coupon, None);
+                return Verdict::plain(Outcome::UnknownCoupon, request, book, coupon, None);
             };
             let terms = *ledger.terms().expect("a known coupon has terms");
             if let Some(from) = terms.active_from.filter(|from| at < *from) {
                 let reason = format!("requested at {at} ms, coupon active from {from} ms");
-                return Verdict::rejected(Outcome::NotActive, request, book, coupon, Some(reason));
+                return Verdict::plain(Outcome::NotActive, request, book, coupon, Some(reason));
             }
             if let Some(until) = terms.active_until.filter(|until| at >= *until) {
                 let reason = format!("requested at {at} ms, coupon active until {until} ms");
-                return Verdict::rejected(Outcome::NotActive, request, book, coupon, Some(reason));
+                return Verdict::plain(Outcome::NotActive, request, book, coupon, Some(reason));
             }
             let user = id_hash(user_id);
             if ledger.holds(user) {
-                return Verdict::rejected(Outcome::Duplicate, request, book, coupon, None);
+                return Verdict::plain(Outcome::Duplicate, request, book, coupon, None);
             }
             if ledger.issued() >= terms.stock {
-                return Verdict::rejected(Outcome::SoldOut, request, book, coupon, None);
+                return Verdict::plain(Outcome::SoldOut, request, book, coupon, None);
             }
             let sequence = ledger.issued() + 1;
             Verdict {
@@ -89,15 +115,17 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                     user,
                     sequence,
                 },
+                reply: None,
             }
         }
         CouponAction::Create {
             stock,
             active_from,
             active_until,
+            discount,
         } => {
             let invalid =
-                |why: String| Verdict::rejected(Outcome::Invalid, request, book, coupon, Some(why));
+                |why: String| Verdict::plain(Outcome::Invalid, request, book, coupon, Some(why));
             if book.coupon(coupon).is_some() {
                 return invalid(format!(
                     "coupon {coupon} already exists; adjust its stock instead"
@@ -121,6 +149,7 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                 stock: *stock,
                 active_from: from,
                 active_until: until,
+                discount: *discount,
             };
             Verdict {
                 outcome: Outcome::Created,
@@ -134,11 +163,12 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                     terms,
                     previous: None,
                 },
+                reply: None,
             }
         }
         CouponAction::AdjustStock { delta, .. } => {
             let Some(ledger) = book.coupon(coupon) else {
-                return Verdict::rejected(Outcome::UnknownCoupon, request, book, coupon, None);
+                return Verdict::plain(Outcome::UnknownCoupon, request, book, coupon, None);
             };
             let previous = *ledger.terms().expect("a known coupon has terms");
             let stock = previous.stock.saturating_add(*delta);
@@ -148,7 +178,7 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                     previous.stock,
                     ledger.issued()
                 );
-                return Verdict::rejected(Outcome::Invalid, request, book, coupon, Some(why));
+                return Verdict::plain(Outcome::Invalid, request, book, coupon, Some(why));
             }
             let terms = Terms { stock, ..previous };
             Verdict {
@@ -163,6 +193,66 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
                     terms,
                     previous: Some(previous),
                 },
+                reply: None,
+            }
+        }
+        CouponAction::Redeem { order_id, user_id } => {
+            use CouponReplyOutcome::{RedeemRejected, Redeemed};
+            let refuse = |why: &str| {
+                Verdict::plain(
+                    Outcome::RedeemRejected,
+                    request,
+                    book,
+                    coupon,
+                    Some(why.to_string()),
+                )
+                .answer(RedeemRejected)
+            };
+            let Some(ledger) = book.coupon(coupon) else {
+                return refuse("unknown coupon");
+            };
+            let (order, user) = (id_hash(order_id), id_hash(user_id));
+            if !ledger.holds(user) {
+                return refuse("coupon not held: the buyer was not issued this coupon");
+            }
+            let mut verdict = Verdict::plain(Outcome::Redeemed, request, book, coupon, None);
+            match ledger.used_by(user) {
+                // A repeat for the same order: answered the same way, nothing changes.
+                Some(o) if o == order => verdict.answer(Redeemed),
+                Some(_) => refuse("coupon already used by another order"),
+                None => {
+                    verdict.change = CouponChange::Redeemed {
+                        request,
+                        coupon: coupon.to_string(),
+                        order,
+                        user,
+                    };
+                    verdict.answer(Redeemed)
+                }
+            }
+        }
+        CouponAction::Release { order_id } => {
+            let order = id_hash(order_id);
+            let held = book.coupon(coupon).and_then(|l| l.redemption(order));
+            match held {
+                Some(user) => {
+                    let mut v = Verdict::plain(Outcome::Released, request, book, coupon, None);
+                    v.change = CouponChange::Released {
+                        request,
+                        coupon: coupon.to_string(),
+                        order,
+                        user,
+                    };
+                    v.answer(CouponReplyOutcome::Released)
+                }
+                None => Verdict::plain(
+                    Outcome::Invalid,
+                    request,
+                    book,
+                    coupon,
+                    Some(format!("order {order_id} uses no unit of this coupon")),
+                )
+                .answer(CouponReplyOutcome::NotRedeemed),
             }
         }
     }
@@ -174,26 +264,34 @@ impl Processor for CouponProcessor {
 
     fn process(
         &mut self,
-        book: &mut StateTxn<'_, CouponBook>,
+        book: &mut Context<'_, CouponBook>,
         input: Incoming<CouponCommand>,
-        out: &mut Outbox,
     ) -> Result<(), Reject> {
         let cmd = input.message;
         let request = id_hash(&cmd.request_id);
-        if book.get().already_decided(request) {
+        if book.state().already_decided(request) {
             // An upstream retry of a request already decided: no second decision.
-            out.already_decided();
+            book.already_decided();
             return Ok(());
         }
-        let verdict = judge(book.get(), &cmd, request);
+        let verdict = judge(book.state(), &cmd, request);
         let stock = verdict.terms.map_or(0, |t| t.stock);
+        let order_id = cmd.command.order_id().map(str::to_string);
+        let discount = match verdict.outcome {
+            Outcome::Redeemed | Outcome::Created => verdict.terms.and_then(|t| t.discount),
+            _ => None,
+        };
         let decision = CouponDecision {
             request_id: cmd.request_id,
             coupon_id: cmd.coupon_id,
             user_id: match cmd.command {
-                CouponAction::Issue { user_id } => Some(user_id),
+                CouponAction::Issue { user_id } | CouponAction::Redeem { user_id, .. } => {
+                    Some(user_id)
+                }
                 _ => None,
             },
+            order_id: order_id.clone(),
+            discount,
             outcome: verdict.outcome,
             sequence: verdict.sequence,
             stock,
@@ -209,9 +307,31 @@ impl Processor for CouponProcessor {
             .results
             .encode(&decision)
             .map_err(|e| Reject::Retry(e.to_string()))?;
+        if let (Some(outcome), Some(order_id)) = (verdict.reply, order_id) {
+            // The saga owns order ids: the answer goes where it reads that order.
+            let reply = OrderReply {
+                order_id,
+                reply: Reply::Coupon(CouponReply {
+                    coupon_id: decision.coupon_id.clone(),
+                    outcome,
+                    reason: decision.reason.clone(),
+                    discount,
+                }),
+                replied_at: decision.decided_at,
+            };
+            let bytes = self
+                .replies
+                .encode(&reply)
+                .map_err(|e| Reject::Retry(e.to_string()))?;
+            book.send_by_key(&self.replies_topic, reply.order_id.into_bytes(), bytes);
+        }
         book.apply(verdict.change);
-        out.emit(decision.coupon_id.into_bytes(), payload);
-        out.outcome(verdict.outcome.symbol());
+        book.emit(
+            &self.results_topic,
+            decision.coupon_id.into_bytes(),
+            payload,
+        );
+        book.outcome(verdict.outcome.symbol());
         Ok(())
     }
 }
@@ -262,6 +382,7 @@ mod tests {
                 stock,
                 active_from: None,
                 active_until: None,
+                discount: None,
             },
         )
     }
@@ -306,6 +427,7 @@ mod tests {
                 stock: 5,
                 active_from: DateTime::from_timestamp_millis(500),
                 active_until: DateTime::from_timestamp_millis(2_000),
+                discount: None,
             },
         );
         let early = cmd(
@@ -354,6 +476,7 @@ mod tests {
                 stock: 1,
                 active_from: None,
                 active_until: None,
+                discount: None,
             },
         );
         let shrink = cmd(
@@ -418,5 +541,248 @@ mod tests {
             ]
         );
         assert_eq!(got[4].1, Some(2));
+    }
+}
+
+/// The redemption rules, run through the engine's in-process harness (the
+/// same savepoint, abort and changelog semantics as the real loop).
+#[cfg(test)]
+mod redemption {
+    use super::*;
+    use chrono::DateTime;
+    use surge_engine::harness::Harness;
+    use surge_schemas::coupon::Discount;
+    use surge_schemas::Money;
+
+    const RESULTS: &str = "coupon-result";
+    const REPLIES: &str = "order-replies";
+
+    fn harness() -> Harness<CouponProcessor> {
+        let p = CouponProcessor::new(
+            TopicCodec::offline(1),
+            TopicCodec::offline(2),
+            RESULTS,
+            REPLIES,
+        );
+        Harness::new(p, &[("coupon-issue", 6)], &[(RESULTS, 6), (REPLIES, 6)])
+    }
+
+    fn cmd(request: &str, command: CouponAction) -> CouponCommand {
+        CouponCommand {
+            request_id: request.into(),
+            coupon_id: "c".into(),
+            requested_at: DateTime::from_timestamp_millis(1_000).unwrap(),
+            command,
+        }
+    }
+
+    fn feed(h: &mut Harness<CouponProcessor>, request: &str, command: CouponAction) {
+        h.feed(0, "c", cmd(request, command), 1_000)
+            .expect("decided");
+    }
+
+    /// The saga's view: outcomes of the replies sent so far, in order.
+    fn replies(h: &Harness<CouponProcessor>) -> Vec<(String, CouponReplyOutcome, Option<String>)> {
+        let codec = TopicCodec::<OrderReply>::offline(2);
+        h.committed()
+            .iter()
+            .chain(h.pending())
+            .filter(|s| s.topic == REPLIES)
+            .map(|s| {
+                let r = futures::executor::block_on(codec.decode(s.payload.as_deref())).unwrap();
+                assert_eq!(s.key, r.order_id.as_bytes(), "replies are keyed by order");
+                match r.reply {
+                    Reply::Coupon(c) => (r.order_id, c.outcome, c.reason),
+                    other => panic!("coupon pipeline sent {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    fn setup(h: &mut Harness<CouponProcessor>) {
+        feed(
+            h,
+            "admin",
+            CouponAction::Create {
+                stock: 2,
+                active_from: None,
+                active_until: None,
+                discount: Some(Discount::fixed(Money(500))),
+            },
+        );
+        feed(
+            h,
+            "i1",
+            CouponAction::Issue {
+                user_id: "alice".into(),
+            },
+        );
+        feed(
+            h,
+            "i2",
+            CouponAction::Issue {
+                user_id: "bob".into(),
+            },
+        );
+        h.commit();
+    }
+
+    fn redeem(order: &str, user: &str) -> CouponAction {
+        CouponAction::Redeem {
+            order_id: order.into(),
+            user_id: user.into(),
+        }
+    }
+
+    #[test]
+    fn a_unit_is_used_by_one_order_and_usable_again_after_release() {
+        use CouponReplyOutcome::*;
+        let mut h = harness();
+        setup(&mut h);
+        feed(&mut h, "o1:redeem", redeem("o1", "alice"));
+        feed(&mut h, "o2:redeem", redeem("o2", "alice"));
+        feed(&mut h, "o3:redeem", redeem("o3", "carol"));
+        feed(
+            &mut h,
+            "o1:release",
+            CouponAction::Release {
+                order_id: "o1".into(),
+            },
+        );
+        feed(&mut h, "o2b:redeem", redeem("o2", "alice"));
+        feed(
+            &mut h,
+            "o9:release",
+            CouponAction::Release {
+                order_id: "o9".into(),
+            },
+        );
+        h.commit();
+        let got: Vec<_> = replies(&h).into_iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("o1".into(), Redeemed),
+                ("o2".into(), RedeemRejected),
+                ("o3".into(), RedeemRejected),
+                ("o1".into(), Released),
+                ("o2".into(), Redeemed),
+                ("o9".into(), NotRedeemed),
+            ]
+        );
+        let r = replies(&h);
+        assert_eq!(
+            r[1].2.as_deref(),
+            Some("coupon already used by another order")
+        );
+        assert!(r[2].2.as_deref().unwrap().starts_with("coupon not held"));
+        let ledger = h.state(h.partition_of(0, "c")).coupon("c").unwrap();
+        assert_eq!(ledger.redeemed(), 1, "only o2 holds a unit now");
+        assert_eq!(
+            ledger.issued(),
+            2,
+            "redemption never changes what was issued"
+        );
+        h.assert_restore_law();
+    }
+
+    #[test]
+    fn repeats_are_answered_the_same_way_and_change_nothing() {
+        let mut h = harness();
+        setup(&mut h);
+        feed(&mut h, "o1:redeem", redeem("o1", "alice"));
+        h.commit();
+        let before = h.state(h.partition_of(0, "c")).clone();
+        // The same request id again: no second decision at all.
+        feed(&mut h, "o1:redeem", redeem("o1", "alice"));
+        // Another request id for the same order: the same answer, no change.
+        feed(&mut h, "o1:redeem-again", redeem("o1", "alice"));
+        let r = replies(&h);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].1, CouponReplyOutcome::Redeemed);
+        h.abort();
+        assert_eq!(h.state(h.partition_of(0, "c")), &before);
+    }
+
+    #[test]
+    fn an_aborted_redemption_leaves_the_unit_free_and_replays_the_same() {
+        let mut h = harness();
+        setup(&mut h);
+        feed(&mut h, "o1:redeem", redeem("o1", "alice"));
+        let first = replies(&h);
+        let replayed = h.abort_and_replay();
+        assert_eq!(replayed.len(), 2, "one decision and one reply again");
+        assert_eq!(replies(&h), first);
+        h.commit();
+        h.crash_and_restore();
+        feed(&mut h, "o2:redeem", redeem("o2", "alice"));
+        assert_eq!(
+            replies(&h).last().unwrap().1,
+            CouponReplyOutcome::RedeemRejected,
+            "the restored ledger still knows o1 uses alice's unit"
+        );
+    }
+
+    #[test]
+    fn the_discount_of_the_coupon_travels_with_the_redemption() {
+        let mut h = harness();
+        setup(&mut h);
+        feed(&mut h, "o1:redeem", redeem("o1", "bob"));
+        let codec = TopicCodec::<OrderReply>::offline(2);
+        let s = h.pending().iter().find(|s| s.topic == REPLIES).unwrap();
+        let r = futures::executor::block_on(codec.decode(s.payload.as_deref())).unwrap();
+        let Reply::Coupon(c) = r.reply else { panic!() };
+        assert_eq!(c.discount, Some(Discount::fixed(Money(500))));
+        assert_eq!(
+            s.partition,
+            surge_kafka::partition_for(b"o1", 6),
+            "routed to the partition owning the order, not the coupon's"
+        );
+    }
+
+    #[test]
+    fn ledger_laws() {
+        let changes = vec![
+            CouponChange::Terms {
+                request: 1,
+                coupon: "c".into(),
+                terms: Terms {
+                    stock: 3,
+                    active_from: None,
+                    active_until: None,
+                    discount: Some(Discount::percent(Money(1000), None)),
+                },
+                previous: None,
+            },
+            CouponChange::Issued {
+                request: 2,
+                coupon: "c".into(),
+                user: 7,
+                sequence: 1,
+            },
+            CouponChange::Redeemed {
+                request: 3,
+                coupon: "c".into(),
+                order: 11,
+                user: 7,
+            },
+            CouponChange::Released {
+                request: 4,
+                coupon: "c".into(),
+                order: 11,
+                user: 7,
+            },
+            CouponChange::Redeemed {
+                request: 5,
+                coupon: "c".into(),
+                order: 12,
+                user: 7,
+            },
+        ];
+        surge_engine::laws::assert_apply_revert_identity(&CouponBook::default(), &changes);
+        for n in 0..=changes.len() {
+            let (state, log) = surge_engine::laws::changelog_of::<CouponBook>(&changes[..n]);
+            surge_engine::laws::assert_restore_rebuilds(&state, &log);
+        }
     }
 }

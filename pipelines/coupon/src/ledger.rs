@@ -8,11 +8,16 @@
 //! Changelog layout (compacted topic, one key per live fact):
 //! - `c` + couponId → terms: stock, active window (last value wins);
 //! - `r` + request hash → empty for a decided request, or user hash +
-//!   sequence + couponId for one that was ISSUED (rebuilds the holders).
+//!   sequence + couponId for one that was ISSUED (rebuilds the holders);
+//! - `u` + order hash + couponId → the user hash whose unit that order
+//!   uses (a redemption); a tombstone when the order released it.
 
 use std::collections::{HashMap, HashSet};
 
-use surge_engine::PartitionState;
+use surge_schemas::coupon::{Discount, DiscountKind};
+use surge_schemas::Money;
+
+use surge_engine::{ChangelogRecord, PartitionState};
 
 /// 128-bit identity hash of a user or request id.
 pub fn id_hash(id: &str) -> u128 {
@@ -27,13 +32,19 @@ pub struct Terms {
     pub active_from: Option<i64>,
     /// Unix millis; requests at or after are NOT_ACTIVE.
     pub active_until: Option<i64>,
+    /// What a unit takes off the order it is redeemed with.
+    pub discount: Option<Discount>,
 }
 
-/// One coupon: its terms and who holds a unit.
-#[derive(Debug, Clone, Default)]
+/// One coupon: its terms, who holds a unit, and which order uses whose unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CouponLedger {
     pub terms: Option<Terms>,
     holders: HashSet<u128>,
+    /// order hash → the user whose unit the order uses.
+    redemptions: HashMap<u128, u128>,
+    /// user hash → the order using that user's unit (the inverse).
+    used_by: HashMap<u128, u128>,
 }
 
 impl CouponLedger {
@@ -46,10 +57,22 @@ impl CouponLedger {
     pub fn holds(&self, user: u128) -> bool {
         self.holders.contains(&user)
     }
+    /// The order using `user`'s unit, if any.
+    pub fn used_by(&self, user: u128) -> Option<u128> {
+        self.used_by.get(&user).copied()
+    }
+    /// The user whose unit `order` uses, if any.
+    pub fn redemption(&self, order: u128) -> Option<u128> {
+        self.redemptions.get(&order).copied()
+    }
+    /// Units used by an order right now.
+    pub fn redeemed(&self) -> usize {
+        self.redemptions.len()
+    }
 }
 
 /// All coupons of one partition and the request ids already decided there.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CouponBook {
     coupons: HashMap<String, CouponLedger>,
     decided: HashSet<u128>,
@@ -86,11 +109,34 @@ pub enum CouponChange {
         terms: Terms,
         previous: Option<Terms>,
     },
+    /// `order` now uses `user`'s unit (the request is decided too).
+    Redeemed {
+        request: u128,
+        coupon: String,
+        order: u128,
+        user: u128,
+    },
+    /// `order` gave `user`'s unit back (the request is decided too).
+    Released {
+        request: u128,
+        coupon: String,
+        order: u128,
+        user: u128,
+    },
 }
 
 const KEY_TERMS: u8 = b'c';
 const KEY_REQUEST: u8 = b'r';
+const KEY_REDEMPTION: u8 = b'u';
 const NONE: i64 = i64::MIN;
+
+fn redemption_key(order: u128, coupon: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17 + coupon.len());
+    k.push(KEY_REDEMPTION);
+    k.extend_from_slice(&order.to_be_bytes());
+    k.extend_from_slice(coupon.as_bytes());
+    k
+}
 
 fn request_key(request: u128) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
@@ -129,6 +175,28 @@ impl PartitionState for CouponBook {
                 self.decided.insert(*request);
                 self.coupons.entry(coupon.clone()).or_default().terms = Some(*terms);
             }
+            CouponChange::Redeemed {
+                request,
+                coupon,
+                order,
+                user,
+            } => {
+                self.decided.insert(*request);
+                let c = self.coupons.entry(coupon.clone()).or_default();
+                c.redemptions.insert(*order, *user);
+                c.used_by.insert(*user, *order);
+            }
+            CouponChange::Released {
+                request,
+                coupon,
+                order,
+                user,
+            } => {
+                self.decided.insert(*request);
+                let c = self.coupons.entry(coupon.clone()).or_default();
+                c.redemptions.remove(order);
+                c.used_by.remove(user);
+            }
         }
     }
 
@@ -162,10 +230,33 @@ impl PartitionState for CouponBook {
                     }
                 }
             }
+            CouponChange::Redeemed {
+                request,
+                coupon,
+                order,
+                user,
+            } => {
+                self.decided.remove(request);
+                if let Some(c) = self.coupons.get_mut(coupon) {
+                    c.redemptions.remove(order);
+                    c.used_by.remove(user);
+                }
+            }
+            CouponChange::Released {
+                request,
+                coupon,
+                order,
+                user,
+            } => {
+                self.decided.remove(request);
+                let c = self.coupons.entry(coupon.clone()).or_default();
+                c.redemptions.insert(*order, *user);
+                c.used_by.insert(*user, *order);
+            }
         }
     }
 
-    fn changelog_records(change: &CouponChange, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    fn changelog_records(&self, change: &CouponChange, out: &mut Vec<ChangelogRecord>) {
         match change {
             CouponChange::Decided { request } => {
                 out.push((request_key(*request), Some(Vec::new())))
@@ -192,32 +283,60 @@ impl PartitionState for CouponBook {
                 let mut k = Vec::with_capacity(1 + coupon.len());
                 k.push(KEY_TERMS);
                 k.extend_from_slice(coupon.as_bytes());
-                let mut v = Vec::with_capacity(24);
-                v.extend_from_slice(&terms.stock.to_be_bytes());
-                v.extend_from_slice(&terms.active_from.unwrap_or(NONE).to_be_bytes());
-                v.extend_from_slice(&terms.active_until.unwrap_or(NONE).to_be_bytes());
-                out.push((k, Some(v)));
+                out.push((k, Some(encode_terms(terms))));
+            }
+            CouponChange::Redeemed {
+                request,
+                coupon,
+                order,
+                user,
+            } => {
+                out.push((request_key(*request), Some(Vec::new())));
+                out.push((
+                    redemption_key(*order, coupon),
+                    Some(user.to_be_bytes().to_vec()),
+                ));
+            }
+            CouponChange::Released {
+                request,
+                coupon,
+                order,
+                ..
+            } => {
+                out.push((request_key(*request), Some(Vec::new())));
+                out.push((redemption_key(*order, coupon), None));
             }
         }
     }
 
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let Some(value) = value else { return Ok(()) }; // tombstones: nothing kept
+        if let (Some((&KEY_REDEMPTION, rest)), None) = (key.split_first(), value) {
+            // A released redemption: forget it (it may have been restored earlier in the log).
+            let (order, coupon) = split_redemption_key(rest)?;
+            if let Some(c) = self.coupons.get_mut(coupon) {
+                if let Some(user) = c.redemptions.remove(&order) {
+                    c.used_by.remove(&user);
+                }
+            }
+            return Ok(());
+        }
+        let Some(value) = value else { return Ok(()) }; // other tombstones: nothing kept
         match key.split_first() {
             Some((&KEY_TERMS, coupon)) => {
                 let coupon = std::str::from_utf8(coupon).map_err(|e| format!("coupon id: {e}"))?;
-                if value.len() != 24 {
-                    return Err(format!("terms value of {} bytes, expected 24", value.len()));
-                }
-                let at =
-                    |i: usize| i64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
-                let opt = |v: i64| (v != NONE).then_some(v);
-                let terms = Terms {
-                    stock: at(0),
-                    active_from: opt(at(8)),
-                    active_until: opt(at(16)),
-                };
+                let terms = decode_terms(value)?;
                 self.coupons.entry(coupon.to_string()).or_default().terms = Some(terms);
+            }
+            Some((&KEY_REDEMPTION, rest)) => {
+                let (order, coupon) = split_redemption_key(rest)?;
+                let user = u128::from_be_bytes(
+                    value
+                        .try_into()
+                        .map_err(|_| "redemption value is not 16 bytes".to_string())?,
+                );
+                let c = self.coupons.entry(coupon.to_string()).or_default();
+                c.redemptions.insert(order, user);
+                c.used_by.insert(user, order);
             }
             Some((&KEY_REQUEST, hash)) => {
                 let request = u128::from_be_bytes(
@@ -255,9 +374,70 @@ impl PartitionState for CouponBook {
                     k.capacity()
                         + std::mem::size_of::<CouponLedger>()
                         + set(c.holders.capacity(), 16)
+                        + set(c.redemptions.capacity(), 32)
+                        + set(c.used_by.capacity(), 32)
                 })
                 .sum::<usize>()
     }
+}
+
+fn split_redemption_key(rest: &[u8]) -> Result<(u128, &str), String> {
+    if rest.len() < 16 {
+        return Err("redemption key shorter than an order hash".into());
+    }
+    let order = u128::from_be_bytes(rest[..16].try_into().expect("16 bytes"));
+    let coupon = std::str::from_utf8(&rest[16..]).map_err(|e| format!("coupon id: {e}"))?;
+    Ok((order, coupon))
+}
+
+/// Terms as 24 bytes (stock, from, until) plus, when the coupon has a
+/// discount, 17 more (kind, value, cap). Terms written before discounts
+/// existed are 24 bytes and restore with no discount.
+fn encode_terms(terms: &Terms) -> Vec<u8> {
+    let mut v = Vec::with_capacity(41);
+    v.extend_from_slice(&terms.stock.to_be_bytes());
+    v.extend_from_slice(&terms.active_from.unwrap_or(NONE).to_be_bytes());
+    v.extend_from_slice(&terms.active_until.unwrap_or(NONE).to_be_bytes());
+    if let Some(d) = &terms.discount {
+        v.push(match d.kind {
+            DiscountKind::Fixed => b'F',
+            DiscountKind::Percent => b'P',
+        });
+        v.extend_from_slice(&d.value.0.to_be_bytes());
+        v.extend_from_slice(&d.cap.map_or(NONE, |c| c.0).to_be_bytes());
+    }
+    v
+}
+
+fn decode_terms(value: &[u8]) -> Result<Terms, String> {
+    if value.len() != 24 && value.len() != 41 {
+        return Err(format!(
+            "terms value of {} bytes, expected 24 or 41",
+            value.len()
+        ));
+    }
+    let at = |i: usize| i64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+    let opt = |v: i64| (v != NONE).then_some(v);
+    let discount = if value.len() == 41 {
+        let kind = match value[24] {
+            b'F' => DiscountKind::Fixed,
+            b'P' => DiscountKind::Percent,
+            k => return Err(format!("unknown discount kind {k}")),
+        };
+        Some(Discount {
+            kind,
+            value: Money(at(25)),
+            cap: opt(at(33)).map(Money),
+        })
+    } else {
+        None
+    };
+    Ok(Terms {
+        stock: at(0),
+        active_from: opt(at(8)),
+        active_until: opt(at(16)),
+        discount,
+    })
 }
 
 #[cfg(test)]
@@ -266,10 +446,7 @@ mod tests {
 
     fn replay(changes: &[CouponChange]) -> CouponBook {
         let mut book = CouponBook::default();
-        let mut records = Vec::new();
-        changes
-            .iter()
-            .for_each(|c| CouponBook::changelog_records(c, &mut records));
+        let (_, records) = surge_engine::laws::changelog_of::<CouponBook>(changes);
         for (k, v) in records {
             book.restore(&k, v.as_deref()).unwrap();
         }
@@ -282,6 +459,7 @@ mod tests {
             stock: 2,
             active_from: Some(5),
             active_until: None,
+            discount: Some(Discount::percent(Money(1000), Some(Money(500)))),
         };
         let changes = vec![
             CouponChange::Terms {
@@ -320,6 +498,7 @@ mod tests {
             stock: 1,
             active_from: None,
             active_until: None,
+            discount: None,
         };
         let t2 = Terms { stock: 5, ..t1 };
         let changes = vec![

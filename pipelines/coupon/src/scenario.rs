@@ -39,6 +39,7 @@ impl Scenario {
                 stock: self.stock,
                 active_from: None,
                 active_until: None,
+                discount: None,
             },
         });
         creates.chain(Requests {

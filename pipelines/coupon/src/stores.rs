@@ -145,6 +145,8 @@ mod tests {
         issued: i64,
     ) -> CouponDecision {
         CouponDecision {
+            order_id: None,
+            discount: None,
             request_id: request.into(),
             coupon_id: "c".into(),
             user_id: Some(user.into()),

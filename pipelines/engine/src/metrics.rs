@@ -22,6 +22,8 @@ pub struct PipelineMetrics {
     pub consumer_lag: IntGaugeVec,
     pub state_bytes: IntGauge,
     pub producer_recreated: IntCounter,
+    /// Inputs that arrived on a partition other than their owner's and were forwarded there.
+    pub forwarded_records: IntCounter,
     pub assigned_partitions: IntGauge,
     /// Unix time of the loop's last poll: /health fails when it stalls.
     pub last_poll: IntGauge,
@@ -55,7 +57,7 @@ impl PipelineMetrics {
                 "pipeline_consumer_lag_records",
                 "Records between the consumer position and the last stable offset.",
             ),
-            &["partition"],
+            &["topic", "partition"],
         )
         .expect("metric");
         registry
@@ -85,7 +87,7 @@ impl PipelineMetrics {
         registry
             .register(Box::new(last_poll.clone()))
             .expect("register");
-        Self {
+        let m = Self {
             last_poll,
             records_in: counter("pipeline_records_in_total", "Input records read."),
             records_out: counter_vec(
@@ -142,7 +144,21 @@ impl PipelineMetrics {
                 "Transactional producers recreated after a timeout.",
             ),
             assigned_partitions: assigned,
+            forwarded_records: counter(
+                "pipeline_forwarded_records_total",
+                "Input records that arrived on a partition that does not own their key, forwarded to the owner.",
+            ),
             registry,
+        };
+        // Every label value exists from the start at 0, so rate() and
+        // increase() see the first event (a counter born at its first
+        // event has no earlier sample to compare with).
+        for reason in crate::failure::Reason::ALL {
+            m.transactions_aborted.with_label_values(&[reason.label()]);
         }
+        for kind in ["output", "changelog", "dlq", "forwarded"] {
+            m.records_out.with_label_values(&[kind]);
+        }
+        m
     }
 }

@@ -14,10 +14,10 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -46,12 +46,13 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> anyhow::Result<ExitCo
     );
 
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry).await;
+    let subject = Names::from_settings(settings).subject(CouponCommand::TOPIC);
+    let codec = TopicCodec::<CouponCommand>::connect(&registry, &subject).await;
     ok &= report(
         "registry",
         codec.as_ref().map(|c| {
             format!(
-                "{} (coupon-issue-value is schema id {})",
+                "{} ({subject} is schema id {})",
                 registry.url(),
                 c.schema_id()
             )

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use surge_core::shutdown::Shutdown;
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_gateway::metrics::GatewayMetrics;
 use surge_gateway::reads::Cache;
 use surge_gateway::routes::ops::{watch_kafka, KafkaSeen};
@@ -16,7 +16,8 @@ use surge_gateway::state::Inner;
 use surge_gateway::AppState;
 use surge_kafka::ClientFactory;
 use surge_redis::Keyspace;
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::coupon::CouponCommand;
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
@@ -28,12 +29,14 @@ pub struct GatewayArgs {
 pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let gw = &settings.gateway;
     let shutdown = Shutdown::on_signals();
+    let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
     // The schema is fetched once and cached: a registry outage later does
     // not stop requests from being encoded.
-    let commands = TopicCodec::connect(&registry)
+    let subject = names.subject(CouponCommand::TOPIC);
+    let commands = TopicCodec::<CouponCommand>::connect(&registry, &subject)
         .await
-        .context("registry: coupon-issue schema")?;
+        .with_context(|| format!("registry: {subject} schema"))?;
     let mut producer =
         ClientFactory::new(settings.kafka.clone()).idempotent_producer_config("gateway");
     // Delivery gives up when the answer is due: a 503 then means "not in the log".
@@ -50,7 +53,7 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
     let state = AppState(Arc::new(Inner {
         producer,
         commands,
-        coupon_issue: format!("{}coupon-issue", settings.topics.name_prefix),
+        coupon_issue: names.topic(CouponCommand::TOPIC),
         redis: Cache::new(redis::Client::open(settings.redis.url.as_str()).context("redis URL")?),
         keys: Keyspace::new(&settings.redis.keyspace),
         postgres,

@@ -8,14 +8,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use surge_core::names::{self, Names};
 use surge_core::service::run_blocking_loop;
 use surge_core::settings::PipelineSettings;
 use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
-use surge_engine::{run_pipeline, ExitReason, PipelineMetrics, PipelineSpec};
+use surge_engine::{run_pipeline, ExitReason, Inputs, PipelineMetrics, PipelineSpec, Processor};
 use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponCommand, CouponDecision};
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::order::OrderReply;
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
@@ -26,72 +28,95 @@ pub struct PipelineArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PipelineName {
-    /// coupon-issue → coupon-result (first come, first served).
+    /// coupon-issue → coupon-result (first come, first served), and the
+    /// saga's coupon redemptions → order-replies.
     Coupon,
 }
 
-/// Topic and group names of a pipeline, with the settings' topic prefix.
+/// Topics and group of the coupon pipeline.
 pub fn coupon_spec(settings: &Settings) -> PipelineSpec {
+    let n = Names::from_settings(settings);
     spec(
-        settings,
-        "coupon",
-        "coupon-issue",
-        "coupon-result",
+        &n,
+        names::COUPON,
+        &[CouponCommand::TOPIC],
+        &[CouponDecision::TOPIC, OrderReply::TOPIC],
         settings.pipelines.coupon.clone(),
     )
 }
 
 fn spec(
-    settings: &Settings,
+    n: &Names,
     name: &str,
-    input: &str,
-    output: &str,
+    inputs: &[&str],
+    outputs: &[&str],
     pipeline: PipelineSettings,
 ) -> PipelineSpec {
-    let prefix = &settings.topics.name_prefix;
     PipelineSpec {
         name: name.to_string(),
-        input_topic: format!("{prefix}{input}"),
-        output_topic: format!("{prefix}{output}"),
-        changelog_topic: format!("{prefix}{name}-pipeline-changelog"),
-        dlq_topic: format!("{prefix}{name}-pipeline-dlq"),
+        inputs: inputs.iter().map(|t| n.topic(t)).collect(),
+        outputs: outputs.iter().map(|t| n.topic(t)).collect(),
+        changelog_topic: n.changelog(name),
+        dlq_topic: n.dlq(name),
         group_id: pipeline
             .group_id
             .clone()
-            .unwrap_or_else(|| format!("{prefix}surge-{name}")),
+            .unwrap_or_else(|| n.pipeline_group(name)),
         settings: pipeline,
     }
 }
 
+/// The codec of contract `T` under this deployment's subject.
+async fn codec<T: Contract>(registry: &Registry, n: &Names) -> anyhow::Result<TopicCodec<T>> {
+    TopicCodec::<T>::connect(registry, &n.subject(T::TOPIC))
+        .await
+        .with_context(|| format!("registry: schema of {}", n.topic(T::TOPIC)))
+}
+
 pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let registry = Registry::new(&settings.registry.url);
+    let n = Names::from_settings(settings);
     match args.name {
-        PipelineName::Coupon => run_coupon(settings).await,
+        PipelineName::Coupon => {
+            let spec = coupon_spec(settings);
+            let inputs = codec::<CouponCommand>(&registry, &n).await?;
+            let results = codec::<CouponDecision>(&registry, &n).await?;
+            let replies = codec::<OrderReply>(&registry, &n).await?;
+            let processor = surge_coupon::CouponProcessor::new(
+                results,
+                replies,
+                n.topic(CouponDecision::TOPIC),
+                n.topic(OrderReply::TOPIC),
+            );
+            launch(settings, spec, processor, inputs).await
+        }
     }
 }
 
-async fn run_coupon(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let spec = coupon_spec(settings);
-    let registry = Registry::new(&settings.registry.url);
-    let commands = TopicCodec::<CouponCommand>::connect(&registry)
-        .await
-        .context("registry: coupon-issue schema")?;
-    let results = TopicCodec::<CouponDecision>::connect(&registry)
-        .await
-        .context("registry: coupon-result schema")?;
-    let processor = surge_coupon::CouponProcessor::new(results);
-    let metrics = PipelineMetrics::new("coupon");
-
-    // The loop blocks (librdkafka transaction calls): a thread of its own.
+/// Runs one pipeline on a thread of its own (the loop blocks on librdkafka's
+/// transaction calls) with its metrics and health endpoint, until a signal.
+async fn launch<P, I>(
+    settings: &Settings,
+    spec: PipelineSpec,
+    processor: P,
+    inputs: I,
+) -> anyhow::Result<ExitCode>
+where
+    P: Processor,
+    I: Inputs<Message = P::Input>,
+{
+    let metrics = PipelineMetrics::new(&spec.name);
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
     let listen = spec.settings.metrics_listen;
+    let thread = format!("{}-pipeline", spec.name);
     let exit = run_blocking_loop(
-        "coupon-pipeline",
+        &thread,
         listen,
         metrics.registry.clone(),
         metrics.last_poll.clone(),
         Shutdown::on_signals(),
-        move |stop| run_pipeline(spec, factory, processor, commands, runtime, stop, metrics),
+        move |stop| run_pipeline(spec, factory, processor, inputs, runtime, stop, metrics),
     )
     .await
     .with_context(|| format!("serving metrics on {listen}"))?;

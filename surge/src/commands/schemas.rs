@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use apache_avro::Schema;
 use clap::Subcommand;
-use surge_core::Settings;
-use surge_schemas::{compat, subject_for, Registry, RegistryError, PUBLIC_CONTRACTS};
+use surge_core::{Names, Settings};
+use surge_schemas::{compat, Registry, RegistryError, ALL_CONTRACTS};
 
 #[derive(Debug, Subcommand)]
 pub enum SchemasCommand {
-    /// Register every contract under <topic>-value and set the subject's compatibility (BACKWARD).
+    /// Register every contract under <prefix><topic>-value and set the subject's compatibility (BACKWARD).
     Register {
         /// Read the .avsc files from this directory instead of the ones built into the binary.
         #[arg(long)]
@@ -33,7 +33,8 @@ struct LocalSchema {
 }
 
 fn local_schemas(dir: Option<&Path>, settings: &Settings) -> anyhow::Result<Vec<LocalSchema>> {
-    PUBLIC_CONTRACTS
+    let names = Names::from_settings(settings);
+    ALL_CONTRACTS
         .iter()
         .map(|c| {
             let text = match dir {
@@ -46,7 +47,7 @@ fn local_schemas(dir: Option<&Path>, settings: &Settings) -> anyhow::Result<Vec<
             };
             let parsed = Schema::parse_str(&text)
                 .with_context(|| format!("{}.avsc is not a valid Avro schema", c.topic))?;
-            let subject = subject_for(&format!("{}{}", settings.topics.name_prefix, c.topic));
+            let subject = names.subject(c.topic);
             Ok(LocalSchema {
                 topic: c.topic,
                 subject,

@@ -14,11 +14,12 @@ use clap::{Args, ValueEnum};
 use surge_core::service::run_blocking_loop;
 use surge_core::settings::SinkSettings;
 use surge_core::shutdown::Shutdown;
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_kafka::ClientFactory;
 use surge_postgres::PostgresStore;
 use surge_redis::{Keyspace, RedisStore};
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::{Contract, Registry, TopicCodec};
 use surge_sink::{run_sink, SinkExit, SinkMetrics, SinkSpec, SinkStore};
 
 #[derive(Debug, Args)]
@@ -40,17 +41,18 @@ enum StoreName {
 
 pub async fn run(args: SinkArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals();
+    let names = Names::from_settings(settings);
     match args.store {
         StoreName::Postgres => {
             let sink = settings.sinks.postgres.clone();
-            let name = format!("{}postgres", settings.topics.name_prefix);
+            let name = names.sink("postgres");
             let pool = connect_postgres(settings, &shutdown).await?;
             let store = PostgresStore::new(pool, &name, tokio::runtime::Handle::current());
             run_store("postgres", name, store, sink, settings, shutdown).await
         }
         StoreName::Redis => {
             let sink = settings.sinks.redis.clone();
-            let name = format!("{}redis", settings.topics.name_prefix);
+            let name = names.sink("redis");
             let store =
                 RedisStore::new(&settings.redis.url, Keyspace::new(&settings.redis.keyspace))
                     .context("redis URL")?;
@@ -93,20 +95,21 @@ async fn run_store<
     settings: &Settings,
     shutdown: Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    let prefix = &settings.topics.name_prefix;
+    let names = Names::from_settings(settings);
     let spec = SinkSpec {
         name,
-        topic: format!("{prefix}coupon-result"),
+        topic: names.topic(CouponDecision::TOPIC),
         group_id: sink
             .group_id
             .clone()
-            .unwrap_or_else(|| format!("{prefix}surge-sink-{kind}")),
+            .unwrap_or_else(|| names.sink_group(kind)),
         settings: sink,
     };
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::connect(&registry)
+    let subject = names.subject(CouponDecision::TOPIC);
+    let codec = TopicCodec::<CouponDecision>::connect(&registry, &subject)
         .await
-        .context("registry: coupon-result schema")?;
+        .with_context(|| format!("registry: {subject} schema"))?;
     let metrics = SinkMetrics::new(kind);
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();

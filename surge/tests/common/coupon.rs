@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision};
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::{Contract, TopicCodec};
 
 use super::{repo_root, unique};
 
 pub struct Fixture {
     pub prefix: String,
+    /// Topic, subject and group names under `prefix`, as the processes make them.
+    pub names: Names,
     pub settings: Settings,
     pub factory: ClientFactory,
     pub commands: TopicCodec<CouponCommand>,
@@ -54,11 +56,11 @@ impl Fixture {
     pub async fn reuse(prefix: &str) -> Self {
         let mut settings = super::settings();
         settings.topics.name_prefix = prefix.to_string();
-        let registry = Registry::new(&settings.registry.url);
         Self {
             factory: ClientFactory::new(settings.kafka.clone()),
-            commands: TopicCodec::connect(&registry).await.unwrap(),
-            results: TopicCodec::connect(&registry).await.unwrap(),
+            commands: super::codec(&settings).await,
+            results: super::codec(&settings).await,
+            names: Names::from_settings(&settings),
             prefix: prefix.to_string(),
             logs: repo_root()
                 .join("target/test-logs")
@@ -68,8 +70,9 @@ impl Fixture {
         }
     }
 
-    pub fn topic(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+    /// The fixture's copy of topic `base`.
+    pub fn topic(&self, base: &str) -> String {
+        self.names.topic(base)
     }
 
     /// Starts `surge pipeline coupon` as instance `instance` (its own metrics port).
@@ -137,9 +140,14 @@ impl Fixture {
             .iter()
             .map(|c| (c.coupon_id.clone(), self.commands.encode(c).unwrap()))
             .collect();
-        surge_kafka::produce_in_order(&producer, &self.topic("coupon-issue"), records, |_| {})
-            .await
-            .expect("produce");
+        surge_kafka::produce_in_order(
+            &producer,
+            &self.topic(CouponCommand::TOPIC),
+            records,
+            |_| {},
+        )
+        .await
+        .expect("produce");
     }
 
     /// Raw records of `topic` (all partitions, read_committed) until `want` arrived and it went quiet.
@@ -188,7 +196,7 @@ impl Fixture {
 
     /// Every decision on coupon-result, in partition order.
     pub async fn decisions(&self, want: usize, timeout: Duration) -> Vec<CouponDecision> {
-        let raw = self.read_raw(&self.topic("coupon-result"), want, timeout);
+        let raw = self.read_raw(&self.topic(CouponDecision::TOPIC), want, timeout);
         let mut out = Vec::with_capacity(raw.len());
         for (_, _, bytes) in raw {
             out.push(
@@ -203,7 +211,11 @@ impl Fixture {
 
     /// coupon-issue as the pipeline saw it: (partition, offset, command), per partition in log order.
     pub async fn issue_log(&self, want: usize) -> Vec<(i32, i64, CouponCommand)> {
-        let raw = self.read_raw(&self.topic("coupon-issue"), want, Duration::from_secs(60));
+        let raw = self.read_raw(
+            &self.topic(CouponCommand::TOPIC),
+            want,
+            Duration::from_secs(60),
+        );
         let mut out = Vec::with_capacity(raw.len());
         for (p, o, bytes) in raw {
             out.push((
@@ -233,6 +245,7 @@ pub fn create(coupon: &str, stock: i64) -> CouponCommand {
             stock,
             active_from: None,
             active_until: None,
+            discount: None,
         },
     }
 }

@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 pub mod coupon;
 pub mod gateway;
 
-use surge_core::Settings;
+use surge_core::{Names, Settings};
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,6 +22,15 @@ pub fn repo_root() -> PathBuf {
 /// config/surge.toml with the environment's overrides, as a surge process sees it.
 pub fn settings() -> Settings {
     Settings::load(Some(&repo_root().join("config/surge.toml"))).expect("config/surge.toml loads")
+}
+
+/// The codec of `T` as surge's processes connect it with `settings`: under
+/// the subject of the settings' topic prefix.
+pub async fn codec<T: Contract>(settings: &Settings) -> TopicCodec<T> {
+    let subject = Names::from_settings(settings).subject(T::TOPIC);
+    TopicCodec::connect(&Registry::new(&settings.registry.url), &subject)
+        .await
+        .unwrap_or_else(|e| panic!("registry: {subject}: {e}"))
 }
 
 /// A name no other test (or earlier run) uses: `t-<what>-<random>`.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use surge_coupon::scenario::Scenario;
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 use super::sandbox::Sandbox;
 use super::watch::{watch, Timed};
@@ -71,7 +72,11 @@ pub async fn pipeline(
         .map(|c| c.request_id)
         .collect::<HashSet<_>>()
         .len();
-    let codec = TopicCodec::connect(&Registry::new(&sandbox.settings.registry.url)).await?;
+    let codec = TopicCodec::<CouponDecision>::connect(
+        &Registry::new(&sandbox.settings.registry.url),
+        &sandbox.names.subject(CouponDecision::TOPIC),
+    )
+    .await?;
     let timed = Timed {
         codec,
         runtime: tokio::runtime::Handle::current(),
@@ -80,7 +85,7 @@ pub async fn pipeline(
     let watcher = {
         let (f, topic, partitions) = (
             sandbox.factory.clone(),
-            sandbox.topic("coupon-result"),
+            sandbox.topic(CouponDecision::TOPIC),
             sandbox.partitions,
         );
         // The watcher positions itself at the end before it returns from

@@ -42,6 +42,8 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use surge_core::Settings;
 use surge_coupon::scenario::Scenario;
+use surge_schemas::coupon::CouponCommand;
+use surge_schemas::Contract;
 
 use super::loadgen;
 use latency::Latency;
@@ -197,8 +199,8 @@ async fn scenario(
         .collect::<HashSet<_>>()
         .len();
     say(format!(
-        "{name}: preloading {records} records into {}coupon-issue",
-        sandbox.prefix()
+        "{name}: preloading {records} records into {}",
+        sandbox.topic(CouponCommand::TOPIC)
     ));
     loadgen::kafka::send(&sale, 0, &sandbox.settings).await?;
 
@@ -306,7 +308,7 @@ async fn copy_backlog(sandbox: &Sandbox, records: usize) -> anyhow::Result<f64> 
     let copier = {
         let (f, from, to, stop) = (
             sandbox.factory.clone(),
-            sandbox.topic("coupon-issue"),
+            sandbox.topic(CouponCommand::TOPIC),
             sandbox.topic(COPY_TOPIC),
             stop.clone(),
         );

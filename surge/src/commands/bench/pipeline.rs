@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::bail;
+use surge_core::Names;
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::Contract;
 
 use super::sandbox::Sandbox;
 use super::watch::{self, Seen};
@@ -44,7 +47,7 @@ impl PipelineProcess {
             // environment says, so it never joins (or fences) a real instance.
             .env(
                 "SURGE_PIPELINES__COUPON__GROUP_ID",
-                format!("{prefix}surge-coupon"),
+                Names::new(prefix).pipeline_group(surge_core::names::COUPON),
             )
             .env("SURGE_PIPELINES__COUPON__INSTANCE_ID", "bench")
             .env("SURGE_PIPELINES__COUPON__METRICS_LISTEN", "127.0.0.1:0")
@@ -120,7 +123,14 @@ pub async fn decide_backlog(
     want: usize,
 ) -> anyhow::Result<(Seen, PipelineProcess)> {
     let pipeline = PipelineProcess::spawn(config, sandbox.prefix(), logs)?;
-    match watch::count(sandbox, &sandbox.topic("coupon-result"), want, "pipeline").await {
+    match watch::count(
+        sandbox,
+        &sandbox.topic(CouponDecision::TOPIC),
+        want,
+        "pipeline",
+    )
+    .await
+    {
         Ok(seen) if seen.records >= want => Ok((seen, pipeline)),
         Ok(seen) => {
             let log = pipeline.log().display().to_string();

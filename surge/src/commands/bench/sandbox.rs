@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::AdminOptions;
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_kafka::{topics, ClientFactory};
+use surge_schemas::coupon::{CouponCommand, CouponDecision};
+use surge_schemas::Contract;
 
 /// Scratch topic the at-least-once copy writes to (shaped like coupon-result).
 pub const COPY_TOPIC: &str = "bench-copy";
@@ -17,10 +19,13 @@ pub const COPY_TOPIC: &str = "bench-copy";
 pub struct Sandbox {
     /// The settings every part of this run uses (topic prefix set).
     pub settings: Settings,
+    /// The run's names (its prefix).
+    pub names: Names,
     pub factory: ClientFactory,
     /// Partitions of coupon-issue (and of every output watched).
     pub partitions: i32,
-    names: Vec<String>,
+    /// Every topic created for the run (dropped at the end).
+    topics: Vec<String>,
 }
 
 impl Sandbox {
@@ -28,42 +33,45 @@ impl Sandbox {
     pub async fn create(settings: &Settings, prefix: String) -> anyhow::Result<Self> {
         let mut settings = settings.clone();
         settings.topics.name_prefix = prefix;
+        let names = Names::from_settings(&settings);
         let factory = ClientFactory::new(settings.kafka.clone());
         let mut specs = topics::load(&settings.topics.file, &settings.topics)?;
         let result = specs
             .iter()
-            .find(|s| s.name == format!("{}coupon-result", settings.topics.name_prefix))
+            .find(|s| s.name == names.topic(CouponDecision::TOPIC))
             .context("coupon-result in the topics file")?
             .clone();
         let partitions = specs
             .iter()
-            .find(|s| s.name == format!("{}coupon-issue", settings.topics.name_prefix))
+            .find(|s| s.name == names.topic(CouponCommand::TOPIC))
             .context("coupon-issue in the topics file")?
             .partitions;
         specs.push(topics::TopicSpec {
-            name: format!("{}{COPY_TOPIC}", settings.topics.name_prefix),
+            name: names.topic(COPY_TOPIC),
             ..result
         });
         topics::apply(&factory.admin()?, &specs, Duration::from_secs(30)).await?;
         Ok(Self {
-            names: specs.into_iter().map(|s| s.name).collect(),
+            topics: specs.into_iter().map(|s| s.name).collect(),
             settings,
+            names,
             factory,
             partitions,
         })
     }
 
     pub fn prefix(&self) -> &str {
-        &self.settings.topics.name_prefix
+        self.names.prefix()
     }
 
-    pub fn topic(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix())
+    /// The run's copy of topic `base`.
+    pub fn topic(&self, base: &str) -> String {
+        self.names.topic(base)
     }
 
     /// Deletes the run's topics (best effort: a leftover is only disk).
     pub async fn drop_topics(self) {
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let outcome = match self.factory.admin() {
             Ok(admin) => admin.delete_topics(&names, &opts).await.map(|_| ()),

@@ -10,6 +10,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use surge_core::Settings;
 use surge_coupon::scenario::Scenario;
+use surge_schemas::coupon::CouponCommand;
+use surge_schemas::Contract;
 
 use super::pipeline::decide_backlog;
 use super::sandbox::Sandbox;
@@ -42,9 +44,9 @@ pub async fn run(
         seed,
     };
     say(format!(
-        "state: {users} users over {} coupons into {}coupon-issue",
+        "state: {users} users over {} coupons into {}",
         sale.coupons,
-        sandbox.prefix()
+        sandbox.topic(CouponCommand::TOPIC)
     ));
     loadgen::kafka::send(&sale, 0, &sandbox.settings).await?;
     let (_, pipeline) =

@@ -84,6 +84,9 @@ async fn post(
             format!("{base}/admin/coupons/{}/stock", c.coupon_id),
             serde_json::json!({ "delta": delta }),
         ),
+        CouponAction::Redeem { .. } | CouponAction::Release { .. } => {
+            anyhow::bail!("the gateway has no route for the order saga's redeem/release commands")
+        }
     };
     let mut unavailable = 0usize;
     loop {

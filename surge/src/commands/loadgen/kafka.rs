@@ -2,22 +2,24 @@
 //! Kafka would (idempotent producer, Avro, keyed by coupon, in order).
 
 use anyhow::Context;
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_coupon::scenario::Scenario;
 use surge_kafka::{ClientFactory, OrderedSender};
 use surge_schemas::coupon::CouponCommand;
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 use super::traffic::{Pace, Progress};
 
 /// Sends the scenario; returns the records Kafka acknowledged.
 pub async fn send(scenario: &Scenario, rate: u64, settings: &Settings) -> anyhow::Result<usize> {
+    let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
-    let codec = TopicCodec::<CouponCommand>::connect(&registry)
+    let subject = names.subject(CouponCommand::TOPIC);
+    let codec = TopicCodec::<CouponCommand>::connect(&registry, &subject)
         .await
-        .context("registry: coupon-issue schema")?;
+        .with_context(|| format!("registry: {subject} schema"))?;
     let producer = ClientFactory::new(settings.kafka.clone()).idempotent_producer("loadgen")?;
-    let topic = format!("{}coupon-issue", settings.topics.name_prefix);
+    let topic = names.topic(CouponCommand::TOPIC);
     let mut progress = Progress::new(scenario.coupons + scenario.requests);
     let pace = Pace::new(rate);
     let mut sender = OrderedSender::new(&producer, &topic);

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use surge_core::Settings;
+use surge_core::{Names, Settings};
+use surge_schemas::coupon::CouponCommand;
+use surge_schemas::Contract;
 
 pub use traffic::Traffic;
 
@@ -61,7 +63,10 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
 pub async fn send(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<serde_json::Value> {
     let scenario = args.traffic.scenario();
     let target = match args.target {
-        Target::Kafka => format!("kafka:{}coupon-issue", settings.topics.name_prefix),
+        Target::Kafka => format!(
+            "kafka:{}",
+            Names::from_settings(settings).topic(CouponCommand::TOPIC)
+        ),
         Target::Gateway => args
             .gateway_url
             .clone()

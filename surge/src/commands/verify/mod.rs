@@ -12,12 +12,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use surge_core::Settings;
+use surge_core::{Names, Settings};
 use surge_coupon::audit::{audit, Logged};
 use surge_coupon::stores::{compare, StoreView};
 use surge_kafka::{ClientFactory, TopicReader};
 use surge_schemas::coupon::{CouponCommand, CouponDecision};
-use surge_schemas::{Registry, TopicCodec};
+use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -60,11 +60,15 @@ pub enum Store {
 }
 
 pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
-    let commands = TopicCodec::<CouponCommand>::connect(&registry).await?;
-    let results = TopicCodec::<CouponDecision>::connect(&registry).await?;
+    let commands =
+        TopicCodec::<CouponCommand>::connect(&registry, &names.subject(CouponCommand::TOPIC))
+            .await?;
+    let results =
+        TopicCodec::<CouponDecision>::connect(&registry, &names.subject(CouponDecision::TOPIC))
+            .await?;
     let factory = ClientFactory::new(settings.kafka.clone());
-    let prefix = &settings.topics.name_prefix;
     let wanted = |coupon: &str| {
         args.coupons
             .as_deref()
@@ -73,7 +77,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
 
     let mut input = TopicReader::open(
         &factory,
-        &format!("{prefix}coupon-issue"),
+        &names.topic(CouponCommand::TOPIC),
         Duration::from_secs(10),
     )?;
     let mut log: Vec<(i32, i64, CouponCommand)> = Vec::new();
@@ -96,7 +100,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
 
     let mut output = TopicReader::open(
         &factory,
-        &format!("{prefix}coupon-result"),
+        &names.topic(CouponDecision::TOPIC),
         Duration::from_secs(10),
     )?;
     let mut decisions: Vec<CouponDecision> = Vec::new();

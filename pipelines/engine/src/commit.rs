@@ -1,0 +1,298 @@
+//! Closing the open transaction: commit (changelog, offsets with the group
+//! metadata, commit) or, on failure, the one decision about what the error
+//! means — retry, abort and rewind, recreate the producer, or stop.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::core::Core;
+use crate::failure::{Failure, Reason};
+use crate::processor::{Inputs, PartitionState, Processor};
+use crate::producer::{self, exit_for, new_producer};
+use crate::runner::ExitReason;
+use crate::txn::{self, TxnAction};
+
+/// Whether an aborted batch's partitions are sought back to their committed
+/// offsets (not when they are being taken away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rewind {
+    Yes,
+    No,
+}
+
+impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
+    pub fn commit_if_due<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let due = match &self.batch {
+            Some(b) => {
+                b.records >= self.spec.settings.max_batch_records
+                    || b.started.elapsed() >= self.spec.settings.commit_interval
+            }
+            None => false,
+        };
+        if due {
+            self.commit_or_abort(consumer);
+        }
+    }
+
+    /// Commits the open transaction; on failure takes the action its error calls for.
+    pub fn commit_or_abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.batch.is_none() {
+            return;
+        }
+        let ratio = self.spec.settings.inject_abort_ratio;
+        if ratio > 0.0 && rand::rng().random_bool(ratio.min(1.0)) {
+            let f = Failure::new(
+                TxnAction::Abort,
+                Reason::Injected,
+                "fault injection (inject_abort_ratio)",
+            );
+            self.fail(consumer, f);
+            return;
+        }
+        let started = Instant::now();
+        if let Err(f) = self.try_commit(consumer) {
+            self.fail(consumer, f);
+            return;
+        }
+        let batch = self.batch.take().expect("open batch");
+        self.touched.clear();
+        for task in self.tasks.values_mut() {
+            task.journal.clear();
+        }
+        let m = &self.metrics;
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        m.transactions_committed.inc();
+        m.batch_records.observe(batch.records as f64);
+        m.records_out
+            .with_label_values(&["output"])
+            .inc_by(batch.outputs);
+        m.records_out
+            .with_label_values(&["forwarded"])
+            .inc_by(batch.forwarded);
+        m.forwarded_records.inc_by(batch.forwarded);
+        m.duplicate_requests.inc_by(batch.duplicates);
+        for o in batch.outcomes {
+            m.decisions.with_label_values(&[o]).inc();
+        }
+        for r in &batch.dlq {
+            m.dlq_records.with_label_values(&[r]).inc();
+        }
+        m.records_out
+            .with_label_values(&["dlq"])
+            .inc_by(batch.dlq.len() as u64);
+        m.state_bytes.set(
+            self.tasks
+                .values()
+                .map(|t| t.state.approx_bytes())
+                .sum::<usize>() as i64,
+        );
+    }
+
+    fn try_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), Failure> {
+        // Changelog: the last value per key per partition (compaction would
+        // keep only that anyway), to the partition matching the task's.
+        let mut written = 0u64;
+        for (partition, task) in &self.tasks {
+            for (key, value) in task.changelog() {
+                let record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.spec.changelog_topic)
+                    .partition(*partition)
+                    .key(&key);
+                let record = match &value {
+                    Some(v) => record.payload(v),
+                    None => record,
+                };
+                producer::send(&self.producer, record)?;
+                written += 1;
+            }
+        }
+        self.metrics
+            .records_out
+            .with_label_values(&["changelog"])
+            .inc_by(written);
+
+        let batch = self.batch.as_ref().expect("open batch");
+        let mut offsets = TopicPartitionList::new();
+        for ((input, p), next) in &batch.next_offsets {
+            offsets
+                .add_partition_offset(&self.spec.inputs[*input], *p, Offset::Offset(*next))
+                .map_err(|e| Failure::new(TxnAction::Abort, Reason::Offsets, e.to_string()))?;
+        }
+        let group = consumer.group_metadata().ok_or_else(|| {
+            Failure::new(
+                TxnAction::Abort,
+                Reason::Offsets,
+                "no consumer group metadata",
+            )
+        })?;
+        let timeout = self.spec.settings.transaction_call_timeout;
+        if offsets.count() > 0 {
+            producer::with_retries(Reason::SendOffsets, || {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, timeout)
+            })?;
+        }
+        producer::await_deliveries(&self.producer, timeout);
+        producer::with_retries(Reason::Commit, || self.producer.commit_transaction(timeout))
+    }
+
+    /// Handles a failed transaction according to its action.
+    pub fn fail<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, f: Failure) {
+        let Failure {
+            action,
+            reason,
+            detail,
+        } = f;
+        let label = reason.label();
+        match action {
+            TxnAction::Fenced => {
+                tracing::error!(message = "fenced: another instance owns this work; stopping without writing", pipeline = %self.spec.name, reason = label, detail);
+                self.exit = Some(ExitReason::Fenced(format!("{label}: {detail}")));
+                // Nothing of the open transaction can commit any more.
+                self.batch = None;
+            }
+            TxnAction::Fatal => {
+                // The producer is unusable but nobody else owns our work: a
+                // new producer with the same transactional.id bumps the epoch,
+                // which aborts whatever this one left open.
+                tracing::error!(message = "fatal producer error; recreating the producer", pipeline = %self.spec.name, reason = label, detail);
+                self.recreate(consumer, reason, Rewind::Yes);
+            }
+            TxnAction::Abort | TxnAction::Retry => {
+                tracing::warn!(message = "aborting transaction", pipeline = %self.spec.name, reason = label, detail);
+                if reason.pauses() {
+                    // Registry outage or a processor asking to retry: don't spin.
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                self.abort(consumer, reason, Rewind::Yes);
+            }
+            TxnAction::Recreate => {
+                tracing::warn!(message = "recreating the transactional producer", pipeline = %self.spec.name, reason = label, detail);
+                self.recreate(consumer, reason, Rewind::Yes);
+            }
+        }
+    }
+
+    pub fn abort<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        reason: Reason,
+        rewind: Rewind,
+    ) {
+        if self.batch.is_none() {
+            // Nothing open (begin itself failed): just undo and rewind.
+            self.discard_batch(consumer, reason, rewind);
+            return;
+        }
+        // Flush first: an abort that overtakes the transaction's first
+        // AddPartitionsToTxn is rejected by the coordinator as
+        // INVALID_TXN_STATE (librdkafka#4849); a delivered record
+        // proves the transaction is registered. It is aborted anyway.
+        let timeout = self.spec.settings.transaction_call_timeout;
+        producer::await_deliveries(&self.producer, timeout);
+        let _ = self.producer.flush(timeout);
+        let aborted = self.producer.abort_transaction(timeout);
+        match aborted.as_ref().map_err(txn::classify) {
+            Ok(()) => self.discard_batch(consumer, reason, rewind),
+            Err(TxnAction::Fenced) => {
+                let e = aborted.unwrap_err();
+                self.exit = Some(exit_for(&e, "abort"));
+                self.batch = None;
+            }
+            Err(_) => {
+                tracing::warn!(message = "abort failed; recreating the producer", pipeline = %self.spec.name, error = %aborted.unwrap_err());
+                self.recreate(consumer, reason, rewind);
+            }
+        }
+    }
+
+    /// A new producer with the same transactional.id: its init bumps the
+    /// epoch, which fences the old one and aborts whatever it left open.
+    fn recreate<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        reason: Reason,
+        rewind: Rewind,
+    ) {
+        match new_producer(&self.factory, &self.spec, &self.shutdown) {
+            Ok(p) => {
+                self.producer = p;
+                self.metrics.producer_recreated.inc();
+                self.discard_batch(consumer, reason, rewind);
+            }
+            Err(exit) => {
+                // Nothing of the old producer's transaction can commit now.
+                self.batch = None;
+                self.exit = Some(exit);
+            }
+        }
+    }
+
+    /// After an abort: undo the batch's state changes and (unless the
+    /// partitions are going away) rewind every partition read since the
+    /// last commit to its committed offset, so the same records are decided
+    /// again from the same state.
+    fn discard_batch<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        reason: Reason,
+        rewind: Rewind,
+    ) {
+        for task in self.tasks.values_mut() {
+            task.revert_all();
+        }
+        if self.batch.take().is_some() {
+            self.metrics
+                .transactions_aborted
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+        let touched = std::mem::take(&mut self.touched);
+        if touched.is_empty() || rewind == Rewind::No {
+            return;
+        }
+        if let Err(e) = self.rewind(consumer, &touched) {
+            // Without a rewind we would skip records: restart from the committed offsets instead.
+            self.exit = Some(ExitReason::Fatal(format!("rewind after abort failed: {e}")));
+        }
+    }
+
+    fn rewind<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &std::collections::BTreeSet<(usize, i32)>,
+    ) -> Result<(), KafkaError> {
+        let timeout = self.spec.settings.transaction_call_timeout;
+        let mut wanted = TopicPartitionList::new();
+        for (input, p) in partitions {
+            if self.tasks.contains_key(p) {
+                wanted.add_partition(&self.spec.inputs[*input], *p);
+            }
+        }
+        if wanted.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer.committed_offsets(wanted, timeout)?;
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning, // nothing committed yet: auto.offset.reset=earliest
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), offset)?;
+        }
+        for e in consumer.seek_partitions(seek, timeout)?.elements() {
+            if let Err(err) = e.error() {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
