@@ -32,6 +32,33 @@ pub struct Settings {
     pub sinks: SinksSettings,
     /// The HTTP gateway (`surge gateway`).
     pub gateway: GatewaySettings,
+    /// The order saga's rules for accepting an order.
+    pub orders: OrdersSettings,
+}
+
+/// What the order saga accepts (`[orders]`). An order that breaks a rule is
+/// REJECTED with the rule in its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersSettings {
+    /// The most lines one order may have.
+    pub max_lines: usize,
+    /// The most units of one line.
+    pub max_quantity: i32,
+    /// ISO 4217 codes an order may be placed in.
+    pub currencies: Vec<String>,
+}
+
+impl Default for OrdersSettings {
+    fn default() -> Self {
+        Self {
+            max_lines: 100,
+            max_quantity: 10_000,
+            currencies: ["KRW", "USD", "EUR", "JPY", "GBP"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
 }
 
 /// One section per sink.
@@ -97,14 +124,21 @@ impl Default for SinkSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelinesSettings {
-    /// coupon-issue → coupon-result.
+    /// coupon-issue → coupon-result (and redemption replies).
     pub coupon: PipelineSettings,
+    /// inventory-commands → inventory-result (and stock replies).
+    pub inventory: PipelineSettings,
+    /// The order saga: order-create, order-cancel, order-replies → commands,
+    /// payment-request, order-status.
+    pub order: PipelineSettings,
 }
 
 impl Default for PipelinesSettings {
     fn default() -> Self {
         Self {
             coupon: PipelineSettings::with_metrics_port(9464),
+            inventory: PipelineSettings::with_metrics_port(9469),
+            order: PipelineSettings::with_metrics_port(9465),
         }
     }
 }

@@ -252,7 +252,25 @@ impl OrderState {
     }
 }
 
-/// One transition of an order (order-status, key `order_id`).
+/// What an order-status record is (Avro enum `OrderEvent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderEvent {
+    /// The order entered `state`; `version` is one higher than the last.
+    Transition,
+    /// A cancel request that could not apply; state and version repeat the
+    /// order's current ones (REJECTED and 0 for an unknown order).
+    CancelRefused,
+}
+
+impl OrderEvent {
+    const SYMBOLS: [&'static str; 2] = ["TRANSITION", "CANCEL_REFUSED"];
+    pub fn symbol(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+}
+
+/// One transition of an order, or the answer to a cancel that could not
+/// apply (order-status, key `order_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderStatus {
     pub order_id: String,
@@ -265,6 +283,9 @@ pub struct OrderStatus {
     pub payment_id: Option<String>,
     pub version: i32,
     pub occurred_at: DateTime<Utc>,
+    pub event: OrderEvent,
+    /// The order-cancel request this record answers, if any.
+    pub cancel_request_id: Option<String>,
 }
 
 impl Contract for OrderStatus {
@@ -292,6 +313,14 @@ impl Contract for OrderStatus {
             ("paymentId".into(), avro::opt_string(&self.payment_id)),
             ("version".into(), Value::Int(self.version)),
             ("occurredAt".into(), avro::timestamp(self.occurred_at)),
+            (
+                "event".into(),
+                avro::enum_value(&OrderEvent::SYMBOLS, self.event.symbol()),
+            ),
+            (
+                "cancelRequestId".into(),
+                avro::opt_string(&self.cancel_request_id),
+            ),
         ])
     }
 
@@ -317,6 +346,11 @@ impl Contract for OrderStatus {
             payment_id: r.opt_string("paymentId")?,
             version: r.int("version")?,
             occurred_at: r.timestamp("occurredAt")?,
+            event: match r.symbol("event")?.as_str() {
+                "CANCEL_REFUSED" => OrderEvent::CancelRefused,
+                _ => OrderEvent::Transition,
+            },
+            cancel_request_id: r.opt_string("cancelRequestId")?,
         })
     }
 }

@@ -16,8 +16,8 @@ use surge_schemas::inventory::{
     InventoryAction, InventoryCommand, InventoryEvent, InventoryOutcome,
 };
 use surge_schemas::order::{
-    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderItem, OrderReply, OrderState,
-    OrderStatus, PaymentKind, PaymentRequest, Reply, StockOutcome, StockReply,
+    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
+    OrderState, OrderStatus, PaymentKind, PaymentRequest, Reply, StockOutcome, StockReply,
 };
 use surge_schemas::{compat, Contract, Money, ALL_CONTRACTS, INTERNAL_CONTRACTS, PUBLIC_CONTRACTS};
 
@@ -451,6 +451,8 @@ fn every_contract_keys_by_its_own_field() {
         payment_id: Some("pay".into()),
         version: 3,
         occurred_at: at(1),
+        event: OrderEvent::Transition,
+        cancel_request_id: None,
     };
     assert_eq!(status.key(), "o-4");
     let inventory = InventoryCommand {
@@ -550,6 +552,22 @@ fn order_messages_round_trip() {
             payment_id: Some("pay-1".into()),
             version: 2,
             occurred_at: at(13),
+            event: OrderEvent::Transition,
+            cancel_request_id: None,
+        });
+        round_trip(&OrderStatus {
+            order_id: "o-1".into(),
+            user_id: "u-1".into(),
+            state,
+            reason: Some("already paid".into()),
+            total: Money(3998),
+            currency: "EUR".into(),
+            coupon_id: None,
+            payment_id: None,
+            version: 2,
+            occurred_at: at(13),
+            event: OrderEvent::CancelRefused,
+            cancel_request_id: Some("cancel-1".into()),
         });
     }
 }

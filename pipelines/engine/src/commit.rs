@@ -91,6 +91,13 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 .map(|t| t.state.approx_bytes())
                 .sum::<usize>() as i64,
         );
+        self.observe();
+    }
+
+    /// Shows the processor the committed state of every owned partition.
+    pub fn observe(&mut self) {
+        let mut states = self.tasks.iter().map(|(p, t)| (*p, &t.state));
+        self.processor.observe(&mut states);
     }
 
     fn try_commit<C: ConsumerContext>(

@@ -46,6 +46,13 @@ pub trait Processor: Send + 'static {
         let _ = (ctx, now);
         Ok(())
     }
+
+    /// Sees the committed state of every owned partition, after each commit
+    /// and each change of assignment: the place for gauges a pipeline
+    /// derives from its state (open sagas, oldest age). Never changes state.
+    fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &Self::State)>) {
+        let _ = states;
+    }
 }
 
 /// Per-partition state, made durable as a changelog of its changes.

@@ -113,6 +113,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             }
         }
         self.touched.retain(|(_, p)| !numbers.contains(p));
+        self.observe();
         tracing::info!(message = "partitions revoked", pipeline = %self.spec.name, partitions = ?numbers);
     }
 
@@ -163,6 +164,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 self.metrics.restore_seconds.observe(secs);
                 self.metrics.restore_records.inc_by(records);
                 self.metrics.assigned_partitions.add(new.len() as i64);
+                self.observe();
                 tracing::info!(
                     message = "partitions assigned and restored",
                     pipeline = %self.spec.name,

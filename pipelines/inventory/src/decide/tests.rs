@@ -988,7 +988,7 @@ fn randomized_runs_conserve_stock_and_faults_change_nothing_committed() {
 
 #[test]
 fn apply_then_revert_is_the_identity_for_decided_changes() {
-    let cmds = random_commands(7, 2_000);
+    let cmds = random_commands(7, 3_000);
     let mut book = InventoryBook::default();
     let mut changes = Vec::new();
     let mut bases = Vec::new();

@@ -1,0 +1,229 @@
+//! The order book of one partition: every order the saga has seen, where
+//! its saga stands, and an index of the open ones (for the gauges).
+//!
+//! A change replaces one order's entry as a whole (`before` → `after`), so
+//! revert is exact and the changelog is one record per order: key orderId,
+//! value the entry as JSON (orders are small and rare next to coupon
+//! requests; a readable changelog is worth the bytes). Orders are never
+//! deleted: a repeated order-create must find its order, and a cancel of
+//! a finished order must be answered with its state.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use surge_engine::{ChangelogRecord, Millis, PartitionState};
+use surge_schemas::order::OrderState;
+
+/// Where one product line's reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineStock {
+    /// Reserve sent, no answer yet.
+    Asked,
+    Reserved,
+    /// The inventory said no (see the order's reason).
+    Refused,
+    /// Release sent (compensation); the units go back whatever the answer.
+    Releasing,
+    Released,
+}
+
+/// Where the order's coupon redemption stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CouponUse {
+    Asked,
+    /// Redeemed; the order's payable amount is reduced by `off` (minor units).
+    Redeemed {
+        off: i64,
+    },
+    Refused,
+    Releasing,
+    Released,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub quantity: i32,
+    /// Minor units (two decimals).
+    pub unit_price: i64,
+    pub stock: LineStock,
+}
+
+/// The saga's states, as the order-status contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    Created,
+    PaymentPending,
+    Paid,
+    Rejected,
+    PaymentFailed,
+    Cancelled,
+}
+
+impl Stage {
+    pub fn contract(self) -> OrderState {
+        match self {
+            Stage::Created => OrderState::Created,
+            Stage::PaymentPending => OrderState::PaymentPending,
+            Stage::Paid => OrderState::Paid,
+            Stage::Rejected => OrderState::Rejected,
+            Stage::PaymentFailed => OrderState::PaymentFailed,
+            Stage::Cancelled => OrderState::Cancelled,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.contract().is_terminal()
+    }
+
+    /// The label of the open-sagas gauge.
+    pub fn label(self) -> &'static str {
+        self.contract().symbol()
+    }
+}
+
+/// One order and its saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub lines: Vec<Line>,
+    pub coupon_id: Option<String>,
+    pub coupon: Option<CouponUse>,
+    pub stage: Stage,
+    /// Version of the last order-status transition (1 for the first).
+    pub version: i32,
+    /// Sum of the lines before the coupon (minor units).
+    pub total: i64,
+    /// What is charged: total minus the coupon's discount.
+    pub payable: i64,
+    pub payment_id: Option<String>,
+    /// The order-create record's timestamp.
+    pub created_at: Millis,
+    pub reason: Option<String>,
+    /// Cancel request ids already answered (a retried cancel gets no second answer).
+    pub cancels: Vec<String>,
+}
+
+impl Order {
+    /// Every reservation and the redemption have been answered well.
+    pub fn all_held(&self) -> bool {
+        self.lines.iter().all(|l| l.stock == LineStock::Reserved)
+            && matches!(self.coupon, None | Some(CouponUse::Redeemed { .. }))
+    }
+
+    pub fn discount(&self) -> i64 {
+        match self.coupon {
+            Some(CouponUse::Redeemed { off }) => off,
+            _ => 0,
+        }
+    }
+}
+
+/// All orders of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderBook {
+    orders: HashMap<String, Order>,
+    /// Open (non-terminal) orders by creation time: the oldest is first.
+    open: BTreeSet<(Millis, String)>,
+}
+
+impl OrderBook {
+    pub fn order(&self, order_id: &str) -> Option<&Order> {
+        self.orders.get(order_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Open orders, oldest first.
+    pub fn open(&self) -> impl Iterator<Item = &Order> {
+        self.open.iter().filter_map(|(_, id)| self.orders.get(id))
+    }
+
+    fn put(&mut self, order: Order) {
+        if let Some(old) = self.orders.get(&order.order_id) {
+            self.open.remove(&(old.created_at, old.order_id.clone()));
+        }
+        if !order.stage.is_terminal() {
+            self.open.insert((order.created_at, order.order_id.clone()));
+        }
+        self.orders.insert(order.order_id.clone(), order);
+    }
+
+    fn remove(&mut self, order_id: &str) {
+        if let Some(old) = self.orders.remove(order_id) {
+            self.open.remove(&(old.created_at, old.order_id));
+        }
+    }
+}
+
+/// One order's entry replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChange {
+    pub before: Option<Box<Order>>,
+    pub after: Box<Order>,
+}
+
+impl PartitionState for OrderBook {
+    type Change = OrderChange;
+
+    fn apply(&mut self, change: &OrderChange) {
+        self.put((*change.after).clone());
+    }
+
+    fn revert(&mut self, change: &OrderChange) {
+        match &change.before {
+            Some(before) => self.put((**before).clone()),
+            None => self.remove(&change.after.order_id),
+        }
+    }
+
+    fn changelog_records(&self, change: &OrderChange, out: &mut Vec<ChangelogRecord>) {
+        // The entry as it stands at commit (last value per key wins).
+        let id = &change.after.order_id;
+        if let Some(order) = self.orders.get(id) {
+            let value = serde_json::to_vec(order).expect("an order serializes");
+            out.push((id.as_bytes().to_vec(), Some(value)));
+        }
+    }
+
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let id = std::str::from_utf8(key).map_err(|e| format!("order id: {e}"))?;
+        match value {
+            None => self.remove(id),
+            Some(v) => {
+                let order: Order =
+                    serde_json::from_slice(v).map_err(|e| format!("order {id}: {e}"))?;
+                if order.order_id != id {
+                    return Err(format!("order {id} holds the entry of {}", order.order_id));
+                }
+                self.put(order);
+            }
+        }
+        Ok(())
+    }
+
+    fn approx_bytes(&self) -> usize {
+        self.orders
+            .values()
+            .map(|o| {
+                std::mem::size_of::<Order>()
+                    + o.order_id.len() * 3
+                    + o.user_id.len()
+                    + o.lines
+                        .iter()
+                        .map(|l| 48 + l.product_id.len())
+                        .sum::<usize>()
+                    + o.cancels.iter().map(String::len).sum::<usize>()
+            })
+            .sum()
+    }
+}

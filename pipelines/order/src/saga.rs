@@ -1,0 +1,529 @@
+//! The order saga's rules: given an order-create, an order-cancel or a
+//! reply, and the order's entry, decide the next step and what to send.
+//!
+//! The saga never reads another pipeline's state. It asks: a Reserve per
+//! product line (to the inventory partition owning that product) and a
+//! Redeem when the order names a coupon (to the coupon partition owning it),
+//! then reacts to their replies. Compensation does not wait for answers: a
+//! Release sent after a Reserve for the same product lands on the same
+//! inventory partition behind it (one producer, one partition, in order), so
+//! it undoes whatever that Reserve did, or answers NOT_RESERVED. That is why
+//! a cancel or the first refusal ends the order at once.
+
+use surge_core::settings::OrdersSettings;
+use surge_engine::{Context, Incoming, Millis, Processor, Reject};
+use surge_schemas::coupon::{CouponAction, CouponCommand};
+use surge_schemas::inventory::{InventoryAction, InventoryCommand};
+use surge_schemas::order::{
+    CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderReply, OrderStatus, PaymentKind,
+    PaymentRequest, Reply, StockOutcome,
+};
+use surge_schemas::{Money, TopicCodec};
+
+use crate::book::{CouponUse, Line, LineStock, Order, OrderBook, OrderChange, Stage};
+use crate::inputs::SagaInput;
+use crate::metrics::SagaGauges;
+
+/// Resolved names of the topics the saga writes.
+#[derive(Debug, Clone)]
+pub struct SagaTopics {
+    pub status: String,
+    pub payments: String,
+    pub inventory: String,
+    pub coupons: String,
+}
+
+/// Codecs of the records the saga writes.
+pub struct SagaCodecs {
+    pub status: TopicCodec<OrderStatus>,
+    pub payments: TopicCodec<PaymentRequest>,
+    pub inventory: TopicCodec<InventoryCommand>,
+    pub coupons: TopicCodec<CouponCommand>,
+}
+
+/// The order saga.
+pub struct OrderSaga {
+    rules: OrdersSettings,
+    topics: SagaTopics,
+    codecs: SagaCodecs,
+    gauges: Option<SagaGauges>,
+}
+
+impl OrderSaga {
+    pub fn new(rules: OrdersSettings, topics: SagaTopics, codecs: SagaCodecs) -> Self {
+        Self {
+            rules,
+            topics,
+            codecs,
+            gauges: None,
+        }
+    }
+
+    /// Reports open sagas by state and the oldest one's age through `gauges`.
+    pub fn with_gauges(mut self, gauges: SagaGauges) -> Self {
+        self.gauges = Some(gauges);
+        self
+    }
+}
+
+/// The payment id of an order's charge: fixed by the order id alone, so
+/// every retry of the request — and any replay of the saga — carries the
+/// same idempotency key to the payment provider.
+pub fn charge_id(order_id: &str) -> String {
+    let h = xxhash_rust::xxh3::xxh3_128(format!("charge:{order_id}").as_bytes());
+    format!("pay_{h:032x}")
+}
+
+/// Why an order-create is refused before anything is asked, if it is.
+fn invalid(rules: &OrdersSettings, c: &OrderCreate) -> Option<String> {
+    if !rules.currencies.iter().any(|k| k == &c.currency) {
+        return Some(format!(
+            "currency {:?} is not accepted (accepted: {})",
+            c.currency,
+            rules.currencies.join(", ")
+        ));
+    }
+    if c.items.is_empty() {
+        return Some("an order needs at least one line".into());
+    }
+    if c.items.len() > rules.max_lines {
+        return Some(format!(
+            "{} lines; an order has at most {}",
+            c.items.len(),
+            rules.max_lines
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in c.items.iter().enumerate() {
+        if item.quantity < 1 || item.quantity > rules.max_quantity {
+            return Some(format!(
+                "line {i} ({}): quantity {} is outside 1..={}",
+                item.product_id, item.quantity, rules.max_quantity
+            ));
+        }
+        if item.unit_price.0 < 0 {
+            return Some(format!(
+                "line {i} ({}): unit price {} is negative",
+                item.product_id, item.unit_price
+            ));
+        }
+        if !seen.insert(item.product_id.as_str()) {
+            return Some(format!(
+                "product {} appears on more than one line",
+                item.product_id
+            ));
+        }
+    }
+    if total_of(c).is_none() {
+        return Some("the order total does not fit 18 digits".into());
+    }
+    None
+}
+
+fn total_of(c: &OrderCreate) -> Option<i64> {
+    c.items.iter().try_fold(0i64, |sum, i| {
+        i.unit_price
+            .0
+            .checked_mul(i64::from(i.quantity))
+            .and_then(|line| sum.checked_add(line))
+            .filter(|t| *t < 1_000_000_000_000_000_000)
+    })
+}
+
+/// One decision's sends, stamped with the input's time.
+struct Out<'s, 'c, 'a> {
+    saga: &'s OrderSaga,
+    ctx: &'c mut Context<'a, OrderBook>,
+    at: Millis,
+}
+
+fn retry(e: impl std::fmt::Display) -> Reject {
+    Reject::Retry(e.to_string())
+}
+
+impl Out<'_, '_, '_> {
+    fn time(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(self.at).unwrap_or_default()
+    }
+
+    /// Records the order's new entry.
+    fn put(&mut self, before: Option<&Order>, after: &Order) {
+        self.ctx.apply(OrderChange {
+            before: before.cloned().map(Box::new),
+            after: Box::new(after.clone()),
+        });
+    }
+
+    /// One order-status record for `o` as it stands.
+    fn status(
+        &mut self,
+        o: &Order,
+        event: OrderEvent,
+        cancel_request_id: Option<String>,
+    ) -> Result<(), Reject> {
+        let status = OrderStatus {
+            order_id: o.order_id.clone(),
+            user_id: o.user_id.clone(),
+            state: o.stage.contract(),
+            reason: o.reason.clone(),
+            total: Money(o.payable),
+            currency: o.currency.clone(),
+            coupon_id: o.coupon_id.clone(),
+            payment_id: o.payment_id.clone(),
+            version: o.version,
+            occurred_at: self.time(),
+            event,
+            cancel_request_id,
+        };
+        let bytes = self.saga.codecs.status.encode(&status).map_err(retry)?;
+        self.ctx
+            .send_by_key(&self.saga.topics.status, o.order_id.as_bytes(), bytes);
+        Ok(())
+    }
+
+    /// Enters `stage` (version + 1) and says so on order-status.
+    fn transition(
+        &mut self,
+        before: Option<&Order>,
+        mut o: Order,
+        stage: Stage,
+        cancel_request_id: Option<String>,
+    ) -> Result<(), Reject> {
+        o.stage = stage;
+        o.version += 1;
+        self.status(&o, OrderEvent::Transition, cancel_request_id)?;
+        self.ctx.outcome(stage.label());
+        self.put(before, &o);
+        Ok(())
+    }
+
+    fn inventory(&mut self, o: &Order, line: &Line, action: InventoryAction) -> Result<(), Reject> {
+        let verb = match &action {
+            InventoryAction::Reserve { .. } => "reserve",
+            InventoryAction::Release { .. } => "release",
+            InventoryAction::Commit { .. } => "commit",
+            _ => "admin",
+        };
+        let cmd = InventoryCommand {
+            request_id: format!("{}/{verb}/{}", o.order_id, line.product_id),
+            product_id: line.product_id.clone(),
+            requested_at: self.time(),
+            command: action,
+        };
+        let bytes = self.saga.codecs.inventory.encode(&cmd).map_err(retry)?;
+        self.ctx.send_by_key(
+            &self.saga.topics.inventory,
+            line.product_id.as_bytes(),
+            bytes,
+        );
+        Ok(())
+    }
+
+    fn coupon(&mut self, o: &Order, coupon_id: &str, action: CouponAction) -> Result<(), Reject> {
+        let verb = match &action {
+            CouponAction::Redeem { .. } => "redeem",
+            _ => "release-coupon",
+        };
+        let cmd = CouponCommand {
+            request_id: format!("{}/{verb}", o.order_id),
+            coupon_id: coupon_id.to_string(),
+            requested_at: self.time(),
+            command: action,
+        };
+        let bytes = self.saga.codecs.coupons.encode(&cmd).map_err(retry)?;
+        self.ctx
+            .send_by_key(&self.saga.topics.coupons, coupon_id.as_bytes(), bytes);
+        Ok(())
+    }
+
+    /// Gives back whatever the order asked for or holds: every line not
+    /// refused or already released, and the coupon. Returns the order with
+    /// those marked as releasing.
+    fn release_all(&mut self, mut o: Order, why: &str) -> Result<Order, Reject> {
+        for i in 0..o.lines.len() {
+            if matches!(o.lines[i].stock, LineStock::Asked | LineStock::Reserved) {
+                let line = o.lines[i].clone();
+                let action = InventoryAction::Release {
+                    order_id: o.order_id.clone(),
+                    reason: why.to_string(),
+                };
+                self.inventory(&o, &line, action)?;
+                o.lines[i].stock = LineStock::Releasing;
+            }
+        }
+        if let (Some(c), Some(coupon_id)) = (o.coupon, o.coupon_id.clone()) {
+            if matches!(c, CouponUse::Asked | CouponUse::Redeemed { .. }) {
+                let action = CouponAction::Release {
+                    order_id: o.order_id.clone(),
+                };
+                self.coupon(&o, &coupon_id, action)?;
+                o.coupon = Some(CouponUse::Releasing);
+            }
+        }
+        Ok(o)
+    }
+
+    /// Asks for the charge and waits for it.
+    fn request_payment(&mut self, before: &Order, mut o: Order) -> Result<(), Reject> {
+        o.payable = o.total - o.discount().min(o.total);
+        if o.payable == 0 {
+            // Nothing to charge (free, or fully discounted): sold at once.
+            for i in 0..o.lines.len() {
+                let line = o.lines[i].clone();
+                let action = InventoryAction::Commit {
+                    order_id: o.order_id.clone(),
+                };
+                self.inventory(&o, &line, action)?;
+            }
+            return self.transition(Some(before), o, Stage::Paid, None);
+        }
+        let payment_id = charge_id(&o.order_id);
+        o.payment_id = Some(payment_id.clone());
+        let request = PaymentRequest {
+            payment_id,
+            order_id: o.order_id.clone(),
+            user_id: o.user_id.clone(),
+            kind: PaymentKind::Charge,
+            amount: Money(o.payable),
+            currency: o.currency.clone(),
+            requested_at: self.time(),
+        };
+        let bytes = self.saga.codecs.payments.encode(&request).map_err(retry)?;
+        self.ctx
+            .send_by_key(&self.saga.topics.payments, o.order_id.as_bytes(), bytes);
+        self.transition(Some(before), o, Stage::PaymentPending, None)
+    }
+}
+
+impl OrderSaga {
+    fn create(&self, out: &mut Out<'_, '_, '_>, c: OrderCreate) -> Result<(), Reject> {
+        if out.ctx.state().order(&c.order_id).is_some() {
+            // A repeated order-create: the order has its saga already.
+            out.ctx.already_decided();
+            return Ok(());
+        }
+        let total = total_of(&c).unwrap_or(0);
+        let mut o = Order {
+            order_id: c.order_id.clone(),
+            user_id: c.user_id.clone(),
+            currency: c.currency.clone(),
+            lines: c
+                .items
+                .iter()
+                .map(|i| Line {
+                    product_id: i.product_id.clone(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price.0,
+                    stock: LineStock::Asked,
+                })
+                .collect(),
+            coupon_id: c.coupon_id.clone(),
+            coupon: c.coupon_id.as_ref().map(|_| CouponUse::Asked),
+            stage: Stage::Created,
+            version: 0,
+            total,
+            payable: total,
+            payment_id: None,
+            created_at: out.at,
+            reason: None,
+            cancels: Vec::new(),
+        };
+        if let Some(why) = invalid(&self.rules, &c) {
+            // Nothing was asked, so nothing needs releasing.
+            o.lines
+                .iter_mut()
+                .for_each(|l| l.stock = LineStock::Refused);
+            o.coupon = o.coupon.map(|_| CouponUse::Refused);
+            o.reason = Some(why);
+            return out.transition(None, o, Stage::Rejected, None);
+        }
+        for line in o.lines.clone() {
+            let action = InventoryAction::Reserve {
+                order_id: o.order_id.clone(),
+                quantity: line.quantity,
+            };
+            out.inventory(&o, &line, action)?;
+        }
+        if let Some(coupon_id) = o.coupon_id.clone() {
+            let action = CouponAction::Redeem {
+                order_id: o.order_id.clone(),
+                user_id: o.user_id.clone(),
+            };
+            out.coupon(&o, &coupon_id, action)?;
+        }
+        out.transition(None, o, Stage::Created, None)
+    }
+
+    fn cancel(&self, out: &mut Out<'_, '_, '_>, k: OrderCancel) -> Result<(), Reject> {
+        let Some(before) = out.ctx.state().order(&k.order_id).cloned() else {
+            let unknown = Order {
+                order_id: k.order_id.clone(),
+                user_id: k.user_id.clone(),
+                // ISO 4217's code for "no currency": the order has none.
+                currency: "XXX".into(),
+                lines: Vec::new(),
+                coupon_id: None,
+                coupon: None,
+                stage: Stage::Rejected,
+                version: 0,
+                total: 0,
+                payable: 0,
+                payment_id: None,
+                created_at: out.at,
+                reason: Some("unknown order".into()),
+                cancels: Vec::new(),
+            };
+            out.ctx.outcome("cancel_refused");
+            return out.status(&unknown, OrderEvent::CancelRefused, Some(k.request_id));
+        };
+        if before.cancels.contains(&k.request_id) {
+            out.ctx.already_decided();
+            return Ok(());
+        }
+        let mut o = before.clone();
+        o.cancels.push(k.request_id.clone());
+        let refusal = if k.user_id != o.user_id {
+            Some("the order belongs to another user".to_string())
+        } else if o.stage.is_terminal() {
+            Some(format!("the order is already {}", o.stage.label()))
+        } else if o.stage == Stage::PaymentPending {
+            Some(
+                "the payment is already requested; cancelling during payment is not supported yet"
+                    .into(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            // Answered, never applied: state and version stay; the request
+            // id is remembered so a retry gets no second answer.
+            let mut answer = o.clone();
+            answer.reason = Some(why);
+            out.status(&answer, OrderEvent::CancelRefused, Some(k.request_id))?;
+            out.ctx.outcome("cancel_refused");
+            out.put(Some(&before), &o);
+            return Ok(());
+        }
+        let why = k
+            .reason
+            .clone()
+            .unwrap_or_else(|| "cancelled by the buyer".into());
+        let mut o = out.release_all(o, &why)?;
+        o.reason = Some(why);
+        out.transition(Some(&before), o, Stage::Cancelled, Some(k.request_id))
+    }
+
+    fn reply(&self, out: &mut Out<'_, '_, '_>, r: OrderReply) -> Result<(), Reject> {
+        let Some(before) = out.ctx.state().order(&r.order_id).cloned() else {
+            // Valid data about an order this partition never saw (a reply
+            // from a test or a foreign producer): nothing to act on.
+            out.ctx.outcome("reply_for_unknown_order");
+            return Ok(());
+        };
+        let mut o = before.clone();
+        let mut failure: Option<String> = None;
+        let changed = match &r.reply {
+            Reply::Stock(s) => {
+                let Some(i) = o.lines.iter().position(|l| l.product_id == s.product_id) else {
+                    out.ctx.outcome("reply_unmatched");
+                    return Ok(());
+                };
+                let line = &mut o.lines[i];
+                let next = match (line.stock, s.outcome) {
+                    (LineStock::Asked, StockOutcome::Reserved) => Some(LineStock::Reserved),
+                    (LineStock::Asked, StockOutcome::InsufficientStock) => {
+                        failure = Some(format!(
+                            "out of stock: product {} (asked {}, available {})",
+                            s.product_id, s.quantity, s.available
+                        ));
+                        Some(LineStock::Refused)
+                    }
+                    (LineStock::Asked, StockOutcome::UnknownProduct) => {
+                        failure = Some(format!("unknown product {}", s.product_id));
+                        Some(LineStock::Refused)
+                    }
+                    (LineStock::Releasing, StockOutcome::Released | StockOutcome::NotReserved) => {
+                        Some(LineStock::Released)
+                    }
+                    // A repeat, or the answer to a Reserve overtaken by our
+                    // own Release (which follows it on the same partition).
+                    _ => None,
+                };
+                next.map(|n| line.stock = n).is_some()
+            }
+            Reply::Coupon(c) => {
+                let next = match (o.coupon, c.outcome) {
+                    (Some(CouponUse::Asked), CouponReplyOutcome::Redeemed) => {
+                        let off = c.discount.map_or(0, |d| d.apply(Money(o.total)).0);
+                        Some(CouponUse::Redeemed { off })
+                    }
+                    (Some(CouponUse::Asked), CouponReplyOutcome::RedeemRejected) => {
+                        failure = Some(format!(
+                            "coupon {} cannot be used: {}",
+                            c.coupon_id,
+                            c.reason.as_deref().unwrap_or("refused")
+                        ));
+                        Some(CouponUse::Refused)
+                    }
+                    (
+                        Some(CouponUse::Releasing),
+                        CouponReplyOutcome::Released | CouponReplyOutcome::NotRedeemed,
+                    ) => Some(CouponUse::Released),
+                    _ => None,
+                };
+                let changed = next.is_some();
+                if next.is_some() {
+                    o.coupon = next;
+                }
+                changed
+            }
+        };
+        if !changed {
+            out.ctx.outcome("reply_repeat");
+            return Ok(());
+        }
+        if o.stage != Stage::Created {
+            // A late answer to a finished order (its releases are on their way).
+            out.put(Some(&before), &o);
+            return Ok(());
+        }
+        if let Some(why) = failure {
+            let mut o = out.release_all(o, &why)?;
+            o.reason = Some(why);
+            return out.transition(Some(&before), o, Stage::Rejected, None);
+        }
+        if o.all_held() {
+            return out.request_payment(&before, o);
+        }
+        out.put(Some(&before), &o);
+        Ok(())
+    }
+}
+
+impl Processor for OrderSaga {
+    type Input = SagaInput;
+    type State = OrderBook;
+
+    fn process(
+        &mut self,
+        ctx: &mut Context<'_, OrderBook>,
+        input: Incoming<SagaInput>,
+    ) -> Result<(), Reject> {
+        let mut out = Out {
+            saga: self,
+            ctx,
+            at: input.timestamp,
+        };
+        match input.message {
+            SagaInput::Create(c) => self.create(&mut out, c),
+            SagaInput::Cancel(k) => self.cancel(&mut out, k),
+            SagaInput::Reply(r) => self.reply(&mut out, r),
+        }
+    }
+
+    fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &OrderBook)>) {
+        if let Some(g) = &self.gauges {
+            g.observe(states);
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! Every rule and compensation path of the saga, in process (the engine's
+//! harness: savepoints, aborts, changelog), with the replies of inventory
+//! and coupon played by the test.
+
+use chrono::DateTime;
+use surge_core::settings::OrdersSettings;
+use surge_engine::harness::{Harness, Sent};
+use surge_order::inputs::{CANCEL, CREATE, REPLIES};
+use surge_order::{charge_id, OrderSaga, SagaCodecs, SagaInput, SagaTopics};
+use surge_schemas::coupon::{CouponAction, CouponCommand, Discount};
+use surge_schemas::inventory::{InventoryAction, InventoryCommand};
+use surge_schemas::order::{
+    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
+    OrderState, OrderStatus, PaymentKind, PaymentRequest, Reply, StockOutcome, StockReply,
+};
+use surge_schemas::{Contract, Money, TopicCodec};
+
+const STATUS: &str = "order-status";
+const PAYMENTS: &str = "payment-request";
+const INVENTORY: &str = "inventory-commands";
+const COUPONS: &str = "coupon-issue";
+
+fn saga() -> Harness<OrderSaga> {
+    let saga = OrderSaga::new(
+        OrdersSettings {
+            max_lines: 3,
+            ..OrdersSettings::default()
+        },
+        SagaTopics {
+            status: STATUS.into(),
+            payments: PAYMENTS.into(),
+            inventory: INVENTORY.into(),
+            coupons: COUPONS.into(),
+        },
+        SagaCodecs {
+            status: TopicCodec::offline(1),
+            payments: TopicCodec::offline(2),
+            inventory: TopicCodec::offline(3),
+            coupons: TopicCodec::offline(4),
+        },
+    );
+    Harness::new(
+        saga,
+        &[
+            ("order-create", 6),
+            ("order-cancel", 6),
+            ("order-replies", 6),
+        ],
+        &[(STATUS, 6), (PAYMENTS, 6), (INVENTORY, 6), (COUPONS, 6)],
+    )
+}
+
+/// Readers of what the saga sends, made once (a codec holds an HTTP client).
+struct Readers {
+    status: TopicCodec<OrderStatus>,
+    payments: TopicCodec<PaymentRequest>,
+    inventory: TopicCodec<InventoryCommand>,
+    coupons: TopicCodec<CouponCommand>,
+}
+
+fn readers() -> &'static Readers {
+    static R: std::sync::OnceLock<Readers> = std::sync::OnceLock::new();
+    R.get_or_init(|| Readers {
+        status: TopicCodec::offline(1),
+        payments: TopicCodec::offline(2),
+        inventory: TopicCodec::offline(3),
+        coupons: TopicCodec::offline(4),
+    })
+}
+
+fn decode<T: Contract>(codec: &TopicCodec<T>, s: &Sent) -> T {
+    futures::executor::block_on(codec.decode(s.payload.as_deref())).expect("decodes")
+}
+
+/// What a decision sent, decoded by topic.
+#[derive(Debug, Default)]
+struct Sends {
+    status: Vec<OrderStatus>,
+    payments: Vec<PaymentRequest>,
+    inventory: Vec<InventoryCommand>,
+    coupons: Vec<CouponCommand>,
+}
+
+fn sends(sent: &[Sent]) -> Sends {
+    let mut out = Sends::default();
+    for s in sent {
+        match s.topic.as_str() {
+            STATUS => {
+                let st: OrderStatus = decode(&readers().status, s);
+                assert_eq!(s.key, st.order_id.as_bytes());
+                assert_eq!(s.partition, surge_kafka::partition_for(&s.key, 6));
+                out.status.push(st)
+            }
+            PAYMENTS => out.payments.push(decode(&readers().payments, s)),
+            INVENTORY => {
+                let c: InventoryCommand = decode(&readers().inventory, s);
+                assert_eq!(
+                    s.partition,
+                    surge_kafka::partition_for(c.product_id.as_bytes(), 6),
+                    "a command lands on the partition owning its product"
+                );
+                out.inventory.push(c)
+            }
+            COUPONS => out.coupons.push(decode(&readers().coupons, s)),
+            other => panic!("sent to {other}"),
+        }
+    }
+    out
+}
+
+fn at(ms: i64) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+fn order(id: &str, user: &str, lines: &[(&str, i32, i64)], coupon: Option<&str>) -> OrderCreate {
+    OrderCreate {
+        order_id: id.into(),
+        user_id: user.into(),
+        items: lines
+            .iter()
+            .map(|(p, q, price)| OrderItem {
+                product_id: p.to_string(),
+                quantity: *q,
+                unit_price: Money(*price),
+            })
+            .collect(),
+        currency: "KRW".into(),
+        coupon_id: coupon.map(String::from),
+        requested_at: at(1_000),
+    }
+}
+
+fn create(h: &mut Harness<OrderSaga>, o: OrderCreate) -> Sends {
+    let key = o.order_id.clone();
+    sends(&h.feed(CREATE, &key, SagaInput::Create(o), 1_000).unwrap())
+}
+
+fn cancel(h: &mut Harness<OrderSaga>, order: &str, user: &str, request: &str) -> Sends {
+    let k = OrderCancel {
+        request_id: request.into(),
+        order_id: order.into(),
+        user_id: user.into(),
+        reason: None,
+        requested_at: at(2_000),
+    };
+    sends(&h.feed(CANCEL, order, SagaInput::Cancel(k), 2_000).unwrap())
+}
+
+fn reply(h: &mut Harness<OrderSaga>, order: &str, reply: Reply) -> Sends {
+    let r = OrderReply {
+        order_id: order.into(),
+        reply,
+        replied_at: at(1_500),
+    };
+    sends(&h.feed(REPLIES, order, SagaInput::Reply(r), 1_500).unwrap())
+}
+
+fn stock(product: &str, outcome: StockOutcome, quantity: i32) -> Reply {
+    Reply::Stock(StockReply {
+        product_id: product.into(),
+        outcome,
+        quantity,
+        available: 0,
+    })
+}
+
+fn coupon(outcome: CouponReplyOutcome, discount: Option<Discount>) -> Reply {
+    Reply::Coupon(CouponReply {
+        coupon_id: "c".into(),
+        outcome,
+        reason: (outcome == CouponReplyOutcome::RedeemRejected)
+            .then(|| "coupon already used by another order".into()),
+        discount,
+    })
+}
+
+fn reserved(product: &str, q: i32) -> Reply {
+    stock(product, StockOutcome::Reserved, q)
+}
+
+fn is_release(c: &InventoryCommand) -> bool {
+    matches!(c.command, InventoryAction::Release { .. })
+}
+
+#[test]
+fn held_stock_and_coupon_lead_to_one_charge_for_the_discounted_amount() {
+    let mut h = saga();
+    let s = create(
+        &mut h,
+        order(
+            "o1",
+            "alice",
+            &[("p1", 2, 1_000), ("p2", 1, 500)],
+            Some("c"),
+        ),
+    );
+    assert_eq!(s.status.len(), 1);
+    assert_eq!(
+        (s.status[0].state, s.status[0].version),
+        (OrderState::Created, 1)
+    );
+    let asked: Vec<_> = s
+        .inventory
+        .iter()
+        .map(|c| match &c.command {
+            InventoryAction::Reserve { order_id, quantity } => {
+                (c.product_id.as_str(), order_id.as_str(), *quantity)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(asked, vec![("p1", "o1", 2), ("p2", "o1", 1)]);
+    assert!(matches!(
+        &s.coupons[..],
+        [CouponCommand { command: CouponAction::Redeem { order_id, user_id }, coupon_id, .. }]
+            if order_id == "o1" && user_id == "alice" && coupon_id == "c"
+    ));
+
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 2))));
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        coupon(
+            CouponReplyOutcome::Redeemed,
+            Some(Discount::percent(Money(1000), Some(Money(200))))
+        )
+    )));
+    let s = reply(&mut h, "o1", reserved("p2", 1));
+    assert_eq!(s.status.len(), 1);
+    let st = &s.status[0];
+    assert_eq!((st.state, st.version), (OrderState::PaymentPending, 2));
+    // 2 500 total, 10 % = 250 capped at 200.
+    assert_eq!(st.total, Money(2_300));
+    let p = &s.payments[0];
+    assert_eq!(p.kind, PaymentKind::Charge);
+    assert_eq!(p.amount, Money(2_300));
+    assert_eq!(p.payment_id, charge_id("o1"));
+    assert_eq!(st.payment_id.as_deref(), Some(p.payment_id.as_str()));
+    h.commit();
+    h.assert_restore_law();
+}
+
+fn sends_nothing(s: Sends) -> bool {
+    s.status.is_empty() && s.payments.is_empty() && s.inventory.is_empty() && s.coupons.is_empty()
+}
+
+#[test]
+fn out_of_stock_rejects_and_releases_everything_else_at_once() {
+    let mut h = saga();
+    create(
+        &mut h,
+        order(
+            "o1",
+            "u",
+            &[("p1", 1, 100), ("p2", 1, 100), ("p3", 1, 100)],
+            Some("c"),
+        ),
+    );
+    reply(&mut h, "o1", reserved("p1", 1));
+    let s = reply(
+        &mut h,
+        "o1",
+        stock("p2", StockOutcome::InsufficientStock, 1),
+    );
+    let st = &s.status[0];
+    assert_eq!((st.state, st.version), (OrderState::Rejected, 2));
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap()
+            .contains("out of stock: product p2"),
+        "{st:?}"
+    );
+    // p1 (held) and p3 (still asked: the release follows the reserve on its
+    // partition) are released; p2 was refused and holds nothing.
+    let released: Vec<_> = s
+        .inventory
+        .iter()
+        .filter(|c| is_release(c))
+        .map(|c| c.product_id.as_str())
+        .collect();
+    assert_eq!(released, vec!["p1", "p3"]);
+    assert!(matches!(
+        &s.coupons[..],
+        [CouponCommand {
+            command: CouponAction::Release { .. },
+            ..
+        }]
+    ));
+    assert!(s.payments.is_empty());
+    // Late answers change nothing visible.
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p3", 1))));
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        coupon(CouponReplyOutcome::Redeemed, None)
+    )));
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        stock("p1", StockOutcome::Released, 1)
+    )));
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_coupon_not_held_or_used_twice_rejects_with_its_reason() {
+    let mut h = saga();
+    create(&mut h, order("o1", "u", &[("p1", 1, 100)], Some("c")));
+    let s = reply(
+        &mut h,
+        "o1",
+        coupon(CouponReplyOutcome::RedeemRejected, None),
+    );
+    let st = &s.status[0];
+    assert_eq!(st.state, OrderState::Rejected);
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap()
+            .contains("coupon already used"),
+        "{st:?}"
+    );
+    assert_eq!(s.inventory.iter().filter(|c| is_release(c)).count(), 1);
+    assert!(
+        s.coupons.is_empty(),
+        "a refused redemption holds nothing to release"
+    );
+}
+
+#[test]
+fn replies_twice_and_replies_for_unknown_orders_change_nothing() {
+    let mut h = saga();
+    create(
+        &mut h,
+        order("o1", "u", &[("p1", 1, 100), ("p2", 1, 100)], None),
+    );
+    reply(&mut h, "o1", reserved("p1", 1));
+    h.commit();
+    let before = h.state(h.partition_of(CREATE, "o1")).clone();
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 1))));
+    assert!(sends_nothing(reply(&mut h, "nobody", reserved("p1", 1))));
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        stock("p9", StockOutcome::Reserved, 1)
+    )));
+    assert_eq!(h.state(h.partition_of(CREATE, "o1")), &before);
+    // The second product's answer still completes it.
+    let s = reply(&mut h, "o1", reserved("p2", 1));
+    assert_eq!(s.status[0].state, OrderState::PaymentPending);
+    assert_eq!(s.payments.len(), 1);
+}
+
+#[test]
+fn cancel_before_payment_releases_once_and_a_second_cancel_is_answered() {
+    let mut h = saga();
+    create(&mut h, order("o1", "alice", &[("p1", 1, 100)], Some("c")));
+    reply(&mut h, "o1", reserved("p1", 1));
+    let s = cancel(&mut h, "o1", "alice", "k1");
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.version, st.event),
+        (OrderState::Cancelled, 2, OrderEvent::Transition)
+    );
+    assert_eq!(st.cancel_request_id.as_deref(), Some("k1"));
+    assert_eq!(s.inventory.iter().filter(|c| is_release(c)).count(), 1);
+    assert_eq!(s.coupons.len(), 1, "the coupon asked is released");
+    // The same request again: nothing at all.
+    assert!(sends_nothing(cancel(&mut h, "o1", "alice", "k1")));
+    // Another cancel: answered with the reason, never applied.
+    let s = cancel(&mut h, "o1", "alice", "k2");
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.version, st.event),
+        (OrderState::Cancelled, 2, OrderEvent::CancelRefused)
+    );
+    assert!(st.reason.as_deref().unwrap().contains("already CANCELLED"));
+    assert!(s.inventory.is_empty() && s.coupons.is_empty());
+    // Replies after the cancel start no payment.
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        coupon(CouponReplyOutcome::Redeemed, None)
+    )));
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn cancels_that_cannot_apply_are_refused_with_the_reason() {
+    let mut h = saga();
+    let s = cancel(&mut h, "ghost", "u", "k0");
+    assert_eq!(
+        (s.status[0].event, s.status[0].version),
+        (OrderEvent::CancelRefused, 0)
+    );
+    assert_eq!(s.status[0].reason.as_deref(), Some("unknown order"));
+
+    create(&mut h, order("o1", "alice", &[("p1", 1, 100)], None));
+    let s = cancel(&mut h, "o1", "mallory", "k1");
+    assert_eq!(s.status[0].event, OrderEvent::CancelRefused);
+    assert_eq!(s.status[0].state, OrderState::Created);
+    assert!(s.status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("another user"));
+    assert!(s.inventory.is_empty());
+
+    reply(&mut h, "o1", reserved("p1", 1));
+    let s = cancel(&mut h, "o1", "alice", "k2");
+    assert_eq!(s.status[0].event, OrderEvent::CancelRefused);
+    assert_eq!(
+        (s.status[0].state, s.status[0].version),
+        (OrderState::PaymentPending, 2)
+    );
+    assert!(s.inventory.is_empty() && s.coupons.is_empty());
+}
+
+#[test]
+fn orders_that_break_the_rules_are_rejected_before_anything_is_asked() {
+    let cases: Vec<(OrderCreate, &str)> = vec![
+        (
+            OrderCreate {
+                currency: "XXX".into(),
+                ..order("o1", "u", &[("p", 1, 1)], None)
+            },
+            "currency",
+        ),
+        (order("o2", "u", &[("p", 1, -1)], None), "negative"),
+        (
+            order(
+                "o3",
+                "u",
+                &[("a", 1, 1), ("b", 1, 1), ("c", 1, 1), ("d", 1, 1)],
+                None,
+            ),
+            "at most 3",
+        ),
+        (
+            order("o4", "u", &[("p", 1, 1), ("p", 2, 1)], None),
+            "more than one line",
+        ),
+        (order("o5", "u", &[("p", 20_000, 1)], None), "quantity"),
+        (
+            order("o6", "u", &[("p", 10_000, i64::MAX / 2)], None),
+            "18 digits",
+        ),
+    ];
+    let mut h = saga();
+    for (o, why) in cases {
+        let s = create(&mut h, o);
+        let st = &s.status[0];
+        assert_eq!((st.state, st.version), (OrderState::Rejected, 1), "{why}");
+        assert!(
+            st.reason.as_deref().unwrap().contains(why),
+            "{why}: {:?}",
+            st.reason
+        );
+        assert!(s.inventory.is_empty() && s.coupons.is_empty() && s.payments.is_empty());
+    }
+}
+
+#[test]
+fn a_repeated_order_create_gets_no_second_saga() {
+    let mut h = saga();
+    create(&mut h, order("o1", "u", &[("p1", 1, 100)], None));
+    assert!(sends_nothing(create(
+        &mut h,
+        order("o1", "u", &[("p1", 1, 100)], None)
+    )));
+    assert!(sends_nothing(create(
+        &mut h,
+        order("o1", "other", &[("p2", 5, 1)], None)
+    )));
+}
+
+#[test]
+fn a_fully_discounted_order_is_paid_without_a_charge() {
+    let mut h = saga();
+    create(&mut h, order("o1", "u", &[("p1", 1, 300)], Some("c")));
+    reply(&mut h, "o1", reserved("p1", 1));
+    let s = reply(
+        &mut h,
+        "o1",
+        coupon(
+            CouponReplyOutcome::Redeemed,
+            Some(Discount::fixed(Money(500))),
+        ),
+    );
+    assert_eq!(
+        (s.status[0].state, s.status[0].total),
+        (OrderState::Paid, Money(0))
+    );
+    assert!(s.payments.is_empty());
+    assert!(matches!(
+        &s.inventory[..],
+        [InventoryCommand {
+            command: InventoryAction::Commit { .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn abort_replay_and_restart_decide_the_same_way() {
+    let mut h = saga();
+    create(
+        &mut h,
+        order("o1", "u", &[("p1", 1, 100), ("p2", 1, 100)], None),
+    );
+    h.commit();
+    reply(&mut h, "o1", reserved("p1", 1));
+    let first = h.pending().to_vec();
+    let replayed = h.abort_and_replay();
+    assert_eq!(
+        replayed, first,
+        "a replay after an abort sends the same records"
+    );
+    h.commit();
+    // A crash after the commit: the restored book continues the saga.
+    h.crash_and_restore();
+    let s = reply(&mut h, "o1", reserved("p2", 1));
+    assert_eq!(
+        (s.status[0].state, s.status[0].version),
+        (OrderState::PaymentPending, 2)
+    );
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn versions_rise_by_one_and_each_order_ends_once() {
+    let mut h = saga();
+    for i in 0..50 {
+        let id = format!("o{i}");
+        create(
+            &mut h,
+            order(
+                &id,
+                "u",
+                &[("p1", 1, 100), ("p2", 1, 100)],
+                (i % 2 == 0).then_some("c"),
+            ),
+        );
+        match i % 5 {
+            0 => {
+                cancel(&mut h, &id, "u", "k");
+            }
+            1 => {
+                reply(&mut h, &id, stock("p1", StockOutcome::UnknownProduct, 1));
+            }
+            _ => {
+                reply(&mut h, &id, reserved("p2", 1));
+                reply(&mut h, &id, reserved("p1", 1));
+                if i % 2 == 0 {
+                    reply(&mut h, &id, coupon(CouponReplyOutcome::Redeemed, None));
+                }
+            }
+        }
+        cancel(&mut h, &id, "u", "late");
+        reply(&mut h, &id, reserved("p1", 1));
+    }
+    h.commit();
+    let mut by_order: std::collections::BTreeMap<String, Vec<OrderStatus>> = Default::default();
+    for s in h.committed_on(STATUS) {
+        let st: OrderStatus = decode(&readers().status, s);
+        if st.event == OrderEvent::Transition {
+            by_order.entry(st.order_id.clone()).or_default().push(st);
+        }
+    }
+    assert_eq!(by_order.len(), 50);
+    for (id, history) in by_order {
+        let versions: Vec<i32> = history.iter().map(|s| s.version).collect();
+        assert_eq!(
+            versions,
+            (1..=history.len() as i32).collect::<Vec<_>>(),
+            "{id}"
+        );
+        let ends = history
+            .iter()
+            .filter(|s| s.state.is_terminal() || s.state == OrderState::PaymentPending)
+            .count();
+        assert_eq!(
+            ends, 1,
+            "{id}: one terminal or PAYMENT_PENDING outcome: {history:?}"
+        );
+    }
+    h.assert_restore_law();
+}
