@@ -12,6 +12,7 @@
 //! gauges derived from the state; `audit` checks the saga's invariants from
 //! the topics alone, for tests and `surge verify`.
 
+pub mod audit;
 pub mod book;
 pub mod inputs;
 pub mod metrics;

@@ -15,8 +15,10 @@ use surge_core::shutdown::Shutdown;
 use surge_core::Settings;
 use surge_engine::{run_pipeline, ExitReason, Inputs, PipelineMetrics, PipelineSpec, Processor};
 use surge_kafka::ClientFactory;
+use surge_order::{OrderSaga, SagaCodecs, SagaGauges, SagaInputs, SagaTopics};
 use surge_schemas::coupon::{CouponCommand, CouponDecision};
-use surge_schemas::order::OrderReply;
+use surge_schemas::inventory::{InventoryCommand, InventoryEvent};
+use surge_schemas::order::{OrderCancel, OrderCreate, OrderReply, OrderStatus, PaymentRequest};
 use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
@@ -31,6 +33,12 @@ enum PipelineName {
     /// coupon-issue → coupon-result (first come, first served), and the
     /// saga's coupon redemptions → order-replies.
     Coupon,
+    /// inventory-commands → inventory-result (stock per product), and the
+    /// saga's reservations → order-replies.
+    Inventory,
+    /// The order saga: order-create, order-cancel, order-replies →
+    /// inventory-commands, coupon-issue, payment-request, order-status.
+    Order,
 }
 
 /// Topics and group of the coupon pipeline.
@@ -42,6 +50,33 @@ pub fn coupon_spec(settings: &Settings) -> PipelineSpec {
         &[CouponCommand::TOPIC],
         &[CouponDecision::TOPIC, OrderReply::TOPIC],
         settings.pipelines.coupon.clone(),
+    )
+}
+
+/// Topics and group of the inventory pipeline.
+pub fn inventory_spec(settings: &Settings) -> PipelineSpec {
+    spec(
+        &Names::from_settings(settings),
+        names::INVENTORY,
+        &[InventoryCommand::TOPIC],
+        &[InventoryEvent::TOPIC, OrderReply::TOPIC],
+        settings.pipelines.inventory.clone(),
+    )
+}
+
+/// Topics and group of the order saga (its inputs are co-partitioned).
+pub fn order_spec(settings: &Settings) -> PipelineSpec {
+    spec(
+        &Names::from_settings(settings),
+        names::ORDER,
+        &surge_order::inputs::TOPICS,
+        &[
+            OrderStatus::TOPIC,
+            PaymentRequest::TOPIC,
+            InventoryCommand::TOPIC,
+            CouponCommand::TOPIC,
+        ],
+        settings.pipelines.order.clone(),
     )
 }
 
@@ -90,6 +125,44 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
             );
             launch(settings, spec, processor, inputs).await
         }
+        PipelineName::Inventory => {
+            let spec = inventory_spec(settings);
+            let inputs = codec::<InventoryCommand>(&registry, &n).await?;
+            let processor = surge_inventory::InventoryProcessor::new(
+                codec::<InventoryEvent>(&registry, &n).await?,
+                codec::<OrderReply>(&registry, &n).await?,
+                n.topic(InventoryEvent::TOPIC),
+                n.topic(OrderReply::TOPIC),
+            );
+            launch(settings, spec, processor, inputs).await
+        }
+        PipelineName::Order => {
+            let spec = order_spec(settings);
+            let inputs = SagaInputs {
+                create: codec::<OrderCreate>(&registry, &n).await?,
+                cancel: codec::<OrderCancel>(&registry, &n).await?,
+                replies: codec::<OrderReply>(&registry, &n).await?,
+            };
+            let topics = SagaTopics {
+                status: n.topic(OrderStatus::TOPIC),
+                payments: n.topic(PaymentRequest::TOPIC),
+                inventory: n.topic(InventoryCommand::TOPIC),
+                coupons: n.topic(CouponCommand::TOPIC),
+            };
+            let codecs = SagaCodecs {
+                status: codec(&registry, &n).await?,
+                payments: codec(&registry, &n).await?,
+                inventory: codec(&registry, &n).await?,
+                coupons: codec(&registry, &n).await?,
+            };
+            let saga = OrderSaga::new(settings.orders.clone(), topics, codecs);
+            launch_with(settings, spec, inputs, |metrics| {
+                let gauges = SagaGauges::register(&metrics.registry)
+                    .context("registering the saga's gauges")?;
+                Ok(saga.with_gauges(gauges))
+            })
+            .await
+        }
     }
 }
 
@@ -105,7 +178,22 @@ where
     P: Processor,
     I: Inputs<Message = P::Input>,
 {
+    launch_with(settings, spec, inputs, |_| Ok(processor)).await
+}
+
+/// As [`launch`], for a processor that registers metrics of its own.
+async fn launch_with<P, I>(
+    settings: &Settings,
+    spec: PipelineSpec,
+    inputs: I,
+    processor: impl FnOnce(&PipelineMetrics) -> anyhow::Result<P>,
+) -> anyhow::Result<ExitCode>
+where
+    P: Processor,
+    I: Inputs<Message = P::Input>,
+{
     let metrics = PipelineMetrics::new(&spec.name);
+    let processor = processor(&metrics)?;
     let factory = ClientFactory::new(settings.kafka.clone());
     let runtime = tokio::runtime::Handle::current();
     let listen = spec.settings.metrics_listen;
