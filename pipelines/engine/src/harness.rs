@@ -41,6 +41,9 @@ pub struct Harness<P: Processor> {
     routes: Routes,
     tasks: BTreeMap<i32, Task<P::State>>,
     next_offset: HashMap<(usize, i32), i64>,
+    /// Offsets at the last commit: a rewind returns to them, so a record
+    /// decided again keeps its offset, as it does in Kafka.
+    committed_offset: HashMap<(usize, i32), i64>,
     pending: Vec<Sent>,
     committed: Vec<Sent>,
     changelog: BTreeMap<i32, Vec<ChangelogRecord>>,
@@ -70,6 +73,7 @@ impl<P: Processor> Harness<P> {
                 .map(|p| (p, Task::new(P::State::default())))
                 .collect(),
             next_offset: HashMap::new(),
+            committed_offset: HashMap::new(),
             pending: Vec::new(),
             committed: Vec::new(),
             changelog: BTreeMap::new(),
@@ -200,15 +204,20 @@ impl<P: Processor> Harness<P> {
         }
         self.committed.append(&mut self.pending);
         self.fed.clear();
+        self.committed_offset = self.next_offset.clone();
     }
 
-    /// Aborts: every change since the last commit is undone and nothing sent
-    /// since then is kept.
+    /// Aborts: every change since the last commit is undone, nothing sent
+    /// since then is kept, and the inputs rewind to their committed offsets.
+    /// The records fed since the commit are dropped (the engine would read
+    /// them again: [`Harness::abort_and_replay`] does that).
     pub fn abort(&mut self) {
         for task in self.tasks.values_mut() {
             task.revert_all();
         }
         self.pending.clear();
+        self.fed.clear();
+        self.next_offset = self.committed_offset.clone();
     }
 
     /// Aborts and decides every record fed since the last commit again, in
@@ -217,18 +226,9 @@ impl<P: Processor> Harness<P> {
     where
         P::Input: Clone,
     {
-        self.abort();
         let fed = std::mem::take(&mut self.fed);
-        let mut sent = Vec::new();
-        for f in fed {
-            let (input, partition, timestamp) = (f.input, f.partition, f.timestamp);
-            let message = f.message.clone();
-            self.fed.push(f);
-            if let Ok(s) = self.decide(input, partition, message, timestamp) {
-                sent.extend(s);
-            }
-        }
-        sent
+        self.abort();
+        self.replay(fed)
     }
 
     pub fn state(&self, partition: i32) -> &P::State {
@@ -278,16 +278,44 @@ impl<P: Processor> Harness<P> {
         crate::laws::restore_from(self.changelog(partition))
     }
 
-    /// Replaces every partition's state by its restore from the changelog
-    /// (a crash after the last commit, then a restart).
-    pub fn crash_and_restore(&mut self) {
+    /// A crash and a restart: every partition's state is rebuilt from the
+    /// committed changelog, and the records fed since the last commit are
+    /// read again from the committed offsets and decided again. Returns what
+    /// that replay sent.
+    pub fn crash_and_restore(&mut self) -> Vec<Sent>
+    where
+        P::Input: Clone,
+    {
+        let fed = std::mem::take(&mut self.fed);
+        self.restart();
+        self.replay(fed)
+    }
+
+    /// A restart from the committed changelog with the uncommitted records
+    /// dropped: the test feeds whatever comes next itself.
+    pub fn restart(&mut self) {
         self.abort();
-        self.fed.clear();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for p in partitions {
             let state = self.restored(p);
             self.tasks.insert(p, Task::new(state));
         }
+    }
+
+    fn replay(&mut self, fed: Vec<Fed<P::Input>>) -> Vec<Sent>
+    where
+        P::Input: Clone,
+    {
+        let mut sent = Vec::new();
+        for f in fed {
+            let (input, partition, timestamp) = (f.input, f.partition, f.timestamp);
+            let message = f.message.clone();
+            self.fed.push(f);
+            if let Ok(s) = self.decide(input, partition, message, timestamp) {
+                sent.extend(s);
+            }
+        }
+        sent
     }
 
     /// Checks the state laws on the committed run: every partition's state
@@ -303,5 +331,118 @@ impl<P: Processor> Harness<P> {
             );
             crate::laws::assert_restore_rebuilds(&task.state, self.changelog(*p));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Context;
+    use crate::PartitionState;
+
+    /// A counter per partition; changes are +n.
+    #[derive(Debug, Default, Clone, PartialEq)]
+    struct Count(i64);
+
+    impl PartitionState for Count {
+        type Change = i64;
+        fn apply(&mut self, c: &i64) {
+            self.0 += c;
+        }
+        fn revert(&mut self, c: &i64) {
+            self.0 -= c;
+        }
+        fn changelog_records(&self, _: &i64, out: &mut Vec<ChangelogRecord>) {
+            out.push((b"n".to_vec(), Some(self.0.to_be_bytes().to_vec())));
+        }
+        fn restore(&mut self, _: &[u8], v: Option<&[u8]>) -> Result<(), String> {
+            let v = v.ok_or("tombstone")?;
+            self.0 = i64::from_be_bytes(v.try_into().map_err(|_| "8 bytes")?);
+            Ok(())
+        }
+        fn approx_bytes(&self) -> usize {
+            8
+        }
+    }
+
+    /// Adds its input, sends it by key; a negative input is found poisonous
+    /// only after it changed the state and sent something.
+    struct Adder;
+
+    impl Processor for Adder {
+        type Input = i64;
+        type State = Count;
+        fn process(
+            &mut self,
+            ctx: &mut Context<'_, Count>,
+            input: Incoming<i64>,
+        ) -> Result<(), Reject> {
+            ctx.apply(input.message);
+            ctx.send_by_key("out", input.message.to_string(), vec![1]);
+            if input.message < 0 {
+                return Err(Reject::Poison {
+                    reason: "negative",
+                    message: "found late".into(),
+                });
+            }
+            Ok(())
+        }
+        fn tick(&mut self, ctx: &mut Context<'_, Count>, now: Millis) -> Result<(), Reject> {
+            if ctx.state().0 > 0 && now >= 100 {
+                ctx.apply(-ctx.state().0);
+                ctx.emit("out", "reset", vec![0]);
+            }
+            Ok(())
+        }
+    }
+
+    fn harness() -> Harness<Adder> {
+        Harness::new(Adder, &[("in", 3)], &[("out", 5)])
+    }
+
+    #[test]
+    fn a_record_rejected_after_it_changed_state_leaves_no_trace() {
+        let mut h = harness();
+        h.feed_at(0, 1, 5, 0).unwrap();
+        assert!(h.feed_at(0, 1, -2, 0).is_err());
+        assert_eq!(
+            h.state(1),
+            &Count(5),
+            "the rejected record's change is undone"
+        );
+        assert_eq!(h.pending().len(), 1, "and what it sent is dropped");
+        assert_eq!(h.dead_letters(), &[(0, 1, "negative".to_string())]);
+        h.commit();
+        h.assert_restore_law();
+    }
+
+    #[test]
+    fn outputs_by_key_use_the_java_partitioner_and_here_stays_put() {
+        let mut h = harness();
+        let sent = h.feed_at(0, 2, 7, 0).unwrap();
+        assert_eq!(sent[0].partition, surge_kafka::partition_for(b"7", 5));
+        let ticked = h.tick(100).unwrap();
+        assert_eq!(ticked.len(), 1);
+        assert_eq!(
+            ticked[0].partition, 2,
+            "Route::Here is the partition being decided"
+        );
+        assert_eq!(h.state(2), &Count(0));
+    }
+
+    #[test]
+    fn abort_rewinds_offsets_and_crash_replays_what_was_not_committed() {
+        let mut h = harness();
+        h.feed_at(0, 0, 1, 0).unwrap();
+        h.commit();
+        h.feed_at(0, 0, 2, 0).unwrap();
+        h.feed_at(0, 0, 3, 0).unwrap();
+        let replayed = h.crash_and_restore();
+        assert_eq!(replayed.len(), 2);
+        assert_eq!(h.state(0), &Count(6));
+        h.abort();
+        assert_eq!(h.state(0), &Count(1), "abort returns to the last commit");
+        h.commit();
+        h.assert_restore_law();
     }
 }

@@ -52,11 +52,19 @@ pub struct Routes {
     partitions: HashMap<String, i32>,
 }
 
-/// An output names a topic the pipeline did not declare: a bug in the
-/// processor, never the data's fault.
+/// An output the engine cannot place: a bug in the processor or a topic
+/// set up wrong, never the data's fault.
 #[derive(Debug, thiserror::Error)]
-#[error("output topic {0:?} is not declared in the pipeline spec")]
-pub struct UndeclaredTopic(pub String);
+pub enum RouteError {
+    #[error("output topic {0:?} is not declared in the pipeline spec")]
+    Undeclared(String),
+    #[error("output topic {topic:?} has {partitions} partitions: partition {here} cannot send to the same partition there")]
+    TooFewPartitions {
+        topic: String,
+        partitions: i32,
+        here: i32,
+    },
+}
 
 impl Routes {
     pub fn new(partitions: HashMap<String, i32>) -> Self {
@@ -68,11 +76,18 @@ impl Routes {
     }
 
     /// The partition `output` goes to when decided at partition `here`.
-    pub fn partition(&self, output: &Output, here: i32) -> Result<i32, UndeclaredTopic> {
+    pub fn partition(&self, output: &Output, here: i32) -> Result<i32, RouteError> {
         let n = self
             .partitions(&output.topic)
-            .ok_or_else(|| UndeclaredTopic(output.topic.clone()))?;
+            .ok_or_else(|| RouteError::Undeclared(output.topic.clone()))?;
         Ok(match output.route {
+            Route::Here if here >= n => {
+                return Err(RouteError::TooFewPartitions {
+                    topic: output.topic.clone(),
+                    partitions: n,
+                    here,
+                })
+            }
             Route::Here => here,
             Route::ByKey => surge_kafka::partition_for(&output.key, n),
             Route::Partition(p) => p,
