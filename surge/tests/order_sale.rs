@@ -12,14 +12,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::coupon::{signal, Fixture, Instance};
+use common::orders::{produce, spawn, stack, BrokerRestart, Tail, PIPELINES};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_order::audit::{audit, Observed};
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand, InventoryEvent};
@@ -34,114 +32,6 @@ fn size(var: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-const PIPELINES: [&str; 3] = ["order", "inventory", "coupon"];
-
-fn spawn(fx: &Fixture, pipeline: &str) -> Instance {
-    let up = pipeline.to_uppercase();
-    fx.spawn(
-        &format!("pipeline-{pipeline}"),
-        &["pipeline", pipeline],
-        &[
-            (
-                &format!("SURGE_PIPELINES__{up}__METRICS_LISTEN"),
-                "127.0.0.1:0",
-            ),
-            ("SURGE_LOG__LEVEL", "info,librdkafka=warn"),
-        ],
-    )
-}
-
-fn stack(args: &[&str]) {
-    let ok = Command::new(common::repo_root().join("scripts/stack"))
-        .args(args)
-        .status()
-        .expect("scripts/stack")
-        .success();
-    assert!(ok, "scripts/stack {args:?} failed");
-}
-
-/// Restarts the broker when dropped, so a failed assertion never leaves it down.
-struct BrokerRestart;
-impl Drop for BrokerRestart {
-    fn drop(&mut self) {
-        let _ = Command::new(common::repo_root().join("scripts/stack"))
-            .args(["up", "kafka"])
-            .status();
-    }
-}
-
-async fn produce<T: Contract>(fx: &Fixture, records: &[T]) {
-    let codec: TopicCodec<T> = common::codec(&fx.settings).await;
-    let producer = fx.factory.idempotent_producer("test-producer").unwrap();
-    let encoded: Vec<(String, Vec<u8>)> = records
-        .iter()
-        .map(|r| (r.key().to_string(), codec.encode(r).unwrap()))
-        .collect();
-    surge_kafka::produce_in_order(&producer, &fx.topic(T::TOPIC), encoded, |_| {})
-        .await
-        .expect("produce");
-}
-
-/// Accumulates a topic's committed records, all partitions, from the start.
-struct Tail {
-    consumer: BaseConsumer,
-    records: Vec<(i32, i64, Vec<u8>)>,
-}
-
-impl Tail {
-    fn new(fx: &Fixture, base: &str) -> Self {
-        let topic = fx.topic(base);
-        let consumer: BaseConsumer = fx
-            .factory
-            .read_committed_consumer_config("test-tail", &common::unique("tail"))
-            .create()
-            .unwrap();
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        Self {
-            consumer,
-            records: Vec::new(),
-        }
-    }
-
-    /// Reads until nothing arrives for `quiet`.
-    fn catch_up(&mut self, quiet: Duration) {
-        let mut last = Instant::now();
-        while last.elapsed() < quiet {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    self.records.push((
-                        m.partition(),
-                        m.offset(),
-                        m.payload().unwrap_or_default().to_vec(),
-                    ));
-                    last = Instant::now();
-                }
-                Some(Err(e)) => eprintln!("tail: {e}"),
-                None => {}
-            }
-        }
-    }
-
-    /// The records decoded, in log order per partition.
-    async fn decoded<T: Contract>(&self, codec: &TopicCodec<T>) -> Vec<T> {
-        let mut raw: Vec<&(i32, i64, Vec<u8>)> = self.records.iter().collect();
-        raw.sort_by_key(|(p, o, _)| (*p, *o));
-        let mut out = Vec::with_capacity(raw.len());
-        for (_, _, bytes) in raw {
-            out.push(codec.decode(Some(bytes)).await.expect("decodes"));
-        }
-        out
-    }
 }
 
 fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {

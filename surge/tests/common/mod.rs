@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 pub mod coupon;
 pub mod gateway;
+pub mod orders;
 
 use surge_core::{Names, Settings};
 use surge_schemas::{Contract, Registry, TopicCodec};
