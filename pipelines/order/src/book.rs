@@ -227,3 +227,84 @@ impl PartitionState for OrderBook {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_engine::laws;
+
+    fn order(id: &str, stage: Stage, version: i32, at: Millis) -> Order {
+        Order {
+            order_id: id.into(),
+            user_id: "u".into(),
+            currency: "KRW".into(),
+            lines: vec![Line {
+                product_id: "p".into(),
+                quantity: 2,
+                unit_price: 150,
+                stock: LineStock::Asked,
+            }],
+            coupon_id: Some("c".into()),
+            coupon: Some(CouponUse::Redeemed { off: 30 }),
+            stage,
+            version,
+            total: 300,
+            payable: 270,
+            payment_id: None,
+            created_at: at,
+            reason: None,
+            cancels: vec!["k".into()],
+        }
+    }
+
+    fn changes() -> Vec<OrderChange> {
+        let a1 = order("a", Stage::Created, 1, 5);
+        let a2 = order("a", Stage::PaymentPending, 2, 5);
+        let b1 = order("b", Stage::Created, 1, 3);
+        let b2 = order("b", Stage::Cancelled, 2, 3);
+        vec![
+            OrderChange {
+                before: None,
+                after: Box::new(a1.clone()),
+            },
+            OrderChange {
+                before: None,
+                after: Box::new(b1.clone()),
+            },
+            OrderChange {
+                before: Some(Box::new(a1)),
+                after: Box::new(a2),
+            },
+            OrderChange {
+                before: Some(Box::new(b1)),
+                after: Box::new(b2),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_book_obeys_the_state_laws() {
+        let all = changes();
+        laws::assert_apply_revert_identity(&OrderBook::default(), &all);
+        for n in 0..=all.len() {
+            let (state, log) = laws::changelog_of::<OrderBook>(&all[..n]);
+            laws::assert_restore_rebuilds(&state, &log);
+        }
+    }
+
+    #[test]
+    fn only_open_orders_are_indexed_oldest_first() {
+        let mut book = OrderBook::default();
+        for c in &changes()[..2] {
+            book.apply(c);
+        }
+        let open: Vec<&str> = book.open().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(open, ["b", "a"], "b was created first");
+        for c in &changes()[2..] {
+            book.apply(c);
+        }
+        let open: Vec<&str> = book.open().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(open, ["a"], "a cancelled order is no longer open");
+        assert_eq!(book.len(), 2);
+    }
+}
