@@ -101,6 +101,8 @@ struct Rec {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     headers: Vec<(String, Vec<u8>)>,
+    /// CreateTime, ms.
+    timestamp: Option<i64>,
 }
 
 impl Rec {
@@ -119,6 +121,24 @@ impl Rec {
             .filter(|(k, _)| k != FORWARDED_FROM)
             .cloned()
             .collect()
+    }
+}
+
+/// Where librdkafka's default partitioner (`consistent_random`) puts a keyed
+/// record: CRC32 of the key. librdkafka's own function, as the Python client
+/// runs it.
+fn librdkafka_default_partition(key: &[u8], partitions: i32) -> i32 {
+    // SAFETY: a pure function of the key bytes; it reads neither the topic
+    // handle nor the opaques (rdkafka_msg.c).
+    unsafe {
+        rdkafka::bindings::rd_kafka_msg_partitioner_consistent(
+            std::ptr::null(),
+            key.as_ptr() as *const std::ffi::c_void,
+            key.len(),
+            partitions,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     }
 }
 
@@ -175,6 +195,7 @@ fn read_all(fx: &Fixture, topic: &str) -> Vec<Rec> {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
+                    timestamp: m.timestamp().to_millis(),
                 });
             }
         }
@@ -426,7 +447,20 @@ async fn a_sale_half_through_a_default_partitioned_python_producer_keeps_one_boo
             .get(&(*p, *o))
             .unwrap_or_else(|| panic!("{request}: delivered at {p}:{o}, not in coupon-issue"));
         assert_eq!(&c.request_id, request, "record at {p}:{o}");
-        assert!(at[&(*p, *o)].forwarded_from().is_none());
+        let rec = at[&(*p, *o)];
+        assert!(rec.forwarded_from().is_none());
+        assert!(
+            rec.headers.iter().any(|(k, _)| k == "x-sender"),
+            "the stranger's headers arrived: {:?}",
+            rec.headers
+        );
+        if let Some(key) = &rec.key {
+            assert_eq!(
+                *p,
+                librdkafka_default_partition(key, n),
+                "{request}: placed by librdkafka's default partitioner (CRC32 of the key)"
+            );
+        }
         python_positions.entry(request).or_default().push((*p, *o));
         let home = owner(&c.coupon_id);
         if *p != home {
@@ -492,6 +526,12 @@ async fn a_sale_half_through_a_default_partitioned_python_producer_keeps_one_boo
                     r.other_headers(),
                     original.headers,
                     "a copy keeps the original headers"
+                );
+                assert!(
+                    r.timestamp.is_some() && r.timestamp == original.timestamp,
+                    "a copy keeps the original CreateTime: {:?} vs {:?}",
+                    r.timestamp,
+                    original.timestamp
                 );
                 *copied.entry(from).or_default() += 1;
             }
@@ -723,6 +763,83 @@ async fn a_sale_half_through_a_default_partitioned_python_producer_keeps_one_boo
         text.contains("verify: OK")
             && text.contains(&format!("ISSUED          {}", STOCK * COUPONS as i64))
             && text.contains("postgres and redis equal to the topic"),
+        "{text}"
+    );
+}
+
+/// `surge verify` started while misrouted records wait for the pipeline
+/// (as `surge chaos` runs it right after a load): it reads coupon-issue
+/// before any copy exists, waits for the decisions, and must replay FCFS
+/// with the copies forwarded meanwhile, where they were decided. Every unit
+/// here goes to a forwarded copy, so a replay without them expects none.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_counts_the_copies_forwarded_while_it_waits() {
+    python();
+    let fx = Fixture::new("misrouted-verify").await;
+    let topic = fx.topic(CouponCommand::TOPIC);
+    let n = partitions(&fx, &topic);
+    let coupon = format!("{}late", fx.prefix);
+    let home = partition_for(coupon.as_bytes(), n);
+    fx.produce(&[common::coupon::create(&coupon, 3)]).await;
+    // Keys `couponId:userId` that CRC32 puts off the owner: all misrouted.
+    let records: Vec<PyRecord> = (0..)
+        .map(|u| PyRecord {
+            request: format!("{}py-{u}", fx.prefix),
+            coupon: coupon.clone(),
+            user: format!("user-{u}"),
+            key: Some(format!("{coupon}:user-{u}")),
+            kind: KeyKind::CouponUser,
+        })
+        .filter(|r| librdkafka_default_partition(r.key.as_deref().unwrap().as_bytes(), n) != home)
+        .take(12)
+        .collect();
+    let run = PythonRun {
+        bootstrap: fx.settings.kafka.bootstrap_servers.clone(),
+        registry: fx.settings.registry.url.clone(),
+        topic: topic.clone(),
+        file: fx.logs.join("python-requests.json"),
+    };
+    let sent = records.clone();
+    let deliveries = tokio::task::spawn_blocking(move || produce_with_python(&run, &sent))
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), records.len());
+    assert!(
+        deliveries.iter().all(|(_, p, _)| *p != home),
+        "{deliveries:?}"
+    );
+
+    // verify first: it reads the log (no copies yet) and waits; then the pipeline.
+    let log = fx.logs.join("verify.log");
+    let mut verify = fx.spawn(
+        "verify",
+        &[
+            "verify",
+            "--coupons",
+            &fx.prefix,
+            "--wait",
+            "90",
+            "--no-stores",
+        ],
+        &[],
+    );
+    common::wait_for_log(&log, "[verify] waiting", Duration::from_secs(60));
+    let _pipeline = fx.spawn_pipeline("0", &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = verify.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "verify did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!("--- verify.log\n{text}");
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("12 more records of those requests (forwarded copies)")
+            && text.contains("ISSUED          3")
+            && text.contains("verify: OK"),
         "{text}"
     );
 }

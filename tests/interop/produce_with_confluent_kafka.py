@@ -9,8 +9,9 @@ usage: produce_with_confluent_kafka.py BOOTSTRAP REGISTRY_URL TOPIC REQUESTS_JSO
 REQUESTS_JSON is a file holding a list of
     {"requestId": str, "couponId": str, "userId": str, "key": str | null}
 and each becomes one IssueRequest on TOPIC, with that record key (null: no
-key). The value's schema is the latest version registered under the topic's
-subject (`<TOPIC>-value`); nothing is registered.
+key), and the headers a service of its own would add: `x-sender` and
+`x-request-id`. The value's schema is the latest version registered under
+the topic's subject (`<TOPIC>-value`); nothing is registered.
 
 Prints one JSON object per delivered record, in delivery order:
     {"requestId": str, "partition": int, "offset": int}
@@ -73,9 +74,16 @@ def main():
             "command": (ISSUE, {"userId": r["userId"]}),
         }
         key = r["key"].encode() if r["key"] is not None else None
+        headers = [("x-sender", b"python-confluent-kafka"), ("x-request-id", r["requestId"].encode())]
         while True:
             try:
-                producer.produce(topic, key=key, value=serializer(value, context), on_delivery=report(r["requestId"]))
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=serializer(value, context),
+                    headers=headers,
+                    on_delivery=report(r["requestId"]),
+                )
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -72,6 +72,11 @@ impl TopicReader {
         })
     }
 
+    /// The topic's partition count (at open).
+    pub fn partitions(&self) -> i32 {
+        self.partitions as i32
+    }
+
     /// Everything committed that has not been read yet: returns once every
     /// partition is at its end, or after `max_wait`.
     pub fn read_available(&mut self, max_wait: Duration) -> KafkaResult<Vec<Record>> {

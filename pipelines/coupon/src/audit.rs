@@ -2,6 +2,19 @@
 //! coupon-issue in log order (what was asked, and in which order) and the
 //! committed decisions on coupon-result. Used by `surge verify` and by the
 //! tests, so both prove the same thing.
+//!
+//! "Log order" is the order commands were DECIDED in, which is the log order
+//! of the partition that owns the coupon (murmur2 of the couponId in the
+//! value, `surge_kafka::partition_for`). A producer with another partitioner
+//! or key (librdkafka's default CRC32, `couponId:userId`, no key) can put a
+//! coupon's command on another partition; the engine decides nothing there,
+//! it forwards the record unchanged (plus header `surge.forwarded.from` =
+//! "<partition>:<offset>") to the owner, where the copy is decided at the
+//! copy's position. So the replay skips every record on a non-owner
+//! partition and counts the copy, which is in the log like any command.
+//! Replaying all partitions in (partition, offset) order instead would meet
+//! an original before its copy whenever it sits on a lower partition than
+//! the owner, and take a position the command was never decided at.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -31,8 +44,11 @@ impl Audit {
     }
 }
 
-/// Checks invariants 1–4. `log` must be in log order within each partition.
-pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
+/// Checks invariants 1–4. `log` must be in log order within each partition;
+/// `partitions` is coupon-issue's partition count, which decides the
+/// partition that owns each coupon (see the module doc: only records on the
+/// owner are replayed for first-come-first-served).
+pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) -> Audit {
     let mut report = Audit {
         decisions: decisions.len(),
         ..Audit::default()
@@ -88,11 +104,15 @@ pub fn audit(log: &[Logged<'_>], decisions: &[CouponDecision]) -> Audit {
     }
 
     // Replay the log's FCFS semantics: per coupon, the stock in force and
-    // the first distinct users, in log order, that should have been ISSUED.
+    // the first distinct users, in the order they were decided (the owner
+    // partition's log order), that should have been ISSUED.
     let mut seen = HashSet::new();
     let mut expected: BTreeMap<&str, Expected<'_>> = BTreeMap::new();
     for l in log {
         let c = l.command;
+        if l.partition != surge_kafka::partition_for(c.coupon_id.as_bytes(), partitions) {
+            continue; // misrouted: decided where its forwarded copy sits
+        }
         if !seen.insert(c.request_id.as_str()) {
             continue; // a retry: no second decision
         }
@@ -211,4 +231,131 @@ struct Expected<'a> {
 
 fn first<T: std::fmt::Debug + Clone>(items: &[T]) -> Vec<T> {
     items.iter().take(5).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_schemas::coupon::CouponAction;
+
+    const PARTITIONS: i32 = 6;
+
+    fn command(request: &str, coupon: &str, action: CouponAction) -> CouponCommand {
+        CouponCommand {
+            request_id: request.into(),
+            coupon_id: coupon.into(),
+            requested_at: surge_schemas::now(),
+            command: action,
+        }
+    }
+
+    fn decision(c: &CouponCommand, outcome: Outcome, sequence: Option<i64>) -> CouponDecision {
+        let user_id = match &c.command {
+            CouponAction::Issue { user_id } => Some(user_id.clone()),
+            _ => None,
+        };
+        CouponDecision {
+            request_id: c.request_id.clone(),
+            coupon_id: c.coupon_id.clone(),
+            user_id,
+            outcome,
+            sequence,
+            stock: 1,
+            issued: sequence.unwrap_or(0),
+            remaining: 1 - sequence.unwrap_or(0),
+            reason: None,
+            source_partition: 0,
+            source_offset: 0,
+            requested_at: c.requested_at,
+            decided_at: c.requested_at,
+            order_id: None,
+            discount: None,
+        }
+    }
+
+    /// A record on a partition before its coupon's owner, forwarded there
+    /// and decided at its copy's position, wins the unit: the audit agrees.
+    /// Replaying in (partition, offset) order would meet the original before
+    /// the coupon exists and expect the later user to win.
+    #[test]
+    fn fcfs_counts_a_forwarded_copy_where_it_was_decided() {
+        let coupon = (0..)
+            .map(|i| format!("c{i}"))
+            .find(|c| surge_kafka::partition_for(c.as_bytes(), PARTITIONS) >= 2)
+            .unwrap();
+        let owner = surge_kafka::partition_for(coupon.as_bytes(), PARTITIONS);
+        let create = command(
+            "create",
+            &coupon,
+            CouponAction::Create {
+                stock: 1,
+                active_from: None,
+                active_until: None,
+                discount: None,
+            },
+        );
+        let early = command(
+            "early",
+            &coupon,
+            CouponAction::Issue {
+                user_id: "u-early".into(),
+            },
+        );
+        let late = command(
+            "late",
+            &coupon,
+            CouponAction::Issue {
+                user_id: "u-late".into(),
+            },
+        );
+        let above = command(
+            "above",
+            &coupon,
+            CouponAction::Issue {
+                user_id: "u-above".into(),
+            },
+        );
+        // (partition, offset, command): early misrouted below the owner,
+        // above misrouted after it; both copied to the owner.
+        let log = [
+            (0, 0, &early),
+            (owner, 0, &create),
+            (owner, 1, &early),
+            (owner, 2, &late),
+            (owner, 3, &above),
+            (owner + 1, 0, &above),
+        ];
+        let logged: Vec<Logged<'_>> = log
+            .iter()
+            .map(|(partition, offset, command)| Logged {
+                partition: *partition,
+                offset: *offset,
+                command,
+            })
+            .collect();
+        let decided_at_the_copy = [
+            decision(&create, Outcome::Created, None),
+            decision(&early, Outcome::Issued, Some(1)),
+            decision(&late, Outcome::SoldOut, None),
+            decision(&above, Outcome::SoldOut, None),
+        ];
+        let report = audit(&logged, PARTITIONS, &decided_at_the_copy);
+        assert!(report.holds(), "{:?}", report.violations);
+        assert_eq!(report.requests, 4);
+
+        // Issuing to the later user instead breaks FCFS.
+        let wrong = [
+            decision(&create, Outcome::Created, None),
+            decision(&early, Outcome::SoldOut, None),
+            decision(&late, Outcome::Issued, Some(1)),
+            decision(&above, Outcome::SoldOut, None),
+        ];
+        let report = audit(&logged, PARTITIONS, &wrong);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0].starts_with("4. "),
+            "{:?}",
+            report.violations
+        );
+    }
 }

@@ -269,7 +269,9 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
         let from = format!("{}:{}", msg.partition(), msg.offset());
         let mut headers = OwnedHeaders::new();
         if let Some(original) = msg.headers() {
-            for h in original.iter() {
+            // A stale provenance header (copied by a producer) would be read
+            // first; ours replaces it.
+            for h in original.iter().filter(|h| h.key != FORWARDED_FROM) {
                 headers = headers.insert(Header {
                     key: h.key,
                     value: h.value,

@@ -283,11 +283,23 @@ pub fn flash_sale(
     scenario.commands().collect()
 }
 
-/// Checks invariants 1–4 (the same audit `surge verify` runs).
+/// Checks invariants 1–4 (the same audit `surge verify` runs), with
+/// coupon-issue's partition count as the topics file declares it (every
+/// fixture's topics are made from it by `surge topics apply`, run from the
+/// repository root).
 pub fn check_invariants(
     log: &[(i32, i64, CouponCommand)],
     decisions: &[CouponDecision],
 ) -> Vec<String> {
+    let settings = super::settings();
+    let topic = Names::from_settings(&settings).topic(CouponCommand::TOPIC);
+    let partitions =
+        surge_kafka::topics::load(&repo_root().join(&settings.topics.file), &settings.topics)
+            .expect("the topics file loads")
+            .into_iter()
+            .find(|t| t.name == topic)
+            .expect("coupon-issue is declared")
+            .partitions;
     let logged: Vec<surge_coupon::audit::Logged<'_>> = log
         .iter()
         .map(|(partition, offset, command)| surge_coupon::audit::Logged {
@@ -296,7 +308,7 @@ pub fn check_invariants(
             command,
         })
         .collect();
-    surge_coupon::audit::audit(&logged, decisions).violations
+    surge_coupon::audit::audit(&logged, partitions, decisions).violations
 }
 
 /// A pipeline child process, killed on drop.

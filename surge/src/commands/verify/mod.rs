@@ -90,8 +90,8 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }
     }
     log.sort_by_key(|(p, o, _)| (*p, *o));
-    let requested: std::collections::HashSet<&str> =
-        log.iter().map(|(_, _, c)| c.request_id.as_str()).collect();
+    let requested: std::collections::HashSet<String> =
+        log.iter().map(|(_, _, c)| c.request_id.clone()).collect();
     eprintln!(
         "[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable",
         log.len(),
@@ -127,7 +127,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
                 decisions.push(d);
             }
         }
-        let pending = requested.iter().filter(|r| !decided.contains(**r)).count();
+        let pending = requested.iter().filter(|r| !decided.contains(*r)).count();
         if pending == 0 || Instant::now() >= deadline {
             break;
         }
@@ -138,6 +138,26 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    // A record on a partition that does not own its coupon is forwarded to
+    // the owner and decided there, at its copy's position (see
+    // surge_coupon::audit). Copies forwarded while we waited are in the log
+    // now (a decision is only ever taken on a committed copy): read them, so
+    // FCFS is replayed in the order decided. Only requests already counted;
+    // requests sent since are not this run's to check.
+    let mut forwarded_late = 0usize;
+    for r in input.read_available(Duration::from_secs(60))? {
+        if let Ok(c) = commands.decode(r.payload.as_deref()).await {
+            if wanted(&c.coupon_id) && requested.contains(&c.request_id) {
+                log.push((r.partition, r.offset, c));
+                forwarded_late += 1;
+            }
+        }
+    }
+    if forwarded_late > 0 {
+        eprintln!("[verify] coupon-issue: {forwarded_late} more records of those requests (forwarded copies) while waiting");
+        log.sort_by_key(|(p, o, _)| (*p, *o));
+    }
+
     let logged: Vec<Logged<'_>> = log
         .iter()
         .map(|(partition, offset, command)| Logged {
@@ -146,7 +166,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
             command,
         })
         .collect();
-    let mut report = audit(&logged, &decisions);
+    let mut report = audit(&logged, input.partitions(), &decisions);
 
     // 6. The stores equal the topic; they may still be catching up, so a
     // difference is only final once --wait has run out.
