@@ -368,3 +368,42 @@ mod tests {
         );
     }
 }
+
+/// An Avro enum as a Rust enum: each variant with its symbol, in the
+/// `.avsc` order (the index is the Avro ordinal). Generates `SYMBOLS`,
+/// `ALL`, `symbol()` and `from_symbol()`, so a contract's symbols are
+/// written once.
+macro_rules! avro_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $symbol:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// The Avro symbols, in the schema's order.
+            pub const SYMBOLS: [&'static str; [$($symbol),+].len()] = [$($symbol),+];
+            /// Every variant, in the schema's order.
+            pub const ALL: [$name; [$($symbol),+].len()] = [$($name::$variant),+];
+
+            /// The Avro symbol, also a metric label and a store value.
+            pub fn symbol(self) -> &'static str {
+                Self::SYMBOLS[self as usize]
+            }
+
+            pub fn from_symbol(s: &str) -> Option<Self> {
+                Self::SYMBOLS
+                    .iter()
+                    .position(|x| *x == s)
+                    .map(|i| Self::ALL[i])
+            }
+        }
+    };
+}
+pub(crate) use avro_enum;

@@ -50,28 +50,13 @@ impl CouponAction {
     }
 }
 
-/// FIXED or PERCENT (Avro enum `DiscountKind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DiscountKind {
-    /// `value` is an amount off, in the order's currency.
-    Fixed,
-    /// `value` is a percentage of the order's total (e.g. `Money(1000)` is 10.00 %).
-    Percent,
-}
-
-impl DiscountKind {
-    pub const SYMBOLS: [&'static str; 2] = ["FIXED", "PERCENT"];
-    pub const ALL: [DiscountKind; 2] = [DiscountKind::Fixed, DiscountKind::Percent];
-
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
+crate::avro::avro_enum! {
+    /// FIXED or PERCENT (Avro enum `DiscountKind`).
+    pub enum DiscountKind {
+        /// `value` is an amount off, in the order's currency.
+        Fixed = "FIXED",
+        /// `value` is a percentage of the order's total (e.g. `Money(1000)` is 10.00 %).
+        Percent = "PERCENT",
     }
 }
 
@@ -320,63 +305,24 @@ impl Contract for CouponCommand {
     }
 }
 
-/// The outcome of one coupon command (Avro enum `Outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Outcome {
-    Issued,
-    Duplicate,
-    SoldOut,
-    UnknownCoupon,
-    NotActive,
-    Invalid,
-    Created,
-    Adjusted,
-    /// The holder's ISSUED unit is now used by the decision's order.
-    Redeemed,
-    /// No unit can be used for the decision's order (see reason).
-    RedeemRejected,
-    /// The unit used by the decision's order is usable again.
-    Released,
-}
-
-impl Outcome {
-    pub const SYMBOLS: [&'static str; 11] = [
-        "ISSUED",
-        "DUPLICATE",
-        "SOLD_OUT",
-        "UNKNOWN_COUPON",
-        "NOT_ACTIVE",
-        "INVALID",
-        "CREATED",
-        "ADJUSTED",
-        "REDEEMED",
-        "REDEEM_REJECTED",
-        "RELEASED",
-    ];
-    pub const ALL: [Outcome; 11] = [
-        Outcome::Issued,
-        Outcome::Duplicate,
-        Outcome::SoldOut,
-        Outcome::UnknownCoupon,
-        Outcome::NotActive,
-        Outcome::Invalid,
-        Outcome::Created,
-        Outcome::Adjusted,
-        Outcome::Redeemed,
-        Outcome::RedeemRejected,
-        Outcome::Released,
-    ];
-
-    /// The Avro symbol, also used as a metric label and in the stores.
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
+crate::avro::avro_enum! {
+    /// The outcome of one coupon command (Avro enum `Outcome`).
+    #[derive(PartialOrd, Ord)]
+    pub enum Outcome {
+        Issued = "ISSUED",
+        Duplicate = "DUPLICATE",
+        SoldOut = "SOLD_OUT",
+        UnknownCoupon = "UNKNOWN_COUPON",
+        NotActive = "NOT_ACTIVE",
+        Invalid = "INVALID",
+        Created = "CREATED",
+        Adjusted = "ADJUSTED",
+        /// The holder's ISSUED unit is now used by the decision's order.
+        Redeemed = "REDEEMED",
+        /// No unit can be used for the decision's order (see reason).
+        RedeemRejected = "REDEEM_REJECTED",
+        /// The unit used by the decision's order is usable again.
+        Released = "RELEASED",
     }
 }
 

@@ -151,56 +151,21 @@ impl Contract for InventoryCommand {
     }
 }
 
-/// The outcome of one inventory command (Avro enum `InventoryOutcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum InventoryOutcome {
-    Created,
-    Adjusted,
-    Reserved,
-    InsufficientStock,
-    Released,
-    Committed,
-    UnknownProduct,
-    Invalid,
-    /// A release or commit for an order that holds no reservation here;
-    /// answered, changes nothing.
-    NotReserved,
-}
-
-impl InventoryOutcome {
-    pub const SYMBOLS: [&'static str; 9] = [
-        "CREATED",
-        "ADJUSTED",
-        "RESERVED",
-        "INSUFFICIENT_STOCK",
-        "RELEASED",
-        "COMMITTED",
-        "UNKNOWN_PRODUCT",
-        "INVALID",
-        "NOT_RESERVED",
-    ];
-    pub const ALL: [InventoryOutcome; 9] = [
-        InventoryOutcome::Created,
-        InventoryOutcome::Adjusted,
-        InventoryOutcome::Reserved,
-        InventoryOutcome::InsufficientStock,
-        InventoryOutcome::Released,
-        InventoryOutcome::Committed,
-        InventoryOutcome::UnknownProduct,
-        InventoryOutcome::Invalid,
-        InventoryOutcome::NotReserved,
-    ];
-
-    /// The Avro symbol, also used as a metric label and in the stores.
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
+crate::avro::avro_enum! {
+    /// The outcome of one inventory command (Avro enum `InventoryOutcome`).
+    #[derive(PartialOrd, Ord)]
+    pub enum InventoryOutcome {
+        Created = "CREATED",
+        Adjusted = "ADJUSTED",
+        Reserved = "RESERVED",
+        InsufficientStock = "INSUFFICIENT_STOCK",
+        Released = "RELEASED",
+        Committed = "COMMITTED",
+        UnknownProduct = "UNKNOWN_PRODUCT",
+        Invalid = "INVALID",
+        /// A release or commit for an order that holds no reservation here;
+        /// answered, changes nothing.
+        NotReserved = "NOT_RESERVED",
     }
 }
 

@@ -131,17 +131,11 @@ impl Contract for OrderCancel {
     }
 }
 
-/// CHARGE or REFUND.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentKind {
-    Charge,
-    Refund,
-}
-
-impl PaymentKind {
-    const SYMBOLS: [&'static str; 2] = ["CHARGE", "REFUND"];
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
+crate::avro::avro_enum! {
+    /// CHARGE or REFUND.
+    pub enum PaymentKind {
+        Charge = "CHARGE",
+        Refund = "REFUND",
     }
 }
 
@@ -207,43 +201,19 @@ impl Contract for PaymentRequest {
     }
 }
 
-/// The states of an order (Avro enum `OrderState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderState {
-    Created,
-    PaymentPending,
-    Paid,
-    Rejected,
-    PaymentFailed,
-    Cancelled,
+crate::avro::avro_enum! {
+    /// The states of an order (Avro enum `OrderState`).
+    pub enum OrderState {
+        Created = "CREATED",
+        PaymentPending = "PAYMENT_PENDING",
+        Paid = "PAID",
+        Rejected = "REJECTED",
+        PaymentFailed = "PAYMENT_FAILED",
+        Cancelled = "CANCELLED",
+    }
 }
 
 impl OrderState {
-    const SYMBOLS: [&'static str; 6] = [
-        "CREATED",
-        "PAYMENT_PENDING",
-        "PAID",
-        "REJECTED",
-        "PAYMENT_FAILED",
-        "CANCELLED",
-    ];
-    const ALL: [OrderState; 6] = [
-        OrderState::Created,
-        OrderState::PaymentPending,
-        OrderState::Paid,
-        OrderState::Rejected,
-        OrderState::PaymentFailed,
-        OrderState::Cancelled,
-    ];
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
-    }
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -252,20 +222,14 @@ impl OrderState {
     }
 }
 
-/// What an order-status record is (Avro enum `OrderEvent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderEvent {
-    /// The order entered `state`; `version` is one higher than the last.
-    Transition,
-    /// A cancel request that could not apply; state and version repeat the
-    /// order's current ones (REJECTED and 0 for an unknown order).
-    CancelRefused,
-}
-
-impl OrderEvent {
-    const SYMBOLS: [&'static str; 2] = ["TRANSITION", "CANCEL_REFUSED"];
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
+crate::avro::avro_enum! {
+    /// What an order-status record is (Avro enum `OrderEvent`).
+    pub enum OrderEvent {
+        /// The order entered `state`; `version` is one higher than the last.
+        Transition = "TRANSITION",
+        /// A cancel request that could not apply; state and version repeat the
+        /// order's current ones (REJECTED and 0 for an unknown order).
+        CancelRefused = "CANCEL_REFUSED",
     }
 }
 
@@ -355,81 +319,35 @@ impl Contract for OrderStatus {
     }
 }
 
-/// What the inventory pipeline answered (Avro enum `StockOutcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StockOutcome {
-    /// The units are held for the order.
-    Reserved,
-    /// Not enough available; nothing held.
-    InsufficientStock,
-    /// No such product; nothing held.
-    UnknownProduct,
-    /// The units held are available again.
-    Released,
-    /// The units held are sold.
-    Committed,
-    /// A release or commit for an order holding no reservation of the product.
-    NotReserved,
-}
-
-impl StockOutcome {
-    pub const SYMBOLS: [&'static str; 6] = [
-        "RESERVED",
-        "INSUFFICIENT_STOCK",
-        "UNKNOWN_PRODUCT",
-        "RELEASED",
-        "COMMITTED",
-        "NOT_RESERVED",
-    ];
-    pub const ALL: [StockOutcome; 6] = [
-        StockOutcome::Reserved,
-        StockOutcome::InsufficientStock,
-        StockOutcome::UnknownProduct,
-        StockOutcome::Released,
-        StockOutcome::Committed,
-        StockOutcome::NotReserved,
-    ];
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
+crate::avro::avro_enum! {
+    /// What the inventory pipeline answered (Avro enum `StockOutcome`).
+    pub enum StockOutcome {
+        /// The units are held for the order.
+        Reserved = "RESERVED",
+        /// Not enough available; nothing held.
+        InsufficientStock = "INSUFFICIENT_STOCK",
+        /// No such product; nothing held.
+        UnknownProduct = "UNKNOWN_PRODUCT",
+        /// The units held are available again.
+        Released = "RELEASED",
+        /// The units held are sold.
+        Committed = "COMMITTED",
+        /// A release or commit for an order holding no reservation of the product.
+        NotReserved = "NOT_RESERVED",
     }
 }
 
-/// What the coupon pipeline answered (Avro enum `CouponReplyOutcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CouponReplyOutcome {
-    /// The buyer's unit is used by the order (see the reply's discount).
-    Redeemed,
-    /// It cannot be (see reason).
-    RedeemRejected,
-    /// The unit used by the order is usable again.
-    Released,
-    /// A release for an order that uses no unit of the coupon; nothing changed.
-    NotRedeemed,
-}
-
-impl CouponReplyOutcome {
-    pub const SYMBOLS: [&'static str; 4] =
-        ["REDEEMED", "REDEEM_REJECTED", "RELEASED", "NOT_REDEEMED"];
-    pub const ALL: [CouponReplyOutcome; 4] = [
-        CouponReplyOutcome::Redeemed,
-        CouponReplyOutcome::RedeemRejected,
-        CouponReplyOutcome::Released,
-        CouponReplyOutcome::NotRedeemed,
-    ];
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self as usize]
-    }
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
+crate::avro::avro_enum! {
+    /// What the coupon pipeline answered (Avro enum `CouponReplyOutcome`).
+    pub enum CouponReplyOutcome {
+        /// The buyer's unit is used by the order (see the reply's discount).
+        Redeemed = "REDEEMED",
+        /// It cannot be (see reason).
+        RedeemRejected = "REDEEM_REJECTED",
+        /// The unit used by the order is usable again.
+        Released = "RELEASED",
+        /// A release for an order that uses no unit of the coupon; nothing changed.
+        NotRedeemed = "NOT_REDEEMED",
     }
 }
 
