@@ -3,10 +3,9 @@
 //! of a topic that accumulates what it has seen.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use surge_kafka::TopicReader;
 use surge_schemas::{Contract, TopicCodec};
 
 use super::coupon::{Fixture, Instance};
@@ -59,51 +58,35 @@ pub async fn produce<T: Contract>(fx: &Fixture, records: &[T]) {
         .expect("produce");
 }
 
-/// Accumulates a topic's committed records, all partitions, from the start.
+/// Accumulates a topic's committed records, all partitions, from the start
+/// (surge_kafka's TopicReader, keeping what it has read).
 pub struct Tail {
-    consumer: BaseConsumer,
+    reader: TopicReader,
     pub records: Vec<(i32, i64, Vec<u8>)>,
 }
 
 impl Tail {
     pub fn new(fx: &Fixture, base: &str) -> Self {
-        let topic = fx.topic(base);
-        let consumer: BaseConsumer = fx
-            .factory
-            .read_committed_consumer_config("test-tail", &super::unique("tail"))
-            .create()
-            .unwrap();
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let reader = TopicReader::open(&fx.factory, &fx.topic(base), Duration::from_secs(10))
+            .expect("open a reader");
         Self {
-            consumer,
+            reader,
             records: Vec::new(),
         }
     }
 
-    /// Reads until nothing arrives for `quiet`.
+    /// Reads until every partition is at its committed end and nothing more
+    /// arrived within `quiet`.
     pub fn catch_up(&mut self, quiet: Duration) {
-        let mut last = Instant::now();
-        while last.elapsed() < quiet {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    self.records.push((
-                        m.partition(),
-                        m.offset(),
-                        m.payload().unwrap_or_default().to_vec(),
-                    ));
-                    last = Instant::now();
-                }
-                Some(Err(e)) => eprintln!("tail: {e}"),
-                None => {}
+        loop {
+            let got = self.reader.read_available(quiet).expect("read");
+            if got.is_empty() {
+                return;
             }
+            self.records.extend(
+                got.into_iter()
+                    .map(|r| (r.partition, r.offset, r.payload.unwrap_or_default())),
+            );
         }
     }
 
