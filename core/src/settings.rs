@@ -34,6 +34,131 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     /// The order saga's rules for accepting an order.
     pub orders: OrdersSettings,
+    /// The payment provider the payment pipeline charges through.
+    pub payment: PaymentSettings,
+    /// `surge pg-sim`, the payment gateway simulator.
+    pub pg_sim: PgSimSettings,
+}
+
+/// How the payment pipeline talks to the payment provider (`[payment]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// Root URL of the provider's API (pg-sim's by default).
+    pub url: String,
+    /// One HTTP call; past it the outcome is unknown and the call is retried
+    /// with the same idempotency key. No transaction waits on a call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: std::time::Duration,
+    /// Calls in flight at once, across every owned partition.
+    pub max_in_flight: usize,
+    /// First retry delay after an unknown outcome; doubles per attempt ...
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: std::time::Duration,
+    /// ... up to this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: std::time::Duration,
+    /// How long the provider remembers an idempotency key (its documented
+    /// retention). A key is never sent again once this window, less
+    /// `lookup_margin`, has passed since the request: the attempt is
+    /// resolved by looking the payment up instead.
+    #[serde(with = "humantime_serde")]
+    pub key_retention: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub lookup_margin: std::time::Duration,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8090".into(),
+            call_timeout: std::time::Duration::from_secs(5),
+            max_in_flight: 64,
+            retry_initial: std::time::Duration::from_millis(100),
+            retry_max: std::time::Duration::from_secs(5),
+            key_retention: std::time::Duration::from_secs(24 * 3600),
+            lookup_margin: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `surge pg-sim`: an HTTP payment gateway with real providers'
+/// Idempotency-Key rules, a ledger in PostgreSQL and fault knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgSimSettings {
+    /// Where the API, /admin/faults, /metrics and /health are served.
+    pub listen: std::net::SocketAddr,
+    /// PostgreSQL schema of the ledger (in the [postgres] database).
+    pub schema: String,
+    /// How long an idempotency key is remembered.
+    #[serde(with = "humantime_serde")]
+    pub key_retention: std::time::Duration,
+    /// Bearer token for /admin/faults. Unset: the admin endpoint is open
+    /// (pg-sim is a test double; bind it to loopback).
+    pub admin_token: Option<String>,
+    /// Faults at start; changed at run time with PUT /admin/faults.
+    pub faults: PgSimFaults,
+}
+
+impl Default for PgSimSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
+            schema: "pgsim".into(),
+            key_retention: std::time::Duration::from_secs(24 * 3600),
+            admin_token: None,
+            faults: PgSimFaults::default(),
+        }
+    }
+}
+
+/// pg-sim's fault knobs: ratios are probabilities per request in 0..=1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgSimFaults {
+    /// Median added latency of a charge or refund, in milliseconds ...
+    #[serde(deserialize_with = "lenient_f64")]
+    pub latency_median_ms: f64,
+    /// ... with a log-normal spread (sigma; 0 = always the median).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub latency_sigma: f64,
+    /// Charges declined (a stored 402 with one of `decline_codes`).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub decline_ratio: f64,
+    pub decline_codes: Vec<String>,
+    /// 500 before anything is done (nothing stored: a retry is a first try).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub error_before_ratio: f64,
+    /// 500 after the charge or refund was applied and its answer stored.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub error_after_ratio: f64,
+    /// No answer within `hang`, after the charge or refund was applied.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub timeout_after_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub hang: std::time::Duration,
+    /// 409 as if another request with the key were in flight.
+    #[serde(deserialize_with = "lenient_f64")]
+    pub conflict_ratio: f64,
+}
+
+impl Default for PgSimFaults {
+    fn default() -> Self {
+        Self {
+            latency_median_ms: 0.0,
+            latency_sigma: 0.0,
+            decline_ratio: 0.0,
+            decline_codes: ["insufficient_funds", "card_declined", "expired_card"]
+                .map(String::from)
+                .to_vec(),
+            error_before_ratio: 0.0,
+            error_after_ratio: 0.0,
+            timeout_after_ratio: 0.0,
+            hang: std::time::Duration::from_secs(30),
+            conflict_ratio: 0.0,
+        }
+    }
 }
 
 /// What the order saga accepts (`[orders]`). An order that breaks a rule is
@@ -47,6 +172,11 @@ pub struct OrdersSettings {
     pub max_quantity: i32,
     /// ISO 4217 codes an order may be placed in.
     pub currencies: Vec<String>,
+    /// An order whose payment has not resolved this long after it was
+    /// requested is cancelled (stock and coupon released; a charge that
+    /// succeeds afterwards is refunded).
+    #[serde(with = "humantime_serde")]
+    pub payment_timeout: std::time::Duration,
 }
 
 impl Default for OrdersSettings {
@@ -57,6 +187,7 @@ impl Default for OrdersSettings {
             currencies: ["KRW", "USD", "EUR", "JPY", "GBP"]
                 .map(String::from)
                 .to_vec(),
+            payment_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -131,6 +262,8 @@ pub struct PipelinesSettings {
     /// The order saga: order-create, order-cancel, order-replies → commands,
     /// payment-request, order-status.
     pub order: PipelineSettings,
+    /// payment-request → the payment provider → order-replies.
+    pub payment: PipelineSettings,
 }
 
 impl Default for PipelinesSettings {
@@ -139,6 +272,7 @@ impl Default for PipelinesSettings {
             coupon: PipelineSettings::with_metrics_port(9464),
             inventory: PipelineSettings::with_metrics_port(9469),
             order: PipelineSettings::with_metrics_port(9465),
+            payment: PipelineSettings::with_metrics_port(9466),
         }
     }
 }

@@ -149,6 +149,8 @@ pub struct PaymentRequest {
     pub amount: Money,
     pub currency: String,
     pub requested_at: DateTime<Utc>,
+    /// REFUND: the payment id of the charge given back.
+    pub refund_of: Option<String>,
 }
 
 impl Contract for PaymentRequest {
@@ -172,6 +174,7 @@ impl Contract for PaymentRequest {
             ("amount".into(), self.amount.to_avro()),
             ("currency".into(), Value::String(self.currency.clone())),
             ("requestedAt".into(), avro::timestamp(self.requested_at)),
+            ("refundOf".into(), avro::opt_string(&self.refund_of)),
         ])
     }
 
@@ -180,14 +183,24 @@ impl Contract for PaymentRequest {
         let payment_id = r.id("paymentId")?;
         let order_id = r.id("orderId")?;
         let user_id = r.id("userId")?;
-        let kind = match r.symbol("kind")?.as_str() {
-            "CHARGE" => PaymentKind::Charge,
-            "REFUND" => PaymentKind::Refund,
-            other => return Err(r.invalid("kind", format!("unknown symbol {other}"))),
-        };
+        let symbol = r.symbol("kind")?;
+        let kind = PaymentKind::from_symbol(&symbol)
+            .ok_or_else(|| r.invalid("kind", format!("unknown symbol {symbol}")))?;
         let amount = r.money("amount")?;
         if amount.0 <= 0 {
             return Err(r.invalid("amount", format!("{amount} is not positive")));
+        }
+        let currency = r.id("currency")?;
+        let requested_at = r.timestamp("requestedAt")?;
+        let refund_of = r.opt_string("refundOf")?;
+        match (kind, &refund_of) {
+            (PaymentKind::Refund, None) => {
+                return Err(r.invalid("refundOf", "a REFUND names the charge it gives back"))
+            }
+            (PaymentKind::Charge, Some(_)) => {
+                return Err(r.invalid("refundOf", "a CHARGE refunds nothing"))
+            }
+            _ => {}
         }
         Ok(Self {
             payment_id,
@@ -195,8 +208,9 @@ impl Contract for PaymentRequest {
             user_id,
             kind,
             amount,
-            currency: r.id("currency")?,
-            requested_at: r.timestamp("requestedAt")?,
+            currency,
+            requested_at,
+            refund_of,
         })
     }
 }
@@ -230,6 +244,9 @@ crate::avro::avro_enum! {
         /// A cancel request that could not apply; state and version repeat the
         /// order's current ones (REJECTED and 0 for an unknown order).
         CancelRefused = "CANCEL_REFUSED",
+        /// A charge that succeeded after the order was cancelled was refunded;
+        /// state and version repeat the order's current ones.
+        LateChargeRefunded = "LATE_CHARGE_REFUNDED",
     }
 }
 
@@ -250,6 +267,8 @@ pub struct OrderStatus {
     pub event: OrderEvent,
     /// The order-cancel request this record answers, if any.
     pub cancel_request_id: Option<String>,
+    /// The approved refund of the order's charge, if any.
+    pub refund_id: Option<String>,
 }
 
 impl Contract for OrderStatus {
@@ -285,6 +304,7 @@ impl Contract for OrderStatus {
                 "cancelRequestId".into(),
                 avro::opt_string(&self.cancel_request_id),
             ),
+            ("refundId".into(), avro::opt_string(&self.refund_id)),
         ])
     }
 
@@ -310,11 +330,11 @@ impl Contract for OrderStatus {
             payment_id: r.opt_string("paymentId")?,
             version: r.int("version")?,
             occurred_at: r.timestamp("occurredAt")?,
-            event: match r.symbol("event")?.as_str() {
-                "CANCEL_REFUSED" => OrderEvent::CancelRefused,
-                _ => OrderEvent::Transition,
-            },
+            // An event this reader does not know is a transition (the
+            // field's Avro default) rather than a record lost.
+            event: OrderEvent::from_symbol(&r.symbol("event")?).unwrap_or(OrderEvent::Transition),
             cancel_request_id: r.opt_string("cancelRequestId")?,
+            refund_id: r.opt_string("refundId")?,
         })
     }
 }
@@ -372,11 +392,36 @@ pub struct CouponReply {
     pub discount: Option<Discount>,
 }
 
-/// Who answers and what (the Avro union `reply`; a payment branch comes later).
+crate::avro::avro_enum! {
+    /// What the payment provider decided (Avro enum `PaymentOutcome`).
+    pub enum PaymentOutcome {
+        /// The money moved.
+        Approved = "APPROVED",
+        /// Refused; nothing moved.
+        Declined = "DECLINED",
+    }
+}
+
+/// The payment pipeline's definite answer to a payment-request (Avro `PaymentReply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentReply {
+    pub payment_id: String,
+    pub kind: PaymentKind,
+    pub outcome: PaymentOutcome,
+    /// DECLINED: the provider's code.
+    pub code: Option<String>,
+    /// The provider's id of the charge or refund.
+    pub provider_ref: Option<String>,
+    pub amount: Money,
+    pub currency: String,
+}
+
+/// Who answers and what (the Avro union `reply`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Stock(StockReply),
     Coupon(CouponReply),
+    Payment(PaymentReply),
 }
 
 /// A reply to the order saga (order-replies, key `order_id`).
@@ -422,6 +467,24 @@ impl Contract for OrderReply {
                     ("discount".into(), Discount::opt_to_avro(r.discount)),
                 ])),
             ),
+            Reply::Payment(r) => Value::Union(
+                2,
+                Box::new(Value::Record(vec![
+                    ("paymentId".into(), Value::String(r.payment_id.clone())),
+                    (
+                        "kind".into(),
+                        avro::enum_value(&PaymentKind::SYMBOLS, r.kind.symbol()),
+                    ),
+                    (
+                        "outcome".into(),
+                        avro::enum_value(&PaymentOutcome::SYMBOLS, r.outcome.symbol()),
+                    ),
+                    ("code".into(), avro::opt_string(&r.code)),
+                    ("providerRef".into(), avro::opt_string(&r.provider_ref)),
+                    ("amount".into(), r.amount.to_avro()),
+                    ("currency".into(), Value::String(r.currency.clone())),
+                ])),
+            ),
         };
         Value::Record(vec![
             ("orderId".into(), Value::String(self.order_id.clone())),
@@ -459,6 +522,25 @@ impl Contract for OrderReply {
                     outcome,
                     reason: c.opt_string("reason")?,
                     discount: Discount::read_opt(&mut c, "discount")?,
+                })
+            }
+            2 => {
+                let mut p = RecordReader::new("PaymentReply", inner)?;
+                let payment_id = p.id("paymentId")?;
+                let symbol = p.symbol("kind")?;
+                let kind = PaymentKind::from_symbol(&symbol)
+                    .ok_or_else(|| p.invalid("kind", format!("unknown symbol {symbol}")))?;
+                let symbol = p.symbol("outcome")?;
+                let outcome = PaymentOutcome::from_symbol(&symbol)
+                    .ok_or_else(|| p.invalid("outcome", format!("unknown symbol {symbol}")))?;
+                Reply::Payment(PaymentReply {
+                    payment_id,
+                    kind,
+                    outcome,
+                    code: p.opt_string("code")?,
+                    provider_ref: p.opt_string("providerRef")?,
+                    amount: p.money("amount")?,
+                    currency: p.id("currency")?,
                 })
             }
             other => return Err(r.invalid("reply", format!("unknown union branch {other}"))),

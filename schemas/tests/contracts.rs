@@ -17,7 +17,8 @@ use surge_schemas::inventory::{
 };
 use surge_schemas::order::{
     CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
-    OrderState, OrderStatus, PaymentKind, PaymentRequest, Reply, StockOutcome, StockReply,
+    OrderState, OrderStatus, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest, Reply,
+    StockOutcome, StockReply,
 };
 use surge_schemas::{compat, Contract, Money, ALL_CONTRACTS, INTERNAL_CONTRACTS, PUBLIC_CONTRACTS};
 
@@ -373,6 +374,19 @@ fn order_replies_round_trip() {
         reason: None,
         discount: Some(Discount::fixed(Money(2500))),
     })));
+    for kind in [PaymentKind::Charge, PaymentKind::Refund] {
+        for outcome in PaymentOutcome::ALL {
+            round_trip(&base(Reply::Payment(PaymentReply {
+                payment_id: "pay-1".into(),
+                kind,
+                outcome,
+                code: (outcome == PaymentOutcome::Declined).then(|| "insufficient_funds".into()),
+                provider_ref: Some("ch_1".into()),
+                amount: Money(3998),
+                currency: "EUR".into(),
+            })));
+        }
+    }
     for (i, o) in StockOutcome::ALL.into_iter().enumerate() {
         assert_eq!(o as usize, i);
         assert_eq!(StockOutcome::from_symbol(o.symbol()), Some(o));
@@ -438,6 +452,7 @@ fn every_contract_keys_by_its_own_field() {
         amount: Money(1),
         currency: "EUR".into(),
         requested_at: at(1),
+        refund_of: None,
     };
     assert_eq!(payment.key(), "o-3");
     let status = OrderStatus {
@@ -453,6 +468,7 @@ fn every_contract_keys_by_its_own_field() {
         occurred_at: at(1),
         event: OrderEvent::Transition,
         cancel_request_id: None,
+        refund_id: None,
     };
     assert_eq!(status.key(), "o-4");
     let inventory = InventoryCommand {
@@ -531,6 +547,7 @@ fn order_messages_round_trip() {
             amount: Money(3998),
             currency: "EUR".into(),
             requested_at: at(12),
+            refund_of: (kind == PaymentKind::Refund).then(|| "pay-0".into()),
         });
     }
     for state in [
@@ -554,6 +571,7 @@ fn order_messages_round_trip() {
             occurred_at: at(13),
             event: OrderEvent::Transition,
             cancel_request_id: None,
+            refund_id: (state == OrderState::Cancelled).then(|| "ref-1".into()),
         });
         round_trip(&OrderStatus {
             order_id: "o-1".into(),
@@ -568,8 +586,24 @@ fn order_messages_round_trip() {
             occurred_at: at(13),
             event: OrderEvent::CancelRefused,
             cancel_request_id: Some("cancel-1".into()),
+            refund_id: None,
         });
     }
+    round_trip(&OrderStatus {
+        order_id: "o-1".into(),
+        user_id: "u-1".into(),
+        state: OrderState::Cancelled,
+        reason: Some("payment not resolved within 600 s".into()),
+        total: Money(3998),
+        currency: "EUR".into(),
+        coupon_id: None,
+        payment_id: Some("pay-1".into()),
+        version: 3,
+        occurred_at: at(14),
+        event: OrderEvent::LateChargeRefunded,
+        cancel_request_id: None,
+        refund_id: Some("ref-1".into()),
+    });
 }
 
 #[test]
@@ -592,6 +626,28 @@ fn contract_rules_are_enforced_on_decode() {
         CouponCommand::from_avro(cmd).unwrap_err().to_string(),
         "CouponCommand.couponId: missing"
     );
+
+    // A refund names its charge; a charge refunds nothing.
+    for (kind, of) in [
+        (PaymentKind::Refund, None),
+        (PaymentKind::Charge, Some("pay-0")),
+    ] {
+        let bad = PaymentRequest {
+            payment_id: "pay".into(),
+            order_id: "o".into(),
+            user_id: "u".into(),
+            kind,
+            amount: Money(1),
+            currency: "EUR".into(),
+            requested_at: at(1),
+            refund_of: of.map(String::from),
+        };
+        let err = PaymentRequest::from_avro(bad.to_avro()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("PaymentRequest.refundOf:"),
+            "{err}"
+        );
+    }
 
     let empty_order = OrderCreate {
         order_id: "o".into(),

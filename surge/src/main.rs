@@ -42,6 +42,9 @@ enum Command {
     Sink(commands::sink::SinkArgs),
     /// Serve the HTTP API: requests in (202 + request id), decisions out by polling.
     Gateway(commands::gateway::GatewayArgs),
+    /// Serve a payment gateway simulator: Idempotency-Key rules, a PostgreSQL ledger, fault knobs.
+    #[command(name = "pg-sim", long_about = commands::pg_sim::LONG_ABOUT)]
+    PgSim(commands::pg_sim::PgSimArgs),
     /// Produce a flash sale's traffic to coupon-issue (hot or spread), with progress and a manifest.
     Loadgen(commands::loadgen::LoadgenArgs),
     /// Prove the coupon invariants from the topics and the stores; exit 0 only if all hold.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
             Command::Sink(args) => commands::sink::run(args, &settings).await,
             Command::Gateway(args) => commands::gateway::run(args, &settings).await,
+            Command::PgSim(args) => commands::pg_sim::run(args, &settings).await,
             Command::Loadgen(args) => commands::loadgen::run(args, &settings).await,
             Command::Verify(args) => commands::verify::run(args, &settings).await,
             Command::Bench(args) => commands::bench::run(args, &settings, &cli.config).await,

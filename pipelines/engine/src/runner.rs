@@ -139,7 +139,13 @@ pub fn run_pipeline<P: Processor, I: Inputs<Message = P::Input>>(
                 Some(b) => interval
                     .saturating_sub(b.started.elapsed())
                     .max(Duration::from_millis(1)),
-                None => Duration::from_millis(100),
+                // Idle: wake up in time for the processor's next tick.
+                None => c
+                    .processor
+                    .tick_interval()
+                    .map_or(Duration::from_millis(100), |t| {
+                        t.min(Duration::from_millis(100))
+                    }),
             }
         };
         let polled = consumer.poll(timeout);

@@ -22,9 +22,30 @@ pub enum LineStock {
     Reserved,
     /// The inventory said no (see the order's reason).
     Refused,
-    /// Release sent (compensation); the units go back whatever the answer.
+    /// Commit sent (the order is paid): the units are sold.
+    Sold,
+    /// Release sent (compensation, or a refund of a paid order: the
+    /// inventory then returns sold units); the units go back whatever the
+    /// answer.
     Releasing,
     Released,
+}
+
+/// Where the order's charge or its refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentStep {
+    /// payment-request sent, no definite answer yet.
+    Asked,
+    Approved,
+    Declined,
+}
+
+/// A cancel accepted while the payment is in flight (or refunding): it
+/// completes when the payment pipeline answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelling {
+    pub request_id: String,
+    pub reason: String,
 }
 
 /// Where the order's coupon redemption stands.
@@ -105,6 +126,20 @@ pub struct Order {
     pub reason: Option<String>,
     /// Cancel request ids already answered (a retried cancel gets no second answer).
     pub cancels: Vec<String>,
+    /// The charge (its id is `payment_id`), once asked.
+    #[serde(default)]
+    pub charge: Option<PaymentStep>,
+    /// When the charge was asked: payment expiry counts from here.
+    #[serde(default)]
+    pub charge_asked_at: Option<Millis>,
+    /// The refund of the charge, once asked.
+    #[serde(default)]
+    pub refund_id: Option<String>,
+    #[serde(default)]
+    pub refund: Option<PaymentStep>,
+    /// A cancel waiting for the payment (or the refund) to resolve.
+    #[serde(default)]
+    pub cancelling: Option<Cancelling>,
 }
 
 impl Order {
@@ -254,6 +289,11 @@ mod tests {
             created_at: at,
             reason: None,
             cancels: vec!["k".into()],
+            charge: Some(PaymentStep::Asked),
+            charge_asked_at: Some(at),
+            refund_id: None,
+            refund: None,
+            cancelling: None,
         }
     }
 

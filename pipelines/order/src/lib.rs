@@ -16,9 +16,11 @@ pub mod audit;
 pub mod book;
 pub mod inputs;
 pub mod metrics;
+pub mod payment;
 pub mod saga;
 
 pub use book::{Order, OrderBook, Stage};
 pub use inputs::{SagaInput, SagaInputs};
 pub use metrics::SagaGauges;
-pub use saga::{charge_id, OrderSaga, SagaCodecs, SagaTopics};
+pub use payment::{charge_id, refund_id};
+pub use saga::{OrderSaga, SagaCodecs, SagaTopics};

@@ -20,9 +20,12 @@ use surge_schemas::order::{
 };
 use surge_schemas::{Money, TopicCodec};
 
-use crate::book::{CouponUse, Line, LineStock, Order, OrderBook, OrderChange, Stage};
+use crate::book::{
+    Cancelling, CouponUse, Line, LineStock, Order, OrderBook, OrderChange, PaymentStep, Stage,
+};
 use crate::inputs::SagaInput;
 use crate::metrics::SagaGauges;
+use crate::payment::charge_id;
 
 /// Resolved names of the topics the saga writes.
 #[derive(Debug, Clone)]
@@ -43,9 +46,9 @@ pub struct SagaCodecs {
 
 /// The order saga.
 pub struct OrderSaga {
-    rules: OrdersSettings,
-    topics: SagaTopics,
-    codecs: SagaCodecs,
+    pub(crate) rules: OrdersSettings,
+    pub(crate) topics: SagaTopics,
+    pub(crate) codecs: SagaCodecs,
     gauges: Option<SagaGauges>,
 }
 
@@ -64,14 +67,6 @@ impl OrderSaga {
         self.gauges = Some(gauges);
         self
     }
-}
-
-/// The payment id of an order's charge: fixed by the order id alone, so
-/// every retry of the request — and any replay of the saga — carries the
-/// same idempotency key to the payment provider.
-pub fn charge_id(order_id: &str) -> String {
-    let h = xxhash_rust::xxh3::xxh3_128(format!("charge:{order_id}").as_bytes());
-    format!("pay_{h:032x}")
 }
 
 /// Why an order-create is refused before anything is asked, if it is.
@@ -131,23 +126,23 @@ fn total_of(c: &OrderCreate) -> Option<i64> {
 }
 
 /// One decision's sends, stamped with the input's time.
-struct Out<'s, 'c, 'a> {
-    saga: &'s OrderSaga,
-    ctx: &'c mut Context<'a, OrderBook>,
-    at: Millis,
+pub(crate) struct Out<'s, 'c, 'a> {
+    pub saga: &'s OrderSaga,
+    pub ctx: &'c mut Context<'a, OrderBook>,
+    pub at: Millis,
 }
 
-fn retry(e: impl std::fmt::Display) -> Reject {
+pub(crate) fn retry(e: impl std::fmt::Display) -> Reject {
     Reject::Retry(e.to_string())
 }
 
 impl Out<'_, '_, '_> {
-    fn time(&self) -> chrono::DateTime<chrono::Utc> {
+    pub(crate) fn time(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp_millis(self.at).unwrap_or_default()
     }
 
     /// Records the order's new entry.
-    fn put(&mut self, before: Option<&Order>, after: &Order) {
+    pub(crate) fn put(&mut self, before: Option<&Order>, after: &Order) {
         self.ctx.apply(OrderChange {
             before: before.cloned().map(Box::new),
             after: Box::new(after.clone()),
@@ -155,7 +150,7 @@ impl Out<'_, '_, '_> {
     }
 
     /// One order-status record for `o` as it stands.
-    fn status(
+    pub(crate) fn status(
         &mut self,
         o: &Order,
         event: OrderEvent,
@@ -174,6 +169,9 @@ impl Out<'_, '_, '_> {
             occurred_at: self.time(),
             event,
             cancel_request_id,
+            refund_id: (o.refund == Some(PaymentStep::Approved))
+                .then(|| o.refund_id.clone())
+                .flatten(),
         };
         let bytes = self.saga.codecs.status.encode(&status).map_err(retry)?;
         self.ctx
@@ -182,7 +180,7 @@ impl Out<'_, '_, '_> {
     }
 
     /// Enters `stage` (version + 1) and says so on order-status.
-    fn transition(
+    pub(crate) fn transition(
         &mut self,
         before: Option<&Order>,
         mut o: Order,
@@ -197,7 +195,12 @@ impl Out<'_, '_, '_> {
         Ok(())
     }
 
-    fn inventory(&mut self, o: &Order, line: &Line, action: InventoryAction) -> Result<(), Reject> {
+    pub(crate) fn inventory(
+        &mut self,
+        o: &Order,
+        line: &Line,
+        action: InventoryAction,
+    ) -> Result<(), Reject> {
         let verb = match &action {
             InventoryAction::Reserve { .. } => "reserve",
             InventoryAction::Release { .. } => "release",
@@ -219,7 +222,12 @@ impl Out<'_, '_, '_> {
         Ok(())
     }
 
-    fn coupon(&mut self, o: &Order, coupon_id: &str, action: CouponAction) -> Result<(), Reject> {
+    pub(crate) fn coupon(
+        &mut self,
+        o: &Order,
+        coupon_id: &str,
+        action: CouponAction,
+    ) -> Result<(), Reject> {
         let verb = match &action {
             CouponAction::Redeem { .. } => "redeem",
             _ => "release-coupon",
@@ -239,9 +247,12 @@ impl Out<'_, '_, '_> {
     /// Gives back whatever the order asked for or holds: every line not
     /// refused or already released, and the coupon. Returns the order with
     /// those marked as releasing.
-    fn release_all(&mut self, mut o: Order, why: &str) -> Result<Order, Reject> {
+    pub(crate) fn release_all(&mut self, mut o: Order, why: &str) -> Result<Order, Reject> {
         for i in 0..o.lines.len() {
-            if matches!(o.lines[i].stock, LineStock::Asked | LineStock::Reserved) {
+            if matches!(
+                o.lines[i].stock,
+                LineStock::Asked | LineStock::Reserved | LineStock::Sold
+            ) {
                 let line = o.lines[i].clone();
                 let action = InventoryAction::Release {
                     order_id: o.order_id.clone(),
@@ -264,21 +275,17 @@ impl Out<'_, '_, '_> {
     }
 
     /// Asks for the charge and waits for it.
-    fn request_payment(&mut self, before: &Order, mut o: Order) -> Result<(), Reject> {
+    pub(crate) fn request_payment(&mut self, before: &Order, mut o: Order) -> Result<(), Reject> {
         o.payable = o.total - o.discount().min(o.total);
         if o.payable == 0 {
             // Nothing to charge (free, or fully discounted): sold at once.
-            for i in 0..o.lines.len() {
-                let line = o.lines[i].clone();
-                let action = InventoryAction::Commit {
-                    order_id: o.order_id.clone(),
-                };
-                self.inventory(&o, &line, action)?;
-            }
+            let o = self.sell(o)?;
             return self.transition(Some(before), o, Stage::Paid, None);
         }
         let payment_id = charge_id(&o.order_id);
         o.payment_id = Some(payment_id.clone());
+        o.charge = Some(PaymentStep::Asked);
+        o.charge_asked_at = Some(self.at);
         let request = PaymentRequest {
             payment_id,
             order_id: o.order_id.clone(),
@@ -287,11 +294,26 @@ impl Out<'_, '_, '_> {
             amount: Money(o.payable),
             currency: o.currency.clone(),
             requested_at: self.time(),
+            refund_of: None,
         };
         let bytes = self.saga.codecs.payments.encode(&request).map_err(retry)?;
         self.ctx
             .send_by_key(&self.saga.topics.payments, o.order_id.as_bytes(), bytes);
         self.transition(Some(before), o, Stage::PaymentPending, None)
+    }
+
+    /// Sells every held line (inventory Commit). Returns the order with its
+    /// lines marked sold.
+    pub(crate) fn sell(&mut self, mut o: Order) -> Result<Order, Reject> {
+        for i in 0..o.lines.len() {
+            let line = o.lines[i].clone();
+            let action = InventoryAction::Commit {
+                order_id: o.order_id.clone(),
+            };
+            self.inventory(&o, &line, action)?;
+            o.lines[i].stock = LineStock::Sold;
+        }
+        Ok(o)
     }
 }
 
@@ -327,6 +349,11 @@ impl OrderSaga {
             created_at: out.at,
             reason: None,
             cancels: Vec::new(),
+            charge: None,
+            charge_asked_at: None,
+            refund_id: None,
+            refund: None,
+            cancelling: None,
         };
         if let Some(why) = invalid(&self.rules, &c) {
             // Nothing was asked, so nothing needs releasing.
@@ -372,6 +399,11 @@ impl OrderSaga {
                 created_at: out.at,
                 reason: Some("unknown order".into()),
                 cancels: Vec::new(),
+                charge: None,
+                charge_asked_at: None,
+                refund_id: None,
+                refund: None,
+                cancelling: None,
             };
             out.ctx.outcome("cancel_refused");
             return out.status(&unknown, OrderEvent::CancelRefused, Some(k.request_id));
@@ -382,15 +414,18 @@ impl OrderSaga {
         }
         let mut o = before.clone();
         o.cancels.push(k.request_id.clone());
+        let why = k
+            .reason
+            .clone()
+            .unwrap_or_else(|| "cancelled by the buyer".into());
         let refusal = if k.user_id != o.user_id {
             Some("the order belongs to another user".to_string())
-        } else if o.stage.is_terminal() {
+        } else if o.cancelling.is_some() {
+            Some("a cancel of this order is already in progress".to_string())
+        } else if o.stage == Stage::Paid && o.refund.is_some() {
+            Some("the order's payment was already refunded".to_string())
+        } else if o.stage.is_terminal() && o.stage != Stage::Paid {
             Some(format!("the order is already {}", o.stage.label()))
-        } else if o.stage == Stage::PaymentPending {
-            Some(
-                "the payment is already requested; cancelling during payment is not supported yet"
-                    .into(),
-            )
         } else {
             None
         };
@@ -404,13 +439,34 @@ impl OrderSaga {
             out.put(Some(&before), &o);
             return Ok(());
         }
-        let why = k
-            .reason
-            .clone()
-            .unwrap_or_else(|| "cancelled by the buyer".into());
-        let mut o = out.release_all(o, &why)?;
-        o.reason = Some(why);
-        out.transition(Some(&before), o, Stage::Cancelled, Some(k.request_id))
+        match o.stage {
+            Stage::Created => {
+                let mut o = out.release_all(o, &why)?;
+                o.reason = Some(why);
+                out.transition(Some(&before), o, Stage::Cancelled, Some(k.request_id))
+            }
+            // The charge is on its way: the cancel completes when it resolves.
+            Stage::PaymentPending => {
+                o.cancelling = Some(Cancelling {
+                    request_id: k.request_id,
+                    reason: why,
+                });
+                out.ctx.outcome("cancel_waits_for_payment");
+                out.put(Some(&before), &o);
+                Ok(())
+            }
+            // Paid: give the money back first; stock and coupon follow the refund.
+            _ => {
+                o.cancelling = Some(Cancelling {
+                    request_id: k.request_id,
+                    reason: why,
+                });
+                let o = out.request_refund(o)?;
+                out.ctx.outcome("refund_requested");
+                out.put(Some(&before), &o);
+                Ok(())
+            }
+        }
     }
 
     fn reply(&self, out: &mut Out<'_, '_, '_>, r: OrderReply) -> Result<(), Reject> {
@@ -477,6 +533,7 @@ impl OrderSaga {
                 }
                 changed
             }
+            Reply::Payment(p) => return self.payment_reply(out, before, p.clone()),
         };
         if !changed {
             out.ctx.outcome("reply_repeat");
@@ -519,6 +576,24 @@ impl Processor for OrderSaga {
             SagaInput::Cancel(k) => self.cancel(&mut out, k),
             SagaInput::Reply(r) => self.reply(&mut out, r),
         }
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        // Expiry is checked often enough to be late by a small fraction of
+        // the timeout, never more than a second.
+        Some((self.rules.payment_timeout / 10).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(1),
+        ))
+    }
+
+    fn tick(&mut self, ctx: &mut Context<'_, OrderBook>, now: Millis) -> Result<(), Reject> {
+        let mut out = Out {
+            saga: self,
+            ctx,
+            at: now,
+        };
+        self.expire_payments(&mut out)
     }
 
     fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &OrderBook)>) {

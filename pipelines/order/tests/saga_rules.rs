@@ -6,12 +6,13 @@ use chrono::DateTime;
 use surge_core::settings::OrdersSettings;
 use surge_engine::harness::{Harness, Sent};
 use surge_order::inputs::{CANCEL, CREATE, REPLIES};
-use surge_order::{charge_id, OrderSaga, SagaCodecs, SagaInput, SagaTopics};
+use surge_order::{charge_id, refund_id, OrderSaga, SagaCodecs, SagaInput, SagaTopics};
 use surge_schemas::coupon::{CouponAction, CouponCommand, Discount};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 use surge_schemas::order::{
     CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
-    OrderState, OrderStatus, PaymentKind, PaymentRequest, Reply, StockOutcome, StockReply,
+    OrderState, OrderStatus, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest, Reply,
+    StockOutcome, StockReply,
 };
 use surge_schemas::{Contract, Money, TopicCodec};
 
@@ -24,6 +25,7 @@ fn saga() -> Harness<OrderSaga> {
     let saga = OrderSaga::new(
         OrdersSettings {
             max_lines: 3,
+            payment_timeout: std::time::Duration::from_secs(10),
             ..OrdersSettings::default()
         },
         SagaTopics {
@@ -409,14 +411,218 @@ fn cancels_that_cannot_apply_are_refused_with_the_reason() {
         .contains("another user"));
     assert!(s.inventory.is_empty());
 
-    reply(&mut h, "o1", reserved("p1", 1));
-    let s = cancel(&mut h, "o1", "alice", "k2");
-    assert_eq!(s.status[0].event, OrderEvent::CancelRefused);
+    // Failed and cancelled orders refuse a cancel with their state.
+    create(&mut h, order("o2", "bob", &[("p1", 1, 100)], None));
+    reply(&mut h, "o2", reserved("p1", 1));
+    pay(&mut h, "o2", PaymentKind::Charge, false);
+    let s = cancel(&mut h, "o2", "bob", "k3");
+    assert_eq!(
+        (s.status[0].event, s.status[0].state, s.status[0].version),
+        (OrderEvent::CancelRefused, OrderState::PaymentFailed, 3)
+    );
+    assert!(s.status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("already PAYMENT_FAILED"));
+    assert!(s.payments.is_empty() && s.inventory.is_empty());
+}
+
+/// The payment pipeline's answer for `order`'s charge or refund.
+fn pay(h: &mut Harness<OrderSaga>, order: &str, kind: PaymentKind, approved: bool) -> Sends {
+    let payment_id = match kind {
+        PaymentKind::Charge => charge_id(order),
+        PaymentKind::Refund => refund_id(order),
+    };
+    reply(
+        h,
+        order,
+        Reply::Payment(PaymentReply {
+            payment_id,
+            kind,
+            outcome: if approved {
+                PaymentOutcome::Approved
+            } else {
+                PaymentOutcome::Declined
+            },
+            code: (!approved).then(|| "insufficient_funds".into()),
+            provider_ref: Some("ch_1".into()),
+            amount: Money(100),
+            currency: "KRW".into(),
+        }),
+    )
+}
+
+fn pending(h: &mut Harness<OrderSaga>, id: &str, user: &str) {
+    create(h, order(id, user, &[("p1", 1, 100)], Some("c")));
+    reply(h, id, reserved("p1", 1));
+    let s = reply(h, id, coupon(CouponReplyOutcome::Redeemed, None));
+    assert_eq!(s.status[0].state, OrderState::PaymentPending);
+}
+
+fn is_commit(c: &InventoryCommand) -> bool {
+    matches!(c.command, InventoryAction::Commit { .. })
+}
+
+fn releases_coupon(s: &Sends) -> bool {
+    matches!(
+        &s.coupons[..],
+        [CouponCommand {
+            command: CouponAction::Release { .. },
+            ..
+        }]
+    )
+}
+
+#[test]
+fn an_approved_charge_pays_and_a_declined_one_fails_and_releases() {
+    let mut h = saga();
+    pending(&mut h, "o1", "alice");
+    let s = pay(&mut h, "o1", PaymentKind::Charge, true);
     assert_eq!(
         (s.status[0].state, s.status[0].version),
-        (OrderState::PaymentPending, 2)
+        (OrderState::Paid, 3)
     );
+    assert!(s.inventory.iter().all(is_commit) && s.inventory.len() == 1);
+    assert!(s.coupons.is_empty(), "the coupon stays used");
+    assert!(
+        sends_nothing(pay(&mut h, "o1", PaymentKind::Charge, true)),
+        "a repeat"
+    );
+
+    pending(&mut h, "o2", "bob");
+    let s = pay(&mut h, "o2", PaymentKind::Charge, false);
+    assert_eq!(s.status[0].state, OrderState::PaymentFailed);
+    assert!(s.status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("insufficient_funds"));
+    assert!(s.inventory.iter().all(is_release) && releases_coupon(&s));
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_cancel_during_payment_waits_for_it_and_refunds_a_charge_that_went_through() {
+    let mut h = saga();
+    pending(&mut h, "o1", "alice");
+    assert!(
+        sends_nothing(cancel(&mut h, "o1", "alice", "k1")),
+        "remembered, not answered yet"
+    );
+    let s = cancel(&mut h, "o1", "alice", "k2");
+    assert_eq!(
+        s.status[0].event,
+        OrderEvent::CancelRefused,
+        "a second cancel is answered"
+    );
+    assert!(s.status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("in progress"));
+    // The charge went through: refund first.
+    let s = pay(&mut h, "o1", PaymentKind::Charge, true);
+    assert!(s.status.is_empty() && s.inventory.is_empty());
+    assert_eq!(s.payments.len(), 1);
+    let r = &s.payments[0];
+    assert_eq!(
+        (r.kind, r.payment_id.clone(), r.refund_of.clone()),
+        (PaymentKind::Refund, refund_id("o1"), Some(charge_id("o1")))
+    );
+    let s = pay(&mut h, "o1", PaymentKind::Refund, true);
+    let st = &s.status[0];
+    assert_eq!((st.state, st.version), (OrderState::Cancelled, 3));
+    assert_eq!(st.cancel_request_id.as_deref(), Some("k1"));
+    assert_eq!(st.refund_id, Some(refund_id("o1")));
+    assert!(s.inventory.iter().all(is_release) && releases_coupon(&s));
+
+    // Declined while cancelling: nothing to give back.
+    pending(&mut h, "o2", "bob");
+    cancel(&mut h, "o2", "bob", "k3");
+    let s = pay(&mut h, "o2", PaymentKind::Charge, false);
+    assert_eq!(s.status[0].state, OrderState::Cancelled);
+    assert!(s.payments.is_empty() && releases_coupon(&s));
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_cancel_after_payment_refunds_then_returns_stock_and_coupon() {
+    let mut h = saga();
+    pending(&mut h, "o1", "alice");
+    pay(&mut h, "o1", PaymentKind::Charge, true);
+    let s = cancel(&mut h, "o1", "alice", "k1");
+    assert!(s.status.is_empty(), "CANCELLED only once the money is back");
+    assert_eq!(s.payments[0].kind, PaymentKind::Refund);
+    assert_eq!(s.payments[0].amount, Money(100));
+    let s = pay(&mut h, "o1", PaymentKind::Refund, true);
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.version, st.event),
+        (OrderState::Cancelled, 4, OrderEvent::Transition)
+    );
+    assert_eq!(st.refund_id, Some(refund_id("o1")));
+    assert!(s.inventory.iter().all(is_release) && s.inventory.len() == 1 && releases_coupon(&s));
+    let s = cancel(&mut h, "o1", "alice", "k2");
+    assert!(s.status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("already CANCELLED"));
+
+    // A refund the provider refuses leaves the order paid; the cancel is refused.
+    pending(&mut h, "o2", "bob");
+    pay(&mut h, "o2", PaymentKind::Charge, true);
+    cancel(&mut h, "o2", "bob", "k3");
+    let s = pay(&mut h, "o2", PaymentKind::Refund, false);
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.event),
+        (OrderState::Paid, OrderEvent::CancelRefused)
+    );
+    assert_eq!(st.cancel_request_id.as_deref(), Some("k3"));
     assert!(s.inventory.is_empty() && s.coupons.is_empty());
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn an_unresolved_payment_expires_and_a_late_charge_is_refunded_without_reviving_the_order() {
+    let mut h = saga();
+    pending(&mut h, "o1", "alice");
+    // The charge was asked at 1 500 (the reply's time); the timeout is 10 s.
+    assert!(sends(&h.tick(11_499).unwrap()).status.is_empty());
+    let s = sends(&h.tick(11_500).unwrap());
+    let st = &s.status[0];
+    assert_eq!((st.state, st.version), (OrderState::Cancelled, 3));
+    assert!(st.reason.as_deref().unwrap().contains("not resolved"));
+    assert!(s.inventory.iter().all(is_release) && releases_coupon(&s));
+    assert!(
+        sends(&h.tick(20_000).unwrap()).status.is_empty(),
+        "expires once"
+    );
+
+    let s = pay(&mut h, "o1", PaymentKind::Charge, true);
+    assert!(
+        s.status.is_empty(),
+        "the late approval does not revive the order"
+    );
+    assert_eq!(s.payments[0].kind, PaymentKind::Refund);
+    let s = pay(&mut h, "o1", PaymentKind::Refund, true);
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.version, st.event),
+        (OrderState::Cancelled, 3, OrderEvent::LateChargeRefunded)
+    );
+    assert_eq!(st.refund_id, Some(refund_id("o1")));
+    assert!(
+        s.inventory.is_empty() && s.coupons.is_empty(),
+        "released once, at expiry"
+    );
+    h.commit();
+    h.assert_restore_law();
 }
 
 #[test]

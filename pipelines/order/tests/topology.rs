@@ -2,10 +2,14 @@
 //! and the coupon pipeline, each in the engine's harness, with every record
 //! one sends delivered to the next in per-partition order but in a random
 //! interleaving across partitions, random cancels, and random crashes
-//! (restore from the changelog) between commits. The order audit must hold
-//! on what they committed.
+//! (restore from the changelog) between commits. Payments go to a simulated
+//! provider with real providers' key rules (an approval, a decline, a slow
+//! answer that outlives the payment timeout, a repeated reply), standing in
+//! for the payment pipeline, whose own crash tests run against pg-sim. The
+//! order audit, the provider's ledger included, must hold on what they
+//! committed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::DateTime;
 use rand::rngs::StdRng;
@@ -15,13 +19,14 @@ use surge_coupon::CouponProcessor;
 use surge_engine::harness::{Harness, Sent};
 use surge_engine::Processor;
 use surge_inventory::InventoryProcessor;
-use surge_order::audit::{audit, Observed};
+use surge_order::audit::{audit, LedgerPayment, Observed};
 use surge_order::inputs::{CANCEL, CREATE, REPLIES};
 use surge_order::{OrderSaga, SagaCodecs, SagaInput, SagaTopics};
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand, InventoryEvent};
 use surge_schemas::order::{
-    OrderCancel, OrderCreate, OrderItem, OrderReply, OrderStatus, PaymentRequest,
+    OrderCancel, OrderCreate, OrderItem, OrderReply, OrderStatus, PaymentKind, PaymentOutcome,
+    PaymentReply, PaymentRequest, Reply,
 };
 use surge_schemas::{Contract, Money, TopicCodec};
 
@@ -50,29 +55,90 @@ enum Msg {
     Saga(usize, SagaInput),
     Inventory(InventoryCommand),
     Coupon(CouponCommand),
+    Payment(PaymentRequest),
+}
+
+/// A payment provider with Idempotency-Key semantics: a key answered once
+/// is answered the same way again; refunds never exceed the charge.
+#[derive(Default)]
+struct Provider {
+    answered: HashMap<String, LedgerPayment>,
+    ledger: Vec<LedgerPayment>,
+}
+
+impl Provider {
+    fn answer(&mut self, r: &PaymentRequest, rng: &mut StdRng) -> LedgerPayment {
+        if let Some(known) = self.answered.get(&r.payment_id) {
+            return known.clone();
+        }
+        let approved = match r.kind {
+            PaymentKind::Charge => rng.random_bool(0.85),
+            PaymentKind::Refund => {
+                let charge = r.refund_of.as_deref().and_then(|k| self.answered.get(k));
+                let refunded: i64 = self
+                    .ledger
+                    .iter()
+                    .filter(|p| {
+                        p.kind == PaymentKind::Refund && p.approved && p.order_id == r.order_id
+                    })
+                    .map(|p| p.amount)
+                    .sum();
+                charge.is_some_and(|c| c.approved && refunded + r.amount.0 <= c.amount)
+            }
+        };
+        let p = LedgerPayment {
+            key: r.payment_id.clone(),
+            kind: r.kind,
+            approved,
+            order_id: r.order_id.clone(),
+            amount: r.amount.0,
+        };
+        self.answered.insert(r.payment_id.clone(), p.clone());
+        self.ledger.push(p.clone());
+        p
+    }
 }
 
 #[test]
 fn a_sale_through_the_three_pipelines_keeps_every_order_invariant() {
+    let mut late = 0;
     for seed in 0..4 {
         let r = run(seed);
         let report = r.audit();
         eprintln!("seed {seed}: {report:?}");
         assert!(report.holds(), "seed {seed}: {:#?}", report.violations);
         assert_eq!(report.orders, 300);
-        for state in ["PAYMENT_PENDING", "REJECTED", "CANCELLED"] {
+        for state in ["PAID", "PAYMENT_FAILED", "REJECTED", "CANCELLED"] {
             assert!(
                 report.by_final_state.get(state).copied().unwrap_or(0) > 0,
                 "seed {seed}: no {state} in {:?}",
                 report.by_final_state
             );
         }
+        assert!(
+            !report.by_final_state.contains_key("PAYMENT_PENDING")
+                && !report.by_final_state.contains_key("CREATED"),
+            "seed {seed}: unsettled orders {:?}",
+            report.by_final_state
+        );
+        assert!(
+            report.refunded_after_paid > 0,
+            "seed {seed}: no paid order was refunded"
+        );
+        assert!(report.charged > 0 && report.refunded > 0);
+        late += report.late_charges_refunded;
     }
+    assert!(
+        late > 0,
+        "no seed had a charge approved after its order expired"
+    );
 }
 
 /// What the topology committed on its outputs, and the orders sent.
 struct Run {
     creates: Vec<OrderCreate>,
+    cancels: Vec<OrderCancel>,
+    ledger: Vec<LedgerPayment>,
     statuses: Vec<OrderStatus>,
     payments: Vec<PaymentRequest>,
     events: Vec<InventoryEvent>,
@@ -83,10 +149,12 @@ impl Run {
     fn audit(&self) -> surge_order::audit::OrderAudit {
         audit(&Observed {
             creates: &self.creates,
+            cancels: &self.cancels,
             statuses: &self.statuses,
             payments: &self.payments,
             inventory: &self.events,
             coupons: &self.decisions,
+            ledger: Some(&self.ledger),
         })
     }
 }
@@ -130,6 +198,29 @@ fn the_audit_fails_on_forged_data() {
         other.order_id = Some("someone-else".into());
         r.decisions.push(other);
     });
+    forge("a second charge in the provider's ledger", &|r| {
+        let mut p = r
+            .ledger
+            .iter()
+            .find(|p| p.kind == PaymentKind::Charge && p.approved)
+            .unwrap()
+            .clone();
+        p.key = "forged".into();
+        r.ledger.push(p);
+    });
+    forge("a lost refund", &|r| {
+        let i = r
+            .ledger
+            .iter()
+            .position(|p| p.kind == PaymentKind::Refund && p.approved)
+            .unwrap();
+        r.ledger.remove(i);
+    });
+    forge("a cancel never answered", &|r| {
+        let k = r.cancels[0].request_id.clone();
+        r.statuses
+            .retain(|s| s.cancel_request_id.as_deref() != Some(k.as_str()));
+    });
     forge("a version skipped", &|r| {
         let s = r.statuses.iter_mut().find(|s| s.version == 2).unwrap();
         s.version = 3;
@@ -160,9 +251,15 @@ fn run(seed: u64) -> Run {
         ("inventory-result", N),
         ("coupon-result", N),
     ];
+    // Time is the step count, in milliseconds: a charge unanswered for
+    // 500 steps expires.
+    let rules = OrdersSettings {
+        payment_timeout: std::time::Duration::from_millis(500),
+        ..OrdersSettings::default()
+    };
     let mut saga = Harness::new(
         OrderSaga::new(
-            OrdersSettings::default(),
+            rules,
             SagaTopics {
                 status: "order-status".into(),
                 payments: "payment-request".into(),
@@ -212,12 +309,21 @@ fn run(seed: u64) -> Run {
     let mut events = Vec::new();
     let mut decisions = Vec::new();
     let mut creates = Vec::new();
+    let mut cancels = Vec::new();
+    let mut provider = Provider::default();
 
     let mut route = |sent: Vec<Sent>, queues: &mut BTreeMap<(u8, i32), VecDeque<Msg>>| {
         for s in sent {
             match s.topic.as_str() {
                 "order-status" => statuses.push(decode(&c.status, &s)),
-                "payment-request" => payments.push(decode(&c.payments, &s)),
+                "payment-request" => {
+                    let r: PaymentRequest = decode(&c.payments, &s);
+                    payments.push(r.clone());
+                    queues
+                        .entry((4, s.partition))
+                        .or_default()
+                        .push_back(Msg::Payment(r));
+                }
                 "inventory-result" => events.push(decode(&c.events, &s)),
                 "coupon-result" => decisions.push(decode(&c.results, &s)),
                 "inventory-commands" => queues
@@ -342,6 +448,7 @@ fn run(seed: u64) -> Run {
             // Cancels travel on their own topic and come at any moment:
             // before the order, while it waits for replies, or after.
             let when = rng.random_range(0..3_000);
+            cancels.push(cancel.clone());
             later.push((when, (3, p), Msg::Saga(CANCEL, SagaInput::Cancel(cancel))));
         }
     }
@@ -349,6 +456,11 @@ fn run(seed: u64) -> Run {
     let mut steps = 0;
     while !queues.is_empty() || !later.is_empty() {
         steps += 1;
+        if steps % 25 == 0 {
+            let sent = saga.tick(steps as i64).expect("tick");
+            saga.commit();
+            route(sent, &mut queues);
+        }
         for (_, key, msg) in later.extract_if(.., |(when, _, _)| *when <= steps) {
             queues.entry(key).or_default().push_back(msg);
         }
@@ -363,19 +475,53 @@ fn run(seed: u64) -> Run {
         if q.is_empty() {
             queues.remove(&key);
         }
+        let now = steps as i64;
         let sent = match msg {
             Msg::Saga(input, m) => {
                 let k =
                     <surge_order::SagaInputs as surge_engine::Inputs>::owner_key(&m).to_string();
-                step(&mut saga, input, &k, m, &mut rng)
+                step(&mut saga, input, &k, m, now, &mut rng)
             }
             Msg::Inventory(m) => {
                 let k = m.product_id.clone();
-                step(&mut stock, 0, &k, m, &mut rng)
+                step(&mut stock, 0, &k, m, now, &mut rng)
             }
             Msg::Coupon(m) => {
                 let k = m.coupon_id.clone();
-                step(&mut coupons, 0, &k, m, &mut rng)
+                step(&mut coupons, 0, &k, m, now, &mut rng)
+            }
+            Msg::Payment(r) => {
+                let answer = provider.answer(&r, &mut rng);
+                let reply = OrderReply {
+                    order_id: r.order_id.clone(),
+                    reply: Reply::Payment(PaymentReply {
+                        payment_id: r.payment_id.clone(),
+                        kind: r.kind,
+                        outcome: if answer.approved {
+                            PaymentOutcome::Approved
+                        } else {
+                            PaymentOutcome::Declined
+                        },
+                        code: (!answer.approved).then(|| "card_declined".to_string()),
+                        provider_ref: Some(format!("ch_{}", r.payment_id)),
+                        amount: r.amount,
+                        currency: r.currency.clone(),
+                    }),
+                    replied_at: at(now),
+                };
+                let p = saga.partition_of(REPLIES, &r.order_id);
+                let msg = || Msg::Saga(REPLIES, SagaInput::Reply(reply.clone()));
+                // Slow answers outlive the payment timeout; some come twice.
+                let delay = if rng.random_bool(0.15) {
+                    rng.random_range(600..1_500)
+                } else {
+                    rng.random_range(0..50)
+                };
+                later.push((steps + delay, (0, p), msg()));
+                if rng.random_bool(0.05) {
+                    later.push((steps + delay + 10, (0, p), msg()));
+                }
+                Vec::new()
             }
         };
         route(sent, &mut queues);
@@ -387,6 +533,8 @@ fn run(seed: u64) -> Run {
     coupons.assert_restore_law();
     Run {
         creates,
+        cancels,
+        ledger: provider.ledger,
         statuses,
         payments,
         events,
@@ -402,12 +550,13 @@ fn step<P: Processor>(
     input: usize,
     key: &str,
     msg: P::Input,
+    now: i64,
     rng: &mut StdRng,
 ) -> Vec<Sent>
 where
     P::Input: Clone,
 {
-    let sent = h.feed(input, key, msg, 1_000).expect("decided");
+    let sent = h.feed(input, key, msg, now).expect("decided");
     let sent = if rng.random_bool(0.1) {
         h.abort_and_replay()
     } else {

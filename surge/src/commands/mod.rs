@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod doctor;
 pub mod gateway;
 pub mod loadgen;
+pub mod pg_sim;
 pub mod pipeline;
 pub mod schemas;
 pub mod sink;

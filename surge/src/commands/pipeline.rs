@@ -39,6 +39,9 @@ enum PipelineName {
     /// The order saga: order-create, order-cancel, order-replies →
     /// inventory-commands, coupon-issue, payment-request, order-status.
     Order,
+    /// payment-request → the payment provider ([payment] url, under
+    /// idempotency keys, outside any transaction) → order-replies.
+    Payment,
 }
 
 /// Topics and group of the coupon pipeline.
@@ -77,6 +80,16 @@ pub fn order_spec(settings: &Settings) -> PipelineSpec {
             CouponCommand::TOPIC,
         ],
         settings.pipelines.order.clone(),
+    )
+}
+
+pub fn payment_spec(settings: &Settings) -> PipelineSpec {
+    spec(
+        &Names::from_settings(settings),
+        names::PAYMENT,
+        &[PaymentRequest::TOPIC],
+        &[OrderReply::TOPIC],
+        settings.pipelines.payment.clone(),
     )
 }
 
@@ -160,6 +173,29 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
                 let gauges = SagaGauges::register(&metrics.registry)
                     .context("registering the saga's gauges")?;
                 Ok(saga.with_gauges(gauges))
+            })
+            .await
+        }
+        PipelineName::Payment => {
+            let spec = payment_spec(settings);
+            let inputs = codec::<PaymentRequest>(&registry, &n).await?;
+            let replies = codec::<OrderReply>(&registry, &n).await?;
+            let p = &settings.payment;
+            let gateway = surge_payment_gateway::HttpGateway::new(&p.url, p.call_timeout)
+                .map_err(|e| anyhow::anyhow!("[payment] url {}: {e}", p.url))?;
+            let runtime = tokio::runtime::Handle::current();
+            launch_with(settings, spec, inputs, |metrics| {
+                let payment_metrics = surge_payment::PaymentMetrics::register(&metrics.registry)
+                    .context("registering the payment metrics")?;
+                Ok(surge_payment::PaymentPipeline::new(
+                    gateway,
+                    runtime,
+                    surge_payment::RetryPolicy::from_settings(p),
+                    p.max_in_flight,
+                    replies,
+                    n.topic(OrderReply::TOPIC),
+                    payment_metrics,
+                ))
             })
             .await
         }

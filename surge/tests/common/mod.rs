@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 pub mod coupon;
 pub mod gateway;
 pub mod orders;
+pub mod payments;
 
 use surge_core::{Names, Settings};
 use surge_schemas::{Contract, Registry, TopicCodec};
