@@ -1258,3 +1258,53 @@ fn collect_undocumented(schema: &serde_json::Value, path: &str, out: &mut Vec<St
         _ => {}
     }
 }
+
+/// The payment release changes three order contracts by additions only:
+/// `payment-request.refundOf`, `order-status.refundId` and the event
+/// LATE_CHARGE_REFUNDED, and the `PaymentReply` branch of `order-replies`.
+/// Records the previous versions wrote still read.
+#[test]
+fn the_payment_release_reads_what_the_order_contracts_wrote_before() {
+    for (file, new) in [
+        ("payment-request.v1.avsc", PaymentRequest::schema()),
+        ("order-status.v1.avsc", OrderStatus::schema()),
+        ("order-replies.v1.avsc", OrderReply::schema()),
+    ] {
+        let text = fixture(file);
+        assert!(
+            !text.contains("refundOf")
+                && !text.contains("refundId")
+                && !text.contains("PaymentReply"),
+            "{file} is the previous version"
+        );
+        let old = Schema::parse_str(&text).unwrap();
+        assert_eq!(
+            SchemaCompatibility::can_read(&old, new),
+            Ok(Compatibility::Full),
+            "{file}"
+        );
+        assert_eq!(compat::backward_breakages(&old, new), vec![], "{file}");
+    }
+    let old = Schema::parse_str(&fixture("payment-request.v1.avsc")).unwrap();
+    let written = Value::Record(vec![
+        ("paymentId".into(), Value::String("pay-1".into())),
+        ("orderId".into(), Value::String("o-1".into())),
+        ("userId".into(), Value::String("u-1".into())),
+        ("kind".into(), Value::Enum(0, "CHARGE".into())),
+        (
+            "amount".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![
+                0, 0, 0, 0, 0, 0, 0x04, 0xD2,
+            ])),
+        ),
+        ("currency".into(), Value::String("KRW".into())),
+        ("requestedAt".into(), Value::TimestampMillis(5)),
+    ]);
+    let read =
+        PaymentRequest::from_avro(write_old_read_new(&old, PaymentRequest::schema(), written))
+            .unwrap();
+    assert_eq!(
+        (read.kind, read.refund_of, read.amount),
+        (PaymentKind::Charge, None, Money(1234))
+    );
+}
