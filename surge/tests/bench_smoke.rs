@@ -1,7 +1,8 @@
 //! `surge bench --quick` end to end on the real stack: every figure is
 //! measured (positive), the ratios are the quotients of the figures they
 //! compare, every target is evaluated against the figure it names, and the
-//! JSON and SVG are written. The figures mean nothing at this size; timing
+//! JSON and SVG are written; the payments scenario's runs each charged
+//! exactly once per request. The figures mean nothing at this size; timing
 //! is never asserted.
 
 mod common;
@@ -24,7 +25,14 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         .join(common::unique("bench"))
         .join("bench.json");
     let out = surge(
-        &["bench", "--quick", "--out", out_json.to_str().unwrap()],
+        &[
+            "bench",
+            "--quick",
+            "--scenario",
+            "hot,spread,payments",
+            "--out",
+            out_json.to_str().unwrap(),
+        ],
         &[],
     );
     let text = stdout(&out);
@@ -82,10 +90,48 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         f(&st["stateBytesPerIssuedUser"]),
         f(&st["stateBytes"]) / f(&st["issued"])
     ));
-    // Three targets per scenario and the state target, each judged on the
-    // figure reported above.
+    let p = &report["payments"];
+    let (conc, seq) = (&p["concurrent"], &p["sequential"]);
+    assert_eq!(conc["requests"], 300, "{p}");
+    assert_eq!(seq["requests"], 50, "{p}");
+    assert_eq!(seq["maxInFlight"], 1, "{p}");
+    assert!(conc["maxInFlight"].as_u64().unwrap() > 1, "{p}");
+    for r in [conc, seq] {
+        // Exactly once: one approved charge in pg-sim's ledger per request.
+        assert_eq!(r["ledgerApprovedCharges"], r["requests"], "{p}");
+        assert_eq!(r["declined"], 0, "{p}");
+        assert_eq!(r["partitionsUsed"], p["partitions"], "{p}");
+        assert!(f(&r["seconds"]) > 0.0, "{p}");
+        assert!(close(
+            f(&r["paymentsPerSecond"]),
+            f(&r["requests"]) / f(&r["seconds"])
+        ));
+        assert_eq!(r["latencySamples"], r["requests"], "{p}");
+        assert!(
+            f(&r["latencyP50Ms"]) > 0.0 && f(&r["latencyP99Ms"]) >= f(&r["latencyP50Ms"]),
+            "{p}"
+        );
+    }
+    assert_eq!(f(&p["providerLatencyMs"]), 50.0);
+    assert_eq!(f(&p["perPartitionCeiling"]), 20.0);
+    assert!(close(f(&p["ceilingPerSecond"]), 20.0 * f(&p["partitions"])));
+    assert!(close(
+        f(&p["ratioToCeiling"]),
+        f(&conc["paymentsPerSecond"]) / f(&p["ceilingPerSecond"])
+    ));
+    assert!(close(
+        f(&p["ratioConcurrentToSequential"]),
+        f(&conc["paymentsPerSecond"]) / f(&seq["paymentsPerSecond"])
+    ));
+    assert!(close(
+        f(&p["ratioSequentialToOneCaller"]),
+        f(&seq["paymentsPerSecond"]) / 20.0
+    ));
+
+    // Three targets per coupon scenario, the state target and the payments
+    // target, each judged on the figure reported above.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 7, "{targets:?}");
+    assert_eq!(targets.len(), 8, "{targets:?}");
     let judged = |scope: &str, prefix: &str| {
         targets
             .iter()
@@ -108,6 +154,9 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
     let t = judged("state run", "state");
     assert_eq!(f(&t["value"]), f(&st["stateBytesPerIssuedUser"]));
     assert_eq!(t["met"], f(&t["value"]) <= 64.0);
+    let t = judged("payments", "payments/ceiling");
+    assert_eq!(f(&t["value"]), f(&p["ratioToCeiling"]));
+    assert_eq!(t["met"], f(&t["value"]) >= 5.0);
 
     let svg = std::fs::read_to_string(out_json.with_extension("svg")).unwrap();
     assert!(
@@ -118,7 +167,15 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         svg.contains("surge, exactly once") && svg.contains("bytes per issued user"),
         "{svg}"
     );
-    for heading in ["throughput", "latency", "memory", "targets", "surge/copy"] {
+    for heading in [
+        "throughput",
+        "latency",
+        "memory",
+        "targets",
+        "surge/copy",
+        "payments, 50 ms provider latency",
+        "concurrent / sequential",
+    ] {
         assert!(text.contains(heading), "{heading}: {text}");
     }
 }

@@ -140,6 +140,11 @@ pub struct Order {
     /// A cancel waiting for the payment (or the refund) to resolve.
     #[serde(default)]
     pub cancelling: Option<Cancelling>,
+    /// A placeholder: cancels were read for this order id before any
+    /// order-create (their refusals are in `cancels`); an order-create
+    /// replaces it with the order.
+    #[serde(default)]
+    pub awaiting_create: bool,
 }
 
 impl Order {
@@ -294,6 +299,7 @@ mod tests {
             refund_id: None,
             refund: None,
             cancelling: None,
+            awaiting_create: false,
         }
     }
 

@@ -7,7 +7,7 @@
 //! stands when it arrives, never by when it was asked: an approval for an
 //! order that expired meanwhile is refunded, and never brings it back.
 
-use surge_engine::Reject;
+use surge_engine::{Millis, Reject};
 use surge_schemas::order::{OrderEvent, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest};
 use surge_schemas::Money;
 
@@ -192,11 +192,15 @@ impl OrderSaga {
     }
 
     /// Cancels every order whose charge has not resolved within
-    /// `payment_timeout`. The charge may still go through; its answer then
-    /// finds the order cancelled and asks for a refund.
-    pub(crate) fn expire_payments(&self, out: &mut Out<'_, '_, '_>) -> Result<(), Reject> {
+    /// `payment_timeout`, judged at `now`: the time the partition's replies
+    /// have reached (see `ReplyClock`). The charge may still go through;
+    /// its answer then finds the order cancelled and asks for a refund.
+    pub(crate) fn expire_payments(
+        &self,
+        out: &mut Out<'_, '_, '_>,
+        now: Millis,
+    ) -> Result<(), Reject> {
         let timeout = self.rules.payment_timeout.as_millis() as i64;
-        let now = out.at;
         let due: Vec<Order> = out
             .ctx
             .state()

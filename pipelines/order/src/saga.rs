@@ -44,12 +44,60 @@ pub struct SagaCodecs {
     pub coupons: TopicCodec<CouponCommand>,
 }
 
+/// How long a partition's replies must have been quiet before the wall
+/// clock stands in for their time (see [`ReplyClock`]).
+pub const REPLIES_QUIET: Millis = 5_000;
+
+/// The time the replies of one partition have reached: payment expiry is
+/// judged by it, not by the wall clock alone. A saga that lags behind its
+/// input would otherwise expire orders whose answers are already in its own
+/// backlog. While replies flow, the time is the newest reply's timestamp:
+/// every answer produced before it has been read (one partition, producers
+/// on one clock). Once they have been quiet for [`REPLIES_QUIET`] (caught up,
+/// or the payment pipeline is down), the wall clock less that pause is used,
+/// so expiry still happens when nothing else moves. Kept in memory: after a
+/// restart, the quiet pause starts again before anything can expire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplyClock {
+    time: Millis,
+    advanced: bool,
+    /// The tick that last saw `time` advance.
+    seen_at: Option<Millis>,
+}
+
+impl Default for ReplyClock {
+    fn default() -> Self {
+        Self {
+            time: Millis::MIN,
+            advanced: false,
+            seen_at: None,
+        }
+    }
+}
+
+impl ReplyClock {
+    fn time_at(&mut self, now: Millis) -> Millis {
+        if self.advanced || self.seen_at.is_none() {
+            self.seen_at = Some(now);
+            self.advanced = false;
+        }
+        let quiet_since = self.seen_at.unwrap_or(now);
+        if now - quiet_since >= REPLIES_QUIET {
+            self.time.max(now - REPLIES_QUIET)
+        } else {
+            self.time
+        }
+    }
+}
+
 /// The order saga.
 pub struct OrderSaga {
     pub(crate) rules: OrdersSettings,
     pub(crate) topics: SagaTopics,
     pub(crate) codecs: SagaCodecs,
     gauges: Option<SagaGauges>,
+    /// How far each partition's replies have come (in memory only).
+    reply_clocks: std::collections::HashMap<i32, ReplyClock>,
 }
 
 impl OrderSaga {
@@ -59,6 +107,7 @@ impl OrderSaga {
             topics,
             codecs,
             gauges: None,
+            reply_clocks: std::collections::HashMap::new(),
         }
     }
 
@@ -319,11 +368,17 @@ impl Out<'_, '_, '_> {
 
 impl OrderSaga {
     fn create(&self, out: &mut Out<'_, '_, '_>, c: OrderCreate) -> Result<(), Reject> {
-        if out.ctx.state().order(&c.order_id).is_some() {
+        let placeholder = out.ctx.state().order(&c.order_id).cloned();
+        if placeholder.as_ref().is_some_and(|o| !o.awaiting_create) {
             // A repeated order-create: the order has its saga already.
             out.ctx.already_decided();
             return Ok(());
         }
+        // Cancels read before the order (refused as unknown) stay answered.
+        let answered = placeholder
+            .as_ref()
+            .map(|p| p.cancels.clone())
+            .unwrap_or_default();
         let total = total_of(&c).unwrap_or(0);
         let mut o = Order {
             order_id: c.order_id.clone(),
@@ -348,12 +403,13 @@ impl OrderSaga {
             payment_id: None,
             created_at: out.at,
             reason: None,
-            cancels: Vec::new(),
+            cancels: answered,
             charge: None,
             charge_asked_at: None,
             refund_id: None,
             refund: None,
             cancelling: None,
+            awaiting_create: false,
         };
         if let Some(why) = invalid(&self.rules, &c) {
             // Nothing was asked, so nothing needs releasing.
@@ -362,7 +418,7 @@ impl OrderSaga {
                 .for_each(|l| l.stock = LineStock::Refused);
             o.coupon = o.coupon.map(|_| CouponUse::Refused);
             o.reason = Some(why);
-            return out.transition(None, o, Stage::Rejected, None);
+            return out.transition(placeholder.as_ref(), o, Stage::Rejected, None);
         }
         for line in o.lines.clone() {
             let action = InventoryAction::Reserve {
@@ -378,12 +434,24 @@ impl OrderSaga {
             };
             out.coupon(&o, &coupon_id, action)?;
         }
-        out.transition(None, o, Stage::Created, None)
+        out.transition(placeholder.as_ref(), o, Stage::Created, None)
     }
 
     fn cancel(&self, out: &mut Out<'_, '_, '_>, k: OrderCancel) -> Result<(), Reject> {
-        let Some(before) = out.ctx.state().order(&k.order_id).cloned() else {
-            let unknown = Order {
+        let known = out.ctx.state().order(&k.order_id).cloned();
+        let Some(before) = known.clone().filter(|o| !o.awaiting_create) else {
+            if known
+                .as_ref()
+                .is_some_and(|p| p.cancels.contains(&k.request_id))
+            {
+                out.ctx.already_decided();
+                return Ok(());
+            }
+            // An order the saga has not seen (maybe not yet: order-cancel and
+            // order-create are different topics). The refusal is remembered
+            // in a placeholder, so a retried cancel is not answered twice;
+            // an order-create that comes later replaces it.
+            let mut unknown = Order {
                 order_id: k.order_id.clone(),
                 user_id: k.user_id.clone(),
                 // ISO 4217's code for "no currency": the order has none.
@@ -404,9 +472,17 @@ impl OrderSaga {
                 refund_id: None,
                 refund: None,
                 cancelling: None,
+                awaiting_create: true,
             };
+            if let Some(p) = &known {
+                unknown.cancels = p.cancels.clone();
+                unknown.created_at = p.created_at;
+            }
+            unknown.cancels.push(k.request_id.clone());
             out.ctx.outcome("cancel_refused");
-            return out.status(&unknown, OrderEvent::CancelRefused, Some(k.request_id));
+            out.status(&unknown, OrderEvent::CancelRefused, Some(k.request_id))?;
+            out.put(known.as_ref(), &unknown);
+            return Ok(());
         };
         if before.cancels.contains(&k.request_id) {
             out.ctx.already_decided();
@@ -470,7 +546,13 @@ impl OrderSaga {
     }
 
     fn reply(&self, out: &mut Out<'_, '_, '_>, r: OrderReply) -> Result<(), Reject> {
-        let Some(before) = out.ctx.state().order(&r.order_id).cloned() else {
+        let Some(before) = out
+            .ctx
+            .state()
+            .order(&r.order_id)
+            .filter(|o| !o.awaiting_create)
+            .cloned()
+        else {
             // Valid data about an order this partition never saw (a reply
             // from a test or a foreign producer): nothing to act on.
             out.ctx.outcome("reply_for_unknown_order");
@@ -566,6 +648,11 @@ impl Processor for OrderSaga {
         ctx: &mut Context<'_, OrderBook>,
         input: Incoming<SagaInput>,
     ) -> Result<(), Reject> {
+        if let SagaInput::Reply(_) = &input.message {
+            let clock = self.reply_clocks.entry(input.partition).or_default();
+            clock.time = clock.time.max(input.timestamp);
+            clock.advanced = true;
+        }
         let mut out = Out {
             saga: self,
             ctx,
@@ -588,12 +675,17 @@ impl Processor for OrderSaga {
     }
 
     fn tick(&mut self, ctx: &mut Context<'_, OrderBook>, now: Millis) -> Result<(), Reject> {
+        let replies_at = self
+            .reply_clocks
+            .entry(ctx.partition())
+            .or_default()
+            .time_at(now);
         let mut out = Out {
             saga: self,
             ctx,
             at: now,
         };
-        self.expire_payments(&mut out)
+        self.expire_payments(&mut out, replies_at)
     }
 
     fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &OrderBook)>) {

@@ -593,14 +593,17 @@ fn an_unresolved_payment_expires_and_a_late_charge_is_refunded_without_reviving_
     let mut h = saga();
     pending(&mut h, "o1", "alice");
     // The charge was asked at 1 500 (the reply's time); the timeout is 10 s.
-    assert!(sends(&h.tick(11_499).unwrap()).status.is_empty());
-    let s = sends(&h.tick(11_500).unwrap());
+    // No reply comes after it: once replies have been quiet for 5 s, wall
+    // time less those 5 s stands in for theirs.
+    assert!(sends(&h.tick(5_000).unwrap()).status.is_empty());
+    assert!(sends(&h.tick(16_499).unwrap()).status.is_empty());
+    let s = sends(&h.tick(16_500).unwrap());
     let st = &s.status[0];
     assert_eq!((st.state, st.version), (OrderState::Cancelled, 3));
     assert!(st.reason.as_deref().unwrap().contains("not resolved"));
     assert!(s.inventory.iter().all(is_release) && releases_coupon(&s));
     assert!(
-        sends(&h.tick(20_000).unwrap()).status.is_empty(),
+        sends(&h.tick(30_000).unwrap()).status.is_empty(),
         "expires once"
     );
 
@@ -621,6 +624,76 @@ fn an_unresolved_payment_expires_and_a_late_charge_is_refunded_without_reviving_
         s.inventory.is_empty() && s.coupons.is_empty(),
         "released once, at expiry"
     );
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_saga_behind_its_replies_does_not_expire_an_answer_waiting_in_its_own_input() {
+    let mut h = saga();
+    pending(&mut h, "o1", "alice");
+    // Wall time is far past the deadline (1 500 + 10 s), but replies keep
+    // coming and the newest is from 9 000: the saga is behind, the answer may
+    // be in its backlog. Nothing expires.
+    for t in [5_000, 9_000] {
+        let r = OrderReply {
+            order_id: "other".into(),
+            reply: reserved("p9", 1),
+            replied_at: at(t),
+        };
+        h.feed(REPLIES, "o1", SagaInput::Reply(r), t).unwrap();
+        assert!(sends(&h.tick(60_000 + t).unwrap()).status.is_empty());
+    }
+    let s = pay(&mut h, "o1", PaymentKind::Charge, true);
+    assert_eq!(s.status[0].state, OrderState::Paid, "answered in time");
+    // When the replies reach past the deadline without an answer, it expires.
+    pending(&mut h, "o2", "bob");
+    let r = OrderReply {
+        order_id: "other".into(),
+        reply: reserved("p9", 1),
+        replied_at: at(11_600),
+    };
+    h.feed(REPLIES, "o2", SagaInput::Reply(r), 11_600).unwrap();
+    let s = sends(&h.tick(70_000).unwrap());
+    assert_eq!(
+        s.status
+            .iter()
+            .map(|s| (s.order_id.as_str(), s.state))
+            .collect::<Vec<_>>(),
+        [("o2", OrderState::Cancelled)]
+    );
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_cancel_read_before_its_order_is_refused_once_and_the_order_proceeds() {
+    let mut h = saga();
+    let s = cancel(&mut h, "o1", "alice", "k1");
+    assert_eq!(s.status[0].reason.as_deref(), Some("unknown order"));
+    assert!(
+        sends_nothing(cancel(&mut h, "o1", "alice", "k1")),
+        "a retry is not answered again"
+    );
+    let s = cancel(&mut h, "o1", "alice", "k2");
+    assert_eq!(
+        s.status[0].event,
+        OrderEvent::CancelRefused,
+        "another request is answered"
+    );
+    // The order-create comes after all: it gets its saga.
+    let s = create(&mut h, order("o1", "alice", &[("p1", 1, 100)], None));
+    assert_eq!(
+        (s.status[0].state, s.status[0].version),
+        (OrderState::Created, 1)
+    );
+    assert_eq!(s.inventory.len(), 1);
+    assert!(
+        sends_nothing(cancel(&mut h, "o1", "alice", "k1")),
+        "still answered once"
+    );
+    let s = cancel(&mut h, "o1", "alice", "k3");
+    assert_eq!(s.status[0].state, OrderState::Cancelled);
     h.commit();
     h.assert_restore_law();
 }

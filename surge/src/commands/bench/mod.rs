@@ -20,10 +20,14 @@
 //! issued user (its own run, see `state`). Prints the figures with the
 //! ratios and the targets, writes JSON and an SVG chart. Targets are
 //! reported, never asserted.
+//!
+//! `--scenario payments` (not run by default) measures the payment pipeline
+//! behind a provider with 50 ms latency instead (see `payments`).
 
 mod chart;
 mod copy;
 mod latency;
+mod payments;
 mod pipeline;
 mod redis_lock;
 mod report;
@@ -84,6 +88,10 @@ pub struct BenchArgs {
     /// .svg) and the pipelines' logs in folders beside them.
     #[arg(long, default_value = "target/bench/bench.json")]
     out: PathBuf,
+    /// Payment requests of the payments scenario (its sequential baseline
+    /// gets a twentieth of them, at least 50).
+    #[arg(long, default_value_t = 5_000)]
+    payments: usize,
     /// Seed of the generated requests (the same for every design).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -96,6 +104,8 @@ pub struct BenchArgs {
 enum Kind {
     Hot,
     Spread,
+    /// Payment throughput behind a 50 ms provider (pg-sim).
+    Payments,
 }
 
 impl Kind {
@@ -103,6 +113,7 @@ impl Kind {
         match self {
             Kind::Hot => "hot",
             Kind::Spread => "spread",
+            Kind::Payments => "payments",
         }
     }
 }
@@ -120,6 +131,7 @@ pub async fn run(
         args.latency_seconds = args.latency_seconds.min(2);
         args.clients = args.clients.min(16);
         args.state_users = args.state_users.min(2_000);
+        args.payments = args.payments.min(300);
     }
     let out_dir = args
         .out
@@ -130,10 +142,16 @@ pub async fn run(
     std::fs::create_dir_all(&out_dir)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut scenarios = Vec::new();
+    let mut payments = Value::Null;
     for kind in args.scenario.clone() {
+        if kind == Kind::Payments {
+            payments = payments::run(settings, config, &out_dir, &run_id, args.payments).await?;
+            continue;
+        }
         scenarios.push(scenario(&args, kind, settings, config, &out_dir, &run_id).await?);
     }
-    let state = if args.state_users > 0 {
+    // The state run measures the coupon pipeline: not for a payments-only run.
+    let state = if args.state_users > 0 && !scenarios.is_empty() {
         let s = state::run(
             settings,
             config,
@@ -155,9 +173,15 @@ pub async fn run(
         "commitIntervalMs": settings.pipelines.coupon.commit_interval.as_secs_f64() * 1000.0,
         "scenarios": scenarios,
         "state": state,
+        "payments": payments,
     });
-    report["targets"] = report::targets(&report);
+    let mut targets = report::targets(&report);
+    if let Some(all) = targets.as_array_mut() {
+        all.extend(payments::targets(&report["payments"]));
+    }
+    report["targets"] = targets;
     report::print(&report);
+    payments::print(&report["payments"]);
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     let svg = args.out.with_extension("svg");
     std::fs::write(&svg, chart::svg(&report))?;

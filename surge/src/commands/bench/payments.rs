@@ -1,0 +1,608 @@
+//! `surge bench --scenario payments`: what the payment pipeline gets through
+//! a slow provider. pg-sim answers every charge after exactly 50 ms; a caller
+//! that waits for each answer before the next call manages 1 / 50 ms = 20
+//! payments/s, and a pipeline that called once per partition at a time
+//! would be capped at 20/s × partitions of payment-request. The pipeline
+//! calls outside its transactions, up to `[payment] max_in_flight` at once,
+//! so it should go far past that.
+//!
+//! Two runs, one after the other, each on fresh topics (a [`Sandbox`]) and a
+//! pg-sim ledger schema of its own, with the real `surge pg-sim` and `surge
+//! pipeline payment` as child processes of this binary: the configured
+//! `max_in_flight`, then the sequential baseline (`max_in_flight` 1, fewer
+//! payments). Each produces its payment-requests as fast as it can, once the
+//! pipeline owns its partitions, and counts from the first produce to the
+//! moment a read_committed consumer of order-replies has seen a PaymentReply
+//! for every one of them. pg-sim's ledger must then hold exactly one
+//! approved charge per request, or the run fails: a figure from a pipeline
+//! that charged twice (or not at all) means nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use surge_core::{Names, Settings};
+use surge_kafka::partitioner::partition_for;
+use surge_kafka::{topics, ClientFactory, OrderedSender, QuietEofContext};
+use surge_schemas::order::{OrderReply, PaymentKind, PaymentOutcome, PaymentRequest, Reply};
+use surge_schemas::{Contract, Money, Registry, TopicCodec};
+
+use super::latency::percentile;
+use super::sandbox::Sandbox;
+use super::say;
+
+/// pg-sim's added latency per charge (sigma 0: every call takes exactly this).
+const PROVIDER_LATENCY_MS: f64 = 50.0;
+
+/// Target: payments/s at least this many times partitions × 1/latency.
+pub const TARGET_RATIO_TO_CEILING: f64 = 5.0;
+
+/// The baseline gets this fraction of the payments (at least
+/// [`MIN_SEQUENTIAL`]): at 20/s it would otherwise take minutes.
+const SEQUENTIAL_SHARE: usize = 20;
+const MIN_SEQUENTIAL: usize = 50;
+
+/// One run's figures.
+struct Run {
+    max_in_flight: usize,
+    requests: usize,
+    partitions: i32,
+    /// Partitions of payment-request the requests were keyed onto.
+    partitions_used: usize,
+    seconds: f64,
+    /// Request (requestedAt) → reply visible to read_committed, per payment.
+    latencies_ms: Vec<f64>,
+    declined: usize,
+    ledger_approved: i64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn json(&self) -> Value {
+        let mut ms = self.latencies_ms.clone();
+        json!({
+            "maxInFlight": self.max_in_flight,
+            "requests": self.requests,
+            "partitionsUsed": self.partitions_used,
+            "seconds": self.seconds,
+            "paymentsPerSecond": self.rate(),
+            "latencySamples": ms.len(),
+            "latencyP50Ms": percentile(&mut ms, 50.0),
+            "latencyP99Ms": percentile(&mut ms, 99.0),
+            "declined": self.declined,
+            "ledgerApprovedCharges": self.ledger_approved,
+        })
+    }
+}
+
+/// Both runs; `requests` payments for the configured `max_in_flight`.
+pub async fn run(
+    settings: &Settings,
+    config: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    requests: usize,
+) -> anyhow::Result<Value> {
+    let in_flight = settings.payment.max_in_flight.max(1);
+    say(format!(
+        "payments: 1/2 {requests} payments, max_in_flight {in_flight}, provider {PROVIDER_LATENCY_MS} ms"
+    ));
+    let concurrent = measure(
+        settings, config, out_dir, run_id, "payments", requests, in_flight,
+    )
+    .await?;
+    let seq_requests = (requests / SEQUENTIAL_SHARE).max(MIN_SEQUENTIAL);
+    say(format!(
+        "payments: 2/2 sequential baseline, {seq_requests} payments, max_in_flight 1"
+    ));
+    let sequential = measure(
+        settings,
+        config,
+        out_dir,
+        run_id,
+        "payments-seq",
+        seq_requests,
+        1,
+    )
+    .await?;
+    let one_caller = 1000.0 / PROVIDER_LATENCY_MS;
+    let ceiling = one_caller * f64::from(concurrent.partitions);
+    Ok(json!({
+        "providerLatencyMs": PROVIDER_LATENCY_MS,
+        "partitions": concurrent.partitions,
+        "perPartitionCeiling": one_caller,
+        "ceilingPerSecond": ceiling,
+        "concurrent": concurrent.json(),
+        "sequential": sequential.json(),
+        "ratioToCeiling": concurrent.rate() / ceiling,
+        "ratioConcurrentToSequential": concurrent.rate() / sequential.rate(),
+        "ratioSequentialToOneCaller": sequential.rate() / one_caller,
+    }))
+}
+
+/// The target, judged like the coupon ones (see `report::targets`).
+pub fn targets(payments: &Value) -> Vec<Value> {
+    if payments.is_null() {
+        return Vec::new();
+    }
+    let value = payments["ratioToCeiling"].as_f64().unwrap_or(0.0);
+    vec![json!({
+        "scope": "payments",
+        "target": format!("payments/ceiling >= {TARGET_RATIO_TO_CEILING:.0}"),
+        "value": value,
+        "bound": TARGET_RATIO_TO_CEILING,
+        "met": value >= TARGET_RATIO_TO_CEILING,
+    })]
+}
+
+pub fn print(payments: &Value) {
+    if payments.is_null() {
+        return;
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    // Value's Display ignores width and alignment.
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    println!(
+        "\npayments, {:.0} ms provider latency (sigma 0), {} partitions of payment-request:\n\
+         first produce -> PaymentReply visible to read_committed for every request;\n\
+         ceiling = partitions x 1/latency = {:.0}/s; latency = request -> reply visible, under the burst",
+        f(&payments["providerLatencyMs"]),
+        n(&payments["partitions"]),
+        f(&payments["ceilingPerSecond"]),
+    );
+    println!(
+        "{:<11} {:>9} {:>9} {:>10} {:>9} {:>9} {:>13}",
+        "run", "in flight", "requests", "payments/s", "p50 ms", "p99 ms", "ledger charges"
+    );
+    for (name, r) in [
+        ("concurrent", &payments["concurrent"]),
+        ("sequential", &payments["sequential"]),
+    ] {
+        println!(
+            "{:<11} {:>9} {:>9} {:>10.1} {:>9.1} {:>9.1} {:>13}",
+            name,
+            n(&r["maxInFlight"]),
+            n(&r["requests"]),
+            f(&r["paymentsPerSecond"]),
+            f(&r["latencyP50Ms"]),
+            f(&r["latencyP99Ms"]),
+            n(&r["ledgerApprovedCharges"]),
+        );
+    }
+    let ratio = f(&payments["ratioToCeiling"]);
+    println!(
+        "  payments/s / (partitions x 1/latency)  {ratio:>8.2}  (goal >= {TARGET_RATIO_TO_CEILING:.0}: {})",
+        if ratio >= TARGET_RATIO_TO_CEILING {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "  concurrent / sequential                {:>8.2}",
+        f(&payments["ratioConcurrentToSequential"])
+    );
+    println!(
+        "  sequential / (1/latency)               {:>8.2}  (one call at a time: about 1)",
+        f(&payments["ratioSequentialToOneCaller"])
+    );
+}
+
+/// One run on its own sandbox and ledger schema, both dropped afterwards.
+async fn measure(
+    settings: &Settings,
+    config: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    label: &str,
+    requests: usize,
+    max_in_flight: usize,
+) -> anyhow::Result<Run> {
+    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-{label}-")).await?;
+    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
+    std::fs::create_dir_all(&logs)?;
+    say(format!("{label}: topics under {}*", sandbox.prefix()));
+    let schema = format!("pgsim_bench_{run_id}_{}", label.replace('-', "_"));
+    let outcome = drive(
+        &sandbox,
+        config,
+        &logs,
+        &schema,
+        &format!("b{run_id}"),
+        requests,
+        max_in_flight,
+    )
+    .await;
+    drop_schema(&settings.postgres.url, &schema).await;
+    sandbox.drop_topics().await;
+    outcome
+}
+
+async fn drive(
+    sandbox: &Sandbox,
+    config: &Path,
+    logs: &Path,
+    schema: &str,
+    ids: &str,
+    requests: usize,
+    max_in_flight: usize,
+) -> anyhow::Result<Run> {
+    let names = &sandbox.names;
+    let partitions = declared_partitions(sandbox, PaymentRequest::TOPIC)?;
+    let reply_partitions = declared_partitions(sandbox, OrderReply::TOPIC)?;
+
+    // A provider with latency and nothing else: no declines, errors or hangs,
+    // whatever the config file says.
+    let mut sim = Child::spawn(
+        config,
+        &["pg-sim"],
+        &[
+            ("SURGE_PG_SIM__LISTEN", "127.0.0.1:0".into()),
+            ("SURGE_PG_SIM__SCHEMA", schema.into()),
+            (
+                "SURGE_PG_SIM__FAULTS__LATENCY_MEDIAN_MS",
+                PROVIDER_LATENCY_MS.to_string(),
+            ),
+            ("SURGE_PG_SIM__FAULTS__LATENCY_SIGMA", "0".into()),
+            ("SURGE_PG_SIM__FAULTS__DECLINE_RATIO", "0".into()),
+            ("SURGE_PG_SIM__FAULTS__ERROR_BEFORE_RATIO", "0".into()),
+            ("SURGE_PG_SIM__FAULTS__ERROR_AFTER_RATIO", "0".into()),
+            ("SURGE_PG_SIM__FAULTS__TIMEOUT_AFTER_RATIO", "0".into()),
+            ("SURGE_PG_SIM__FAULTS__CONFLICT_RATIO", "0".into()),
+        ],
+        logs.join("pg-sim.log"),
+    )?;
+    let address = sim
+        .wait_for("pg-sim listening address=", Duration::from_secs(60))
+        .await?;
+    let prefix = sandbox.prefix();
+    let mut pipeline = Child::spawn(
+        config,
+        &["pipeline", "payment"],
+        &[
+            ("SURGE_TOPICS__NAME_PREFIX", prefix.into()),
+            // Its own group and transactional identity (see pipeline.rs).
+            (
+                "SURGE_PIPELINES__PAYMENT__GROUP_ID",
+                Names::new(prefix).pipeline_group(surge_core::names::PAYMENT),
+            ),
+            ("SURGE_PIPELINES__PAYMENT__INSTANCE_ID", "bench".into()),
+            (
+                "SURGE_PIPELINES__PAYMENT__METRICS_LISTEN",
+                "127.0.0.1:0".into(),
+            ),
+            ("SURGE_PIPELINES__PAYMENT__INJECT_ABORT_RATIO", "0".into()),
+            ("SURGE_PAYMENT__URL", format!("http://{address}")),
+            ("SURGE_PAYMENT__MAX_IN_FLIGHT", max_in_flight.to_string()),
+        ],
+        logs.join("pipeline.log"),
+    )?;
+    // Group join and restore are not what is measured: produce once the
+    // pipeline owns its partitions.
+    pipeline
+        .wait_for("partitions assigned and restored", Duration::from_secs(120))
+        .await?;
+
+    let registry = Registry::new(&sandbox.settings.registry.url);
+    let codec =
+        TopicCodec::<PaymentRequest>::connect(&registry, &names.subject(PaymentRequest::TOPIC))
+            .await
+            .context("registry: payment-request schema")?;
+    let replies = TopicCodec::<OrderReply>::connect(&registry, &names.subject(OrderReply::TOPIC))
+        .await
+        .context("registry: order-replies schema")?;
+    let charges: Vec<PaymentRequest> = (0..requests)
+        .map(|i| PaymentRequest {
+            payment_id: format!("{ids}-charge-{i}"),
+            order_id: format!("{ids}-order-{i}"),
+            user_id: format!("{ids}-user-{}", i % 1_000),
+            kind: PaymentKind::Charge,
+            amount: Money(1_000 + (i % 100) as i64 * 100),
+            currency: "KRW".into(),
+            requested_at: surge_schemas::now(),
+            refund_of: None,
+        })
+        .collect();
+    let partitions_used = charges
+        .iter()
+        .map(|c| partition_for(c.order_id.as_bytes(), partitions))
+        .collect::<HashSet<_>>()
+        .len();
+    let wanted: HashSet<String> = charges.iter().map(|c| c.payment_id.clone()).collect();
+
+    // Generous: the sequential run needs requests × latency, the other far less.
+    let timeout = Duration::from_secs(120)
+        + Duration::from_secs_f64(
+            requests as f64 * PROVIDER_LATENCY_MS / 1000.0 * 3.0 / max_in_flight as f64,
+        );
+    let watcher = {
+        let (f, topic, runtime) = (
+            sandbox.factory.clone(),
+            sandbox.topic(OrderReply::TOPIC),
+            tokio::runtime::Handle::current(),
+        );
+        tokio::task::spawn_blocking(move || {
+            watch_replies(
+                &f,
+                &topic,
+                reply_partitions,
+                wanted,
+                &replies,
+                &runtime,
+                timeout,
+            )
+        })
+    };
+
+    let producer = sandbox.factory.idempotent_producer("bench-payments")?;
+    let topic = sandbox.topic(PaymentRequest::TOPIC);
+    let mut sender = OrderedSender::new(&producer, &topic);
+    let mut requested_ms = HashMap::with_capacity(requests);
+    let first_produce_ms = chrono::Utc::now().timestamp_millis();
+    for mut charge in charges {
+        charge.requested_at = surge_schemas::now();
+        requested_ms.insert(
+            charge.payment_id.clone(),
+            charge.requested_at.timestamp_millis(),
+        );
+        sender
+            .send(&charge.order_id, &codec.encode(&charge)?)
+            .await
+            .context("producing to payment-request")?;
+        sender.settle_ready()?;
+    }
+    let sent = sender
+        .finish()
+        .await
+        .context("producing to payment-request")?;
+    if sent != requests {
+        bail!("Kafka acknowledged {sent} of {requests} payment requests");
+    }
+    let seen = watcher.await??;
+    if seen.visible_ms.len() < requests {
+        bail!(
+            "replies for {} of {requests} payments became visible; see {}",
+            seen.visible_ms.len(),
+            pipeline.log.display()
+        );
+    }
+    if seen.duplicates > 0 {
+        bail!(
+            "{} payments got more than one reply on order-replies (exactly once broken); see {}",
+            seen.duplicates,
+            pipeline.log.display()
+        );
+    }
+    let last_visible_ms = seen.visible_ms.values().copied().max().unwrap_or(0);
+    let latencies_ms = seen
+        .visible_ms
+        .iter()
+        .filter_map(|(id, at)| requested_ms.get(id).map(|r| (at - r) as f64))
+        .collect();
+    let ledger_approved = approved_charges(&sandbox.settings.postgres.url, schema).await?;
+    say(format!(
+        "pg-sim ledger {schema}: {ledger_approved} approved charges for {requests} requests"
+    ));
+    if ledger_approved != requests as i64 {
+        bail!(
+            "pg-sim's ledger {schema} holds {ledger_approved} approved charges for {requests} \
+             payment requests: not exactly once; see {}",
+            pipeline.log.display()
+        );
+    }
+    drop(pipeline);
+    drop(sim);
+    Ok(Run {
+        max_in_flight,
+        requests,
+        partitions,
+        partitions_used,
+        seconds: (last_visible_ms - first_produce_ms).max(1) as f64 / 1000.0,
+        latencies_ms,
+        declined: seen.declined,
+        ledger_approved,
+    })
+}
+
+/// Partitions `base` was created with in the sandbox (the topics file).
+fn declared_partitions(sandbox: &Sandbox, base: &str) -> anyhow::Result<i32> {
+    let name = sandbox.topic(base);
+    topics::load(&sandbox.settings.topics.file, &sandbox.settings.topics)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.partitions)
+        .with_context(|| format!("{base} in the topics file"))
+}
+
+/// What the reply watcher saw.
+struct Replies {
+    /// First visibility (ms since the epoch) of each wanted payment's reply.
+    visible_ms: HashMap<String, i64>,
+    /// Replies beyond the first for a payment.
+    duplicates: usize,
+    declined: usize,
+}
+
+/// Reads order-replies from the beginning as read_committed until every
+/// payment in `wanted` has a PaymentReply or `timeout` passed. Blocking.
+fn watch_replies(
+    factory: &ClientFactory,
+    topic: &str,
+    partitions: i32,
+    wanted: HashSet<String>,
+    codec: &TopicCodec<OrderReply>,
+    runtime: &tokio::runtime::Handle,
+    timeout: Duration,
+) -> anyhow::Result<Replies> {
+    let cfg =
+        factory.read_committed_consumer_config("bench-watch", &format!("{topic}-bench-watch"));
+    let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut reported = Instant::now();
+    let mut seen = Replies {
+        visible_ms: HashMap::with_capacity(wanted.len()),
+        duplicates: 0,
+        declined: 0,
+    };
+    while seen.visible_ms.len() < wanted.len() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                // Visible now: taken before decoding, which is the watcher's cost.
+                let received = chrono::Utc::now().timestamp_millis();
+                let Some(Ok(reply)) = m.payload().map(|b| runtime.block_on(codec.decode(Some(b))))
+                else {
+                    continue;
+                };
+                let Reply::Payment(p) = reply.reply else {
+                    continue;
+                };
+                if !wanted.contains(&p.payment_id) {
+                    continue;
+                }
+                if seen.visible_ms.contains_key(&p.payment_id) {
+                    seen.duplicates += 1;
+                    continue;
+                }
+                if p.outcome == PaymentOutcome::Declined {
+                    seen.declined += 1;
+                }
+                seen.visible_ms.insert(p.payment_id, received);
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(message = "watch", error = %e),
+        }
+        if reported.elapsed() >= Duration::from_secs(2) {
+            say(format!(
+                "  payments: {}/{} replies visible",
+                seen.visible_ms.len(),
+                wanted.len()
+            ));
+            reported = Instant::now();
+        }
+    }
+    Ok(seen)
+}
+
+/// Approved charges in pg-sim's ledger.
+async fn approved_charges(url: &str, schema: &str) -> anyhow::Result<i64> {
+    let pool = sqlx::PgPool::connect(url).await.context("postgres")?;
+    let count: Result<i64, _> = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\".payments WHERE kind = 'CHARGE' AND status = 'APPROVED'"
+    ))
+    .fetch_one(&pool)
+    .await;
+    pool.close().await;
+    count.with_context(|| format!("reading pg-sim's ledger {schema}"))
+}
+
+/// Drops a run's ledger (best effort: a leftover is only rows).
+async fn drop_schema(url: &str, schema: &str) {
+    // Quiet: PostgreSQL notices each table the cascade drops.
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map(|o| o.options([("client_min_messages", "warning")]));
+    let outcome = match options {
+        Ok(o) => sqlx::PgPool::connect_with(o).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match outcome {
+        Ok(pool) => {
+            let r = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&pool)
+                .await
+                .map(|_| ());
+            pool.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        say(format!("could not drop schema {schema}: {e}"));
+    }
+}
+
+/// A child process of this binary, configured through SURGE_* variables,
+/// its output in `log`. SIGTERM and wait when dropped, on every path out.
+struct Child {
+    child: std::process::Child,
+    log: PathBuf,
+    exited: bool,
+}
+
+impl Child {
+    fn spawn(
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()?;
+        Ok(Self {
+            child,
+            log,
+            exited: false,
+        })
+    }
+
+    /// Waits until the log has a line with `needle`; returns the word right
+    /// after it (e.g. the address after `address=`).
+    async fn wait_for(&mut self, needle: &str, within: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some((_, rest)) = text.split_once(needle) {
+                return Ok(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                self.exited = true;
+                bail!(
+                    "exited ({status}) before logging {needle:?}; see {}",
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no {needle:?} within {within:?}; see {}",
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
+        // SAFETY: signalling our own child, whose pid stays ours until waited on.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
