@@ -893,3 +893,105 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
     }
 }
+
+/// What stands in for a secret wherever settings are shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// `url` with the password of its user info (`scheme://user:password@host`)
+/// replaced by [`REDACTED`]; any other URL unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// A copy fit to print or log: every password, token and secret
+    /// replaced by [`REDACTED`] (the SASL password, the admin tokens, the
+    /// passwords inside the PostgreSQL, Redis and registry URLs, and raw
+    /// librdkafka properties that name a password or secret).
+    pub fn redacted(&self) -> Settings {
+        let mut s = self.clone();
+        let hide = |v: &mut Option<String>| {
+            if v.as_deref().is_some_and(|t| !t.is_empty()) {
+                *v = Some(REDACTED.into());
+            }
+        };
+        hide(&mut s.kafka.sasl_password);
+        hide(&mut s.gateway.admin_token);
+        hide(&mut s.pg_sim.admin_token);
+        s.postgres.url = redact_url(&s.postgres.url);
+        s.redis.url = redact_url(&s.redis.url);
+        s.registry.url = redact_url(&s.registry.url);
+        s.payment.url = redact_url(&s.payment.url);
+        for (key, value) in s.kafka.librdkafka.iter_mut() {
+            let k = key.to_ascii_lowercase();
+            if k.contains("password")
+                || k.contains("secret")
+                || k.contains("sasl.oauthbearer.config")
+            {
+                *value = REDACTED.into();
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_and_nothing_else() {
+        assert_eq!(
+            redact_url("postgres://surge:s3cret@db:5432/surge?sslmode=require"),
+            "postgres://surge:<redacted>@db:5432/surge?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("redis://:p@ss@cache:6379/0"),
+            "redis://:<redacted>@cache:6379/0"
+        );
+        for same in [
+            "redis://127.0.0.1:6379",
+            "postgres://surge@db/surge",
+            "http://host/path@x",
+            "not a url",
+        ] {
+            assert_eq!(redact_url(same), same);
+        }
+    }
+
+    #[test]
+    fn every_secret_is_redacted() {
+        let mut s = Settings::default();
+        s.kafka.sasl_password = Some("k-secret".into());
+        s.gateway.admin_token = Some("gw-secret".into());
+        s.pg_sim.admin_token = Some("sim-secret".into());
+        s.postgres.url = "postgres://u:pg-secret@h/db".into();
+        s.redis.url = "redis://:redis-secret@h:6379".into();
+        s.kafka
+            .librdkafka
+            .insert("ssl.key.password".into(), "key-secret".into());
+        let shown = toml::to_string(&s.redacted()).unwrap();
+        for secret in [
+            "k-secret",
+            "gw-secret",
+            "sim-secret",
+            "pg-secret",
+            "redis-secret",
+            "key-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("postgres://u:<redacted>@h/db"));
+    }
+}

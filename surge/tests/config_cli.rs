@@ -43,6 +43,13 @@ fn env_overrides_file_and_secrets_are_redacted() {
         &[
             ("SURGE_KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092"),
             ("SURGE_KAFKA__SASL_PASSWORD", "hunter2"),
+            ("SURGE_GATEWAY__ADMIN_TOKEN", "gw-token-77"),
+            ("SURGE_PG_SIM__ADMIN_TOKEN", "sim-token-78"),
+            (
+                "SURGE_POSTGRES__URL",
+                "postgres://surge:pg-pass-79@db:5432/surge",
+            ),
+            ("SURGE_REDIS__URL", "redis://:redis-pass-80@cache:6379"),
         ],
     );
     assert!(out.status.success());
@@ -51,8 +58,18 @@ fn env_overrides_file_and_secrets_are_redacted() {
         text.contains("bootstrap_servers = \"b1:9092,b2:9092\""),
         "{text}"
     );
+    for secret in [
+        "hunter2",
+        "gw-token-77",
+        "sim-token-78",
+        "pg-pass-79",
+        "redis-pass-80",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
     assert!(
-        !text.contains("hunter2") && text.contains("<redacted>"),
+        text.contains("postgres://surge:<redacted>@db:5432/surge")
+            && text.contains("redis://:<redacted>@cache:6379"),
         "{text}"
     );
 }

@@ -7,7 +7,7 @@
 //! stands when it arrives, never by when it was asked: an approval for an
 //! order that expired meanwhile is refunded, and never brings it back.
 
-use surge_engine::{Millis, Reject};
+use surge_engine::Reject;
 use surge_schemas::order::{OrderEvent, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest};
 use surge_schemas::Money;
 
@@ -191,29 +191,14 @@ impl OrderSaga {
         }
     }
 
-    /// Cancels every order whose charge has not resolved within
-    /// `payment_timeout`, judged at `now`: the time the partition's replies
-    /// have reached (see `ReplyClock`). The charge may still go through;
-    /// its answer then finds the order cancelled and asks for a refund.
+    /// Cancels the orders in `due`, whose charge has not resolved in time
+    /// (see `OrderSaga::tick`). The charge may still go through; its answer
+    /// then finds the order cancelled and asks for a refund.
     pub(crate) fn expire_payments(
         &self,
         out: &mut Out<'_, '_, '_>,
-        now: Millis,
+        due: Vec<Order>,
     ) -> Result<(), Reject> {
-        let timeout = self.rules.payment_timeout.as_millis() as i64;
-        let due: Vec<Order> = out
-            .ctx
-            .state()
-            .open()
-            // Oldest first; a charge is asked after its order was created.
-            .take_while(|o| o.created_at + timeout <= now)
-            .filter(|o| {
-                o.stage == Stage::PaymentPending
-                    && o.charge == Some(PaymentStep::Asked)
-                    && o.charge_asked_at.is_some_and(|t| t + timeout <= now)
-            })
-            .cloned()
-            .collect();
         for before in due {
             let mut o = before.clone();
             let why = format!(

@@ -98,6 +98,8 @@ pub struct OrderSaga {
     gauges: Option<SagaGauges>,
     /// How far each partition's replies have come (in memory only).
     reply_clocks: std::collections::HashMap<i32, ReplyClock>,
+    /// Per partition: when a tick first saw each unresolved charge (wall time).
+    charges_seen: std::collections::HashMap<i32, std::collections::HashMap<String, Millis>>,
 }
 
 impl OrderSaga {
@@ -108,6 +110,7 @@ impl OrderSaga {
             codecs,
             gauges: None,
             reply_clocks: std::collections::HashMap::new(),
+            charges_seen: std::collections::HashMap::new(),
         }
     }
 
@@ -675,17 +678,34 @@ impl Processor for OrderSaga {
     }
 
     fn tick(&mut self, ctx: &mut Context<'_, OrderBook>, now: Millis) -> Result<(), Reject> {
-        let replies_at = self
-            .reply_clocks
-            .entry(ctx.partition())
-            .or_default()
-            .time_at(now);
+        let partition = ctx.partition();
+        let replies_at = self.reply_clocks.entry(partition).or_default().time_at(now);
+        let timeout = self.rules.payment_timeout.as_millis() as i64;
+        // A charge's deadline counts from the first tick that saw it asked,
+        // in wall time: the record that led to it may be old when a lagging
+        // saga reaches it, and the answer cannot come before the request
+        // exists. After a restart the count starts again (later, never
+        // early). Kept in memory: a deadline is a heuristic, not state.
+        let asked = self.charges_seen.entry(partition).or_default();
+        let mut pending = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        for o in ctx.state().open() {
+            if o.stage != Stage::PaymentPending || o.charge != Some(PaymentStep::Asked) {
+                continue;
+            }
+            pending.insert(o.order_id.clone());
+            let seen = *asked.entry(o.order_id.clone()).or_insert(now);
+            if replies_at >= seen.saturating_add(timeout) {
+                due.push(o.clone());
+            }
+        }
+        asked.retain(|id, _| pending.contains(id));
         let mut out = Out {
             saga: self,
             ctx,
             at: now,
         };
-        self.expire_payments(&mut out, replies_at)
+        self.expire_payments(&mut out, due)
     }
 
     fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &OrderBook)>) {

@@ -592,12 +592,12 @@ fn a_cancel_after_payment_refunds_then_returns_stock_and_coupon() {
 fn an_unresolved_payment_expires_and_a_late_charge_is_refunded_without_reviving_the_order() {
     let mut h = saga();
     pending(&mut h, "o1", "alice");
-    // The charge was asked at 1 500 (the reply's time); the timeout is 10 s.
-    // No reply comes after it: once replies have been quiet for 5 s, wall
-    // time less those 5 s stands in for theirs.
+    // The first tick sees the charge asked at 5 000; the timeout is 10 s. No
+    // reply comes after it: once replies have been quiet for 5 s, wall time
+    // less those 5 s stands in for theirs, so it expires at 20 000.
     assert!(sends(&h.tick(5_000).unwrap()).status.is_empty());
-    assert!(sends(&h.tick(16_499).unwrap()).status.is_empty());
-    let s = sends(&h.tick(16_500).unwrap());
+    assert!(sends(&h.tick(19_999).unwrap()).status.is_empty());
+    let s = sends(&h.tick(20_000).unwrap());
     let st = &s.status[0];
     assert_eq!((st.state, st.version), (OrderState::Cancelled, 3));
     assert!(st.reason.as_deref().unwrap().contains("not resolved"));
@@ -631,30 +631,34 @@ fn an_unresolved_payment_expires_and_a_late_charge_is_refunded_without_reviving_
 #[test]
 fn a_saga_behind_its_replies_does_not_expire_an_answer_waiting_in_its_own_input() {
     let mut h = saga();
+    // The saga is 60 s behind: the reply that completes o1's holds is from
+    // 1 500, and the saga reaches it at 61 000 (wall time). Its deadline
+    // counts from then, not from the old record.
     pending(&mut h, "o1", "alice");
-    // Wall time is far past the deadline (1 500 + 10 s), but replies keep
-    // coming and the newest is from 9 000: the saga is behind, the answer may
-    // be in its backlog. Nothing expires.
-    for t in [5_000, 9_000] {
+    assert!(sends(&h.tick(61_000).unwrap()).status.is_empty());
+    // Replies keep coming (the backlog): while they are older than the
+    // deadline, nothing expires however late the wall clock is.
+    for t in [30_000, 70_000] {
         let r = OrderReply {
             order_id: "other".into(),
             reply: reserved("p9", 1),
             replied_at: at(t),
         };
         h.feed(REPLIES, "o1", SagaInput::Reply(r), t).unwrap();
-        assert!(sends(&h.tick(60_000 + t).unwrap()).status.is_empty());
+        assert!(sends(&h.tick(80_000 + t).unwrap()).status.is_empty());
     }
     let s = pay(&mut h, "o1", PaymentKind::Charge, true);
     assert_eq!(s.status[0].state, OrderState::Paid, "answered in time");
     // When the replies reach past the deadline without an answer, it expires.
     pending(&mut h, "o2", "bob");
+    assert!(sends(&h.tick(151_000).unwrap()).status.is_empty());
     let r = OrderReply {
         order_id: "other".into(),
         reply: reserved("p9", 1),
-        replied_at: at(11_600),
+        replied_at: at(161_000),
     };
-    h.feed(REPLIES, "o2", SagaInput::Reply(r), 11_600).unwrap();
-    let s = sends(&h.tick(70_000).unwrap());
+    h.feed(REPLIES, "o2", SagaInput::Reply(r), 161_000).unwrap();
+    let s = sends(&h.tick(161_001).unwrap());
     assert_eq!(
         s.status
             .iter()

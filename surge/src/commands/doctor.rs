@@ -53,7 +53,7 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> anyhow::Result<ExitCo
         codec.as_ref().map(|c| {
             format!(
                 "{} ({subject} is schema id {})",
-                registry.url(),
+                surge_core::settings::redact_url(registry.url()),
                 c.schema_id()
             )
         }),
@@ -248,5 +248,8 @@ async fn check_redis(url: &str) -> anyhow::Result<String> {
     .await
     .context("timed out")??;
     let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
-    Ok(format!("{url} answered {pong}"))
+    Ok(format!(
+        "{} answered {pong}",
+        surge_core::settings::redact_url(url)
+    ))
 }

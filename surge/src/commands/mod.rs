@@ -18,10 +18,6 @@ use std::process::ExitCode;
 use surge_core::Settings;
 
 pub fn print_config(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let mut shown = settings.clone();
-    if shown.kafka.sasl_password.is_some() {
-        shown.kafka.sasl_password = Some("<redacted>".into());
-    }
-    print!("{}", toml::to_string_pretty(&shown)?);
+    print!("{}", toml::to_string_pretty(&settings.redacted())?);
     Ok(ExitCode::SUCCESS)
 }
