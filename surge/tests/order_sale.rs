@@ -25,7 +25,9 @@ use rand::{Rng, SeedableRng};
 use surge_order::audit::{audit, Observed};
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand, InventoryEvent};
-use surge_schemas::order::{OrderCancel, OrderCreate, OrderItem, OrderStatus, PaymentRequest};
+use surge_schemas::order::{
+    OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderState, OrderStatus, PaymentRequest,
+};
 use surge_schemas::{Contract, Money};
 
 /// Sizes: the issue's acceptance numbers by default; smaller with env vars.
@@ -245,6 +247,7 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
 
     // Settle: the audit holds once every saga, refund included, is done.
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut after_paid_sent = false;
     let report = loop {
         // A pipeline fenced after the broker restart is restarted, as a supervisor would.
         for p in PIPELINES {
@@ -254,7 +257,7 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
                 running.insert(p, start(p));
             }
         }
-        let report = observe(&fx, &sim, &creates, &cancels).await;
+        let (report, statuses) = observe(&fx, &sim, &creates, &cancels).await;
         let open: usize = ["CREATED", "PAYMENT_PENDING"]
             .iter()
             .filter_map(|s| report.by_final_state.get(*s))
@@ -264,6 +267,33 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
             report.violations.len(),
             started.elapsed()
         );
+        if report.holds() && !after_paid_sent {
+            // Some buyers change their minds once paid: refunds after PAID.
+            let mut last: BTreeMap<&str, &OrderStatus> = BTreeMap::new();
+            for s in statuses
+                .iter()
+                .filter(|s| s.event == OrderEvent::Transition)
+            {
+                last.insert(s.order_id.as_str(), s);
+            }
+            let late: Vec<OrderCancel> = last
+                .values()
+                .filter(|s| s.state == OrderState::Paid)
+                .step_by(20)
+                .map(|s| OrderCancel {
+                    request_id: format!("after-paid-{}", s.order_id),
+                    order_id: s.order_id.clone(),
+                    user_id: s.user_id.clone(),
+                    reason: Some("returned it".into()),
+                    requested_at: at(3),
+                })
+                .collect();
+            eprintln!("{} cancels of PAID orders", late.len());
+            produce(&fx, &late).await;
+            cancels.extend(late);
+            after_paid_sent = true;
+            continue;
+        }
         if report.holds() || Instant::now() > deadline {
             break report;
         }
@@ -286,11 +316,58 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
     }
     assert!(report.cancel_refusals > 0, "some cancels could not apply");
     assert!(
-        report.refunded_after_paid > 0,
+        report.refunded_after_paid > 0 && after_paid_sent,
         "no paid order was cancelled"
     );
     assert!(report.charged > 0 && report.refunded > 0);
     assert!(broker_restarted);
+
+    // The product's own command proves the same, and fails on a forged
+    // second charge in the provider's ledger.
+    let verify = || {
+        common::surge(
+            &["verify", "--orders", "--ledger-schema", &sim.schema],
+            &[("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str())],
+        )
+    };
+    let out = verify();
+    let text = common::stdout(&out);
+    assert!(
+        out.status.success() && text.contains("verify: OK"),
+        "{text}{}",
+        common::stderr(&out)
+    );
+    forge_second_charge(&fx, &sim).await;
+    let out = verify();
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("verify: FAILED") && text.contains("a PAID order not charged exactly once"),
+        "{text}"
+    );
+}
+
+/// Copies one PAID order's approved charge under another key and id, as a
+/// provider charging twice would leave it.
+async fn forge_second_charge(fx: &Fixture, sim: &PgSim) {
+    let pool = sqlx::PgPool::connect(&fx.settings.postgres.url)
+        .await
+        .unwrap();
+    let s = &sim.schema;
+    let done = sqlx::query(&format!(
+        "INSERT INTO {s}.payments (id, key, kind, status, code, order_id, user_id, charge_key, \
+         amount_minor, currency, body, http_status, created_at) \
+         SELECT 'ch_forged', key || '-again', kind, status, code, order_id, user_id, charge_key, \
+         amount_minor, currency, body, http_status, now() FROM {s}.payments p \
+         WHERE kind = 'CHARGE' AND status = 'APPROVED' AND NOT EXISTS \
+         (SELECT 1 FROM {s}.payments r WHERE r.kind = 'REFUND' AND r.order_id = p.order_id) \
+         LIMIT 1"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 1, "a PAID order's charge to copy");
+    pool.close().await;
 }
 
 /// Everything the audit reads, read again from the start.
@@ -299,7 +376,7 @@ async fn observe(
     sim: &PgSim,
     creates: &[OrderCreate],
     cancels: &[OrderCancel],
-) -> surge_order::audit::OrderAudit {
+) -> (surge_order::audit::OrderAudit, Vec<OrderStatus>) {
     let read = |base: &'static str| {
         let mut t = Tail::new(fx, base);
         t.catch_up(Duration::from_secs(3));
@@ -318,7 +395,7 @@ async fn observe(
         .decoded(&common::codec(&fx.settings).await)
         .await;
     let ledger = ledger(fx, sim).await;
-    audit(&Observed {
+    let report = audit(&Observed {
         creates,
         cancels,
         statuses: &statuses,
@@ -326,5 +403,6 @@ async fn observe(
         inventory: &events,
         coupons: &decisions,
         ledger: Some(&ledger),
-    })
+    });
+    (report, statuses)
 }

@@ -4,8 +4,10 @@
 //! coupon-result, no coupon is oversold or leaks stock, no user holds a
 //! coupon twice, and the units went to the first distinct users in the log
 //! order. From the stores (6): PostgreSQL and Redis hold exactly what
-//! coupon-result says. Exits 0 only if all hold.
+//! coupon-result says. With `--orders`, invariant 5 instead (see
+//! `orders.rs`). Exits 0 only if all hold.
 
+mod orders;
 mod stores;
 
 use std::process::ExitCode;
@@ -39,6 +41,18 @@ pub struct VerifyArgs {
     /// Check the topics only (no store is running, or none is wanted).
     #[arg(long, conflicts_with = "stores")]
     no_stores: bool,
+    /// Check the order half instead (invariant 5): order-create,
+    /// order-cancel, order-status, payment-request, inventory-result and
+    /// coupon-result, and the payment provider's ledger.
+    #[arg(long)]
+    orders: bool,
+    /// With --orders: the PostgreSQL schema of pg-sim's ledger (default
+    /// [pg_sim] schema) ...
+    #[arg(long, requires = "orders")]
+    ledger_schema: Option<String>,
+    /// ... or skip the money checks (a provider other than pg-sim).
+    #[arg(long, requires = "orders", conflicts_with = "ledger_schema")]
+    no_ledger: bool,
 }
 
 impl VerifyArgs {
@@ -49,6 +63,9 @@ impl VerifyArgs {
             wait,
             no_stores: stores.is_empty(),
             stores,
+            orders: false,
+            ledger_schema: None,
+            no_ledger: false,
         }
     }
 }
@@ -60,6 +77,16 @@ pub enum Store {
 }
 
 pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    if args.orders {
+        let ledger = (!args.no_ledger).then(|| orders::Ledger {
+            postgres_url: settings.postgres.url.clone(),
+            schema: args
+                .ledger_schema
+                .clone()
+                .unwrap_or_else(|| settings.pg_sim.schema.clone()),
+        });
+        return orders::run(settings, args.wait, ledger).await;
+    }
     let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
     let commands =
