@@ -22,6 +22,8 @@ use rand::Rng;
 use redis::AsyncCommands;
 use sqlx::{Connection, PgConnection};
 use surge_redis::Keyspace;
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::Contract;
 
 const REDIS_DB: u32 = 9;
 
@@ -106,6 +108,31 @@ impl Cache {
             .await
             .unwrap();
     }
+}
+
+/// The committed offsets of `group` on `topic` (what kafka-consumer-groups shows).
+fn group_offsets(fx: &Fixture, group: &str, topic: &str, partitions: &[i32]) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = fx
+        .factory
+        .read_committed_consumer_config("test-group-offsets", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn stack(args: &[&str]) {
@@ -273,6 +300,25 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
     // Replaying the whole topic into PostgreSQL (a new group) changes nothing.
     signal(&pg, "TERM");
     assert_eq!(pg.wait().unwrap().code(), Some(0));
+    // Kafka's tools see the sink's progress: its group holds what the store holds.
+    let stored: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM sink_offsets WHERE topic = $1 ORDER BY partition",
+    )
+    .bind(fx.topic(CouponDecision::TOPIC))
+    .fetch_all(&mut PgConnection::connect(&db).await.unwrap())
+    .await
+    .unwrap();
+    assert!(!stored.is_empty());
+    assert_eq!(
+        group_offsets(
+            &fx,
+            &pg_group,
+            &fx.topic(CouponDecision::TOPIC),
+            &stored.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+        ),
+        stored,
+        "the sink's Kafka group reports the offsets it wrote to the store"
+    );
     let replay_group = common::unique("replay-group");
     let mut again = fx.spawn_sink(
         "postgres",

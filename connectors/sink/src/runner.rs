@@ -189,6 +189,8 @@ fn consume<S: SinkStore>(
                     for (part, next) in &advance.to {
                         p.resumed.insert(*part, Some(*next));
                     }
+                    drop(p);
+                    report_to_group(&consumer, &spec.topic, &advance.to);
                     metrics.batches.inc();
                     metrics.records.inc_by(pending.records);
                     metrics.writes.inc_by(pending.batch.writes() as u64);
@@ -276,6 +278,30 @@ fn consume<S: SinkStore>(
                 pending.consumed(at);
             }
         }
+    }
+}
+
+/// Commits the offsets just written to the store to the sink's Kafka group
+/// as well, so Kafka's own tools (`kafka-consumer-groups --describe`) show
+/// the sink's lag. For tools only: the store stays the truth, and every
+/// assignment seeks to the store's offsets, whatever the group holds. Async
+/// and best effort: a lost commit only makes the reported lag stale.
+fn report_to_group<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    written: &std::collections::BTreeMap<i32, i64>,
+) {
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    for (part, next) in written {
+        if offsets
+            .add_partition_offset(topic, *part, Offset::Offset(*next))
+            .is_err()
+        {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Async) {
+        tracing::debug!(message = "offsets not reported to the group (tools only)", error = %e);
     }
 }
 

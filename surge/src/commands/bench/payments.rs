@@ -56,6 +56,8 @@ struct Run {
     /// Partitions of payment-request the requests were keyed onto.
     partitions_used: usize,
     seconds: f64,
+    /// From the first produce to the first reply visible.
+    first_reply_seconds: f64,
     /// Request (requestedAt) → reply visible to read_committed, per payment.
     latencies_ms: Vec<f64>,
     declined: usize,
@@ -74,6 +76,7 @@ impl Run {
             "requests": self.requests,
             "partitionsUsed": self.partitions_used,
             "seconds": self.seconds,
+            "firstReplySeconds": self.first_reply_seconds,
             "paymentsPerSecond": self.rate(),
             "latencySamples": ms.len(),
             "latencyP50Ms": percentile(&mut ms, 50.0),
@@ -324,6 +327,7 @@ async fn drive(
         + Duration::from_secs_f64(
             requests as f64 * PROVIDER_LATENCY_MS / 1000.0 * 3.0 / max_in_flight as f64,
         );
+    let (ready, reading) = tokio::sync::oneshot::channel();
     let watcher = {
         let (f, topic, runtime) = (
             sandbox.factory.clone(),
@@ -339,9 +343,19 @@ async fn drive(
                 &replies,
                 &runtime,
                 timeout,
+                ready,
             )
         })
     };
+    // The clock starts at the first produce: the watcher must be fetching by then.
+    match tokio::time::timeout(Duration::from_secs(60), reading).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            watcher.await??;
+            bail!("the reply watcher stopped before it read order-replies");
+        }
+        Err(_) => bail!("the reply watcher did not reach the end of order-replies within 60 s"),
+    }
 
     let producer = sandbox.factory.idempotent_producer("bench-payments")?;
     let topic = sandbox.topic(PaymentRequest::TOPIC);
@@ -383,6 +397,7 @@ async fn drive(
         );
     }
     let last_visible_ms = seen.visible_ms.values().copied().max().unwrap_or(0);
+    let first_visible_ms = seen.visible_ms.values().copied().min().unwrap_or(0);
     let latencies_ms = seen
         .visible_ms
         .iter()
@@ -407,6 +422,7 @@ async fn drive(
         partitions,
         partitions_used,
         seconds: (last_visible_ms - first_produce_ms).max(1) as f64 / 1000.0,
+        first_reply_seconds: (first_visible_ms - first_produce_ms) as f64 / 1000.0,
         latencies_ms,
         declined: seen.declined,
         ledger_approved,
@@ -433,7 +449,8 @@ struct Replies {
 }
 
 /// Reads order-replies from the beginning as read_committed until every
-/// payment in `wanted` has a PaymentReply or `timeout` passed. Blocking.
+/// payment in `wanted` has a PaymentReply or `timeout` passed; `ready`
+/// once it has reached the end of every partition. Blocking.
 fn watch_replies(
     factory: &ClientFactory,
     topic: &str,
@@ -442,9 +459,11 @@ fn watch_replies(
     codec: &TopicCodec<OrderReply>,
     runtime: &tokio::runtime::Handle,
     timeout: Duration,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<Replies> {
-    let cfg =
+    let mut cfg =
         factory.read_committed_consumer_config("bench-watch", &format!("{topic}-bench-watch"));
+    cfg.set("enable.partition.eof", "true");
     let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -453,6 +472,7 @@ fn watch_replies(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
     let mut reported = Instant::now();
+    let (mut ready, mut at_end) = (Some(ready), HashSet::new());
     let mut seen = Replies {
         visible_ms: HashMap::with_capacity(wanted.len()),
         duplicates: 0,
@@ -482,10 +502,18 @@ fn watch_replies(
                 }
                 seen.visible_ms.insert(p.payment_id, received);
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                if at_end.len() == partitions as usize {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+            }
+            None => {}
             Some(Err(e)) => tracing::warn!(message = "watch", error = %e),
         }
-        if reported.elapsed() >= Duration::from_secs(2) {
+        if reported.elapsed() >= Duration::from_secs(2) && ready.is_none() {
             say(format!(
                 "  payments: {}/{} replies visible",
                 seen.visible_ms.len(),
