@@ -44,12 +44,23 @@ use sqlx::postgres::PgPool;
 use sqlx::Row;
 
 use crate::idempotency::{KeyState, KnownKey};
-use crate::payment::{ChargeTotals, Payment};
+use crate::payment::{ChargeTotals, Kind, Payment};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("[pg_sim] schema {0:?} must be 1 to 63 characters of a-z, 0-9 and _, not starting with a digit")]
     BadSchemaName(String),
+}
+
+/// One row of `payments`, as an audit sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The idempotency key it was made under.
+    pub key: String,
+    pub kind: Kind,
+    pub approved: bool,
+    pub order_id: String,
+    pub amount_minor: i64,
 }
 
 /// The ledger in one PostgreSQL schema.
@@ -324,6 +335,32 @@ impl Ledger {
             key,
         )
         .await
+    }
+
+    /// Every definite payment, oldest first: what an audit of the
+    /// provider's truth reads (`surge verify --orders`, the tests).
+    pub async fn definite_payments(&self) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
+            "select key, kind, status, order_id, amount_minor from {}.payments
+             order by created_at, id",
+            self.schema
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, kind, status, order_id, amount_minor)| LedgerEntry {
+                key,
+                kind: if kind == Kind::Refund.as_str() {
+                    Kind::Refund
+                } else {
+                    Kind::Charge
+                },
+                approved: status == "APPROVED",
+                order_id,
+                amount_minor,
+            })
+            .collect())
     }
 
     /// Forgets done keys older than `retention`; how many.

@@ -84,25 +84,23 @@ pub async fn ledger(fx: &Fixture, sim: &PgSim) -> Vec<LedgerPayment> {
     let pool = sqlx::PgPool::connect(&fx.settings.postgres.url)
         .await
         .expect("postgres");
-    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
-        "SELECT key, kind, status, order_id, amount_minor FROM {}.payments ORDER BY created_at",
-        sim.schema
-    ))
-    .fetch_all(&pool)
-    .await
-    .expect("the ledger");
+    let entries = surge_pgsim::ledger::Ledger::new(pool.clone(), &sim.schema)
+        .expect("schema name")
+        .definite_payments()
+        .await
+        .expect("the ledger");
     pool.close().await;
-    rows.into_iter()
-        .map(|(key, kind, status, order_id, amount)| LedgerPayment {
-            key,
-            kind: if kind == "REFUND" {
-                PaymentKind::Refund
-            } else {
-                PaymentKind::Charge
+    entries
+        .into_iter()
+        .map(|e| LedgerPayment {
+            key: e.key,
+            kind: match e.kind {
+                surge_pgsim::payment::Kind::Charge => PaymentKind::Charge,
+                surge_pgsim::payment::Kind::Refund => PaymentKind::Refund,
             },
-            approved: status == "APPROVED",
-            order_id,
-            amount,
+            approved: e.approved,
+            order_id: e.order_id,
+            amount: e.amount_minor,
         })
         .collect()
 }

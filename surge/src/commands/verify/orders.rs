@@ -55,41 +55,31 @@ async fn read_all<T: Contract>(
 
 /// The provider's ledger: every definite payment.
 async fn read_ledger(ledger: &Ledger) -> anyhow::Result<Vec<LedgerPayment>> {
-    anyhow::ensure!(
-        ledger
-            .schema
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-        "ledger schema {:?}: only a-z, 0-9 and _",
-        ledger.schema
-    );
     let pool = sqlx::PgPool::connect(&ledger.postgres_url).await?;
-    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
-        "SELECT key, kind, status, order_id, amount_minor FROM {}.payments ORDER BY created_at",
-        ledger.schema
-    ))
-    .fetch_all(&pool)
-    .await?;
+    let entries = surge_pgsim::ledger::Ledger::new(pool.clone(), &ledger.schema)?
+        .definite_payments()
+        .await?;
     pool.close().await;
     eprintln!(
         "[verify] ledger {}.payments: {} payments",
         ledger.schema,
-        rows.len()
+        entries.len()
     );
-    Ok(rows
-        .into_iter()
-        .map(|(key, kind, status, order_id, amount)| LedgerPayment {
-            key,
-            kind: if kind == "REFUND" {
-                PaymentKind::Refund
-            } else {
-                PaymentKind::Charge
-            },
-            approved: status == "APPROVED",
-            order_id,
-            amount,
-        })
-        .collect())
+    Ok(entries.into_iter().map(audited).collect())
+}
+
+/// A ledger entry as the order audit takes it.
+pub fn audited(e: surge_pgsim::ledger::LedgerEntry) -> LedgerPayment {
+    LedgerPayment {
+        key: e.key,
+        kind: match e.kind {
+            surge_pgsim::payment::Kind::Charge => PaymentKind::Charge,
+            surge_pgsim::payment::Kind::Refund => PaymentKind::Refund,
+        },
+        approved: e.approved,
+        order_id: e.order_id,
+        amount: e.amount_minor,
+    }
 }
 
 /// Reads everything and audits once.
