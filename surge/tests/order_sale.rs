@@ -23,12 +23,13 @@ use common::payments::{ledger, spawn_payment, start_pg_sim, PgSim};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use surge_order::audit::{audit, Observed};
-use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount};
-use surge_schemas::inventory::{InventoryAction, InventoryCommand, InventoryEvent};
+use surge_order::scenario::OrderScenario;
+use surge_schemas::coupon::CouponDecision;
+use surge_schemas::inventory::InventoryEvent;
 use surge_schemas::order::{
-    OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderState, OrderStatus, PaymentRequest,
+    OrderCancel, OrderCreate, OrderEvent, OrderState, OrderStatus, PaymentRequest,
 };
-use surge_schemas::{Contract, Money};
+use surge_schemas::Contract;
 
 /// Sizes: the issue's acceptance numbers by default; smaller with env vars.
 fn size(var: &str, default: usize) -> usize {
@@ -69,134 +70,33 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
     };
     let mut rng = StdRng::seed_from_u64(11);
 
-    // Stock: 40 products, scarce enough that many orders are refused.
-    let products: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
-    let admin: Vec<InventoryCommand> = products
-        .iter()
-        .enumerate()
-        .map(|(i, p)| InventoryCommand {
-            request_id: format!("admin-{p}"),
-            product_id: p.clone(),
-            requested_at: at(0),
-            command: InventoryAction::CreateProduct {
-                stock: (orders as i64 / 40) + 20 * i as i64,
-            },
-        })
-        .collect();
-    produce(&fx, &admin).await;
-    // A coupon sale: half the users ask, a limited stock is issued.
-    let coupons = [
-        ("c-fixed", Discount::fixed(Money(1_000))),
-        (
-            "c-percent",
-            Discount::percent(Money(1_000), Some(Money(5_000))),
-        ),
-    ];
-    let mut coupon_cmds = Vec::new();
-    for (c, d) in coupons {
-        coupon_cmds.push(CouponCommand {
-            request_id: format!("admin-{c}"),
-            coupon_id: c.into(),
-            requested_at: at(0),
-            command: CouponAction::Create {
-                stock: (users / 8) as i64,
-                active_from: None,
-                active_until: None,
-                discount: Some(d),
-            },
-        });
-        for u in (0..users).step_by(2) {
-            coupon_cmds.push(CouponCommand {
-                request_id: format!("issue-{c}-{u}"),
-                coupon_id: c.into(),
-                requested_at: at(0),
-                command: CouponAction::Issue {
-                    user_id: format!("u{u}"),
-                },
-            });
-        }
+    // The sale: 40 products, a coupon sale, the orders and their cancels
+    // (surge_order::scenario, as `surge loadgen --orders` sends it).
+    let sale = OrderScenario {
+        prefix: "s".into(),
+        orders,
+        users,
+        products: 40,
+        waves: 20,
+        seed: 11,
     }
-    produce(&fx, &coupon_cmds).await;
-
-    // The orders, and cancels for about one in ten of them, each sent some
-    // chunks after its order: before, during or after its payment.
-    let mut creates = Vec::with_capacity(orders);
-    let mut cancels = Vec::new();
-    let chunks = 20;
-    let per_chunk = orders.div_ceil(chunks);
-    let mut cancel_waves: Vec<Vec<OrderCancel>> = vec![Vec::new(); chunks + 8];
-    for i in 0..orders {
-        let order_id = format!("o{i}");
-        let user = format!("u{}", rng.random_range(0..users));
-        let mut items: Vec<OrderItem> = Vec::new();
-        for _ in 0..rng.random_range(1..=3) {
-            let p = products[rng.random_range(0..products.len())].clone();
-            if items.iter().all(|it| it.product_id != p) {
-                items.push(OrderItem {
-                    product_id: p,
-                    quantity: rng.random_range(1..=3),
-                    unit_price: Money(rng.random_range(500..50_000)),
-                });
-            }
-        }
-        let coupon_id = match rng.random_range(0..5) {
-            0 => Some("c-fixed".to_string()),
-            1 => Some("c-percent".to_string()),
-            _ => None,
-        };
-        let create = OrderCreate {
-            order_id: order_id.clone(),
-            user_id: user.clone(),
-            items,
-            currency: "KRW".into(),
-            coupon_id,
-            requested_at: at(1),
-        };
-        if rng.random_bool(0.1) {
-            let who = if rng.random_bool(0.9) {
-                user
-            } else {
-                "mallory".into()
-            };
-            let cancel = OrderCancel {
-                request_id: format!("cancel-{order_id}"),
-                order_id,
-                user_id: who,
-                reason: Some("changed my mind".into()),
-                requested_at: at(2),
-            };
-            cancels.push(cancel.clone());
-            cancel_waves[i / per_chunk + rng.random_range(0..8)].push(cancel.clone());
-            if rng.random_bool(0.1) {
-                // A retried cancel, and a second cancel of the same order.
-                cancel_waves[i / per_chunk + rng.random_range(0..8)].push(cancel.clone());
-                let again = OrderCancel {
-                    request_id: format!("again-{}", cancel.order_id),
-                    ..cancel
-                };
-                cancels.push(again.clone());
-                cancel_waves[i / per_chunk + rng.random_range(0..8)].push(again);
-            }
-        }
-        creates.push(create);
-    }
+    .generate();
+    produce(&fx, &sale.products).await;
+    produce(&fx, &sale.coupons).await;
+    let creates: Vec<OrderCreate> = sale.creates().cloned().collect();
+    let mut cancels: Vec<OrderCancel> = sale.cancels().cloned().collect();
 
     let mut running: BTreeMap<&str, Instance> = PIPELINES.iter().map(|p| (*p, start(p))).collect();
 
-    // Orders and cancels arrive in chunks while pipelines die.
+    // Orders and cancels arrive in waves while pipelines die.
     let producer = {
         let prefix = fx.prefix.clone();
-        let creates = creates.clone();
+        let waves = sale.waves.clone();
         tokio::spawn(async move {
             let fx = Fixture::reuse(&prefix).await;
-            let mut waves = cancel_waves.into_iter();
-            for chunk in creates.chunks(per_chunk) {
-                produce(&fx, chunk).await;
-                produce(&fx, &waves.next().unwrap_or_default()).await;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
-            for wave in waves {
-                produce(&fx, &wave).await;
+            for (orders, cancels) in waves {
+                produce(&fx, &orders).await;
+                produce(&fx, &cancels).await;
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
         })

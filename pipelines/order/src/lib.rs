@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod payment;
 pub mod saga;
+pub mod scenario;
 
 pub use book::{Order, OrderBook, Stage};
 pub use inputs::{SagaInput, SagaInputs};

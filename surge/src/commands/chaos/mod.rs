@@ -130,6 +130,10 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
         gateway_url: None,
         concurrency: args.concurrency,
         manifest: logs.join("manifest.json"),
+        orders: 0,
+        products: 0,
+        waves: 0,
+        wave_pause_ms: 0,
     };
     let traffic_task = {
         let settings = settings.clone();

@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod kafka;
+mod orders;
 pub mod traffic;
 
 use std::process::ExitCode;
@@ -33,6 +34,21 @@ pub struct LoadgenArgs {
     /// Where to write the manifest.
     #[arg(long, default_value = "target/loadgen-manifest.json")]
     pub manifest: std::path::PathBuf,
+    /// Send an order sale of this many orders instead of a coupon sale
+    /// (target kafka; uses --users, --seed and --id-prefix): products, a
+    /// coupon sale, orders in waves and cancels (see surge_order::scenario).
+    /// Check it with `surge verify --orders`.
+    #[arg(long, default_value_t = 0)]
+    pub orders: usize,
+    /// Order sale: products on sale.
+    #[arg(long, default_value_t = 40)]
+    pub products: usize,
+    /// Order sale: waves the orders are sent in (cancels come up to 8 waves later).
+    #[arg(long, default_value_t = 20)]
+    pub waves: usize,
+    /// Order sale: pause between waves, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub wave_pause_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -48,7 +64,7 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
     }
     std::fs::write(&args.manifest, serde_json::to_string_pretty(&manifest)?)?;
     println!(
-        "sent {} records in {:.1} s ({:.0}/s) via {}; coupons {}-*; manifest {}",
+        "sent {} records in {:.1} s ({:.0}/s) via {}; ids {}-*; manifest {}",
         manifest["recordsSent"],
         manifest["seconds"].as_f64().unwrap_or(0.0),
         manifest["recordsPerSecond"].as_f64().unwrap_or(0.0),
@@ -61,6 +77,28 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
 
 /// Sends the traffic and returns its manifest (also used by `surge chaos`).
 pub async fn send(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<serde_json::Value> {
+    if args.orders > 0 {
+        anyhow::ensure!(
+            args.target == Target::Kafka,
+            "--orders goes to Kafka only for now (the gateway has no order routes yet); use --target kafka"
+        );
+        let scenario = surge_order::scenario::OrderScenario {
+            prefix: args.traffic.id_prefix.clone().unwrap_or_else(|| {
+                format!("sale-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+            }),
+            orders: args.orders,
+            users: args.traffic.users,
+            products: args.products.max(1),
+            waves: args.waves.max(1),
+            seed: args.traffic.seed,
+        };
+        return orders::send(
+            &scenario,
+            std::time::Duration::from_millis(args.wave_pause_ms),
+            settings,
+        )
+        .await;
+    }
     let scenario = args.traffic.scenario();
     let target = match args.target {
         Target::Kafka => format!(
