@@ -508,6 +508,33 @@ pub struct GatewaySettings {
     /// before the gateway answers 503.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: std::time::Duration,
+    /// A request head (request line and headers) must arrive within this,
+    /// counted from the connection's accept or from the first byte of a
+    /// request on a kept-alive connection. Past it the connection is closed
+    /// (with 408 when part of a head had arrived).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: std::time::Duration,
+    /// A request body must arrive in full within this, counted from the end
+    /// of its head; past it the answer is 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: std::time::Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: std::time::Duration,
+    /// Open client connections at most. At the cap the gateway stops
+    /// accepting: new connections wait in the listen backlog and are served
+    /// as others close (the timeouts above bound how long that takes).
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger
+    /// heads, or more than 100 headers, get 431.
+    pub max_header_bytes: usize,
+    /// Failed admin authentications (a wrong token) one client address may
+    /// make in a burst; after that every admin request from it gets 429
+    /// until the bucket refills. Successful requests never use it up.
+    pub admin_auth_burst: u32,
+    /// One more failed admin authentication is allowed per this interval.
+    #[serde(with = "humantime_serde")]
+    pub admin_auth_refill: std::time::Duration,
 }
 
 impl Default for GatewaySettings {
@@ -517,6 +544,13 @@ impl Default for GatewaySettings {
             admin_token: None,
             max_body_bytes: 16 * 1024,
             produce_timeout: std::time::Duration::from_secs(5),
+            header_read_timeout: std::time::Duration::from_secs(5),
+            body_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
+            admin_auth_burst: 10,
+            admin_auth_refill: std::time::Duration::from_secs(6),
         }
     }
 }

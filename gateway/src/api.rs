@@ -1,17 +1,47 @@
-//! The API's edges: every error is `{"error": ..., "field": ...}` with a
-//! status that says whose fault it is, and bodies are read through
-//! [`Body`], which turns axum's plain-text JSON rejections into that shape.
+//! The API's edges: every error is `{"error": ..., "field": ...}` as
+//! `application/json`, with a status that says whose fault it is — also
+//! for unknown routes, wrong methods and rejections axum would answer in
+//! plain text. Bodies are read through [`Body`], path ids through
+//! [`PathId`]; both name the field they refuse.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Datelike, Utc};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Largest id (coupon, request, user, Idempotency-Key) in bytes.
-pub const MAX_ID_BYTES: usize = 128;
+use crate::server::BodyReadTimeout;
+
+/// Longest id (coupon, request, user, Idempotency-Key), in characters
+/// (Unicode code points, as JSON Schema's `maxLength` counts).
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Characters no id may contain: whitespace and control characters
+/// (exactly `char::is_whitespace || char::is_control`, as ranges so that
+/// the OpenAPI pattern is made from the same list).
+pub const ID_FORBIDDEN: &[(char, char)] = &[
+    ('\u{0}', '\u{20}'),
+    ('\u{7f}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// Timestamps must lie in years 1..=9999 (UTC): what RFC 3339 can write
+/// and what every consumer of coupon-issue (Python's datetime among them)
+/// can read back.
+pub const EARLIEST: &str = "0001-01-01T00:00:00Z";
+pub const LATEST: &str = "9999-12-31T23:59:59.999Z";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -25,6 +55,11 @@ struct ErrorBody<'a> {
     error: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+}
+
+/// The error body as bytes, for answers written outside axum.
+pub fn error_json(error: &str, field: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody { error, field }).expect("strings serialize")
 }
 
 impl ApiError {
@@ -55,31 +90,82 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose every rejection is an [`ApiError`]:
-/// wrong content type 415, over the size limit 413, anything malformed 400
-/// (naming the field serde names: missing, unknown or mistyped).
+/// A JSON object body whose every rejection is an [`ApiError`]:
+/// wrong content type 415, over the size limit 413, not in within
+/// body_read_timeout 408, anything malformed or not an object 400 (naming
+/// the field serde names: missing, unknown, mistyped or null).
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_read_error(&rejection, rejection.status()))?;
+        // serde would read `["u1"]` into a struct; the contract is an object.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the request body must be a JSON object",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rejection) => Err(from_rejection(rejection)),
         }
     }
 }
 
+/// `application/json` or `application/<anything>+json`, parameters ignored
+/// (what axum's `Json` accepts).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", sub)) => sub == "json" || sub.ends_with("+json"),
+        _ => false,
+    }
+}
+
+fn body_read_error(error: &(dyn std::error::Error + 'static), status: StatusCode) -> ApiError {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(timeout) = e.downcast_ref::<BodyReadTimeout>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, timeout.to_string());
+        }
+        cause = e.source();
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("request body could not be read: {error}"),
+    )
+}
+
 fn from_rejection(r: JsonRejection) -> ApiError {
     match r {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json",
-        ),
-        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
         JsonRejection::JsonDataError(e) => {
             let detail = e.body_text();
             ApiError {
@@ -112,8 +198,43 @@ fn quoted_field(detail: &str) -> Option<String> {
     rest.split_once('`').map(|(field, _)| field.to_string())
 }
 
-/// An id as the contracts want it: non-empty, at most [`MAX_ID_BYTES`],
-/// printable, no whitespace (ids travel in URLs, keys and logs).
+/// For optional string fields: absent is `None`, `null` is refused (the
+/// contract says string; omit the field instead).
+pub fn string_if_present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// The route's one path parameter (named as in the contract), percent-
+/// decoded and checked with [`check_id`].
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => {
+                let (name, value) = params.into_iter().next().ok_or_else(|| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "route has no id")
+                })?;
+                check_id(&name, &value)?;
+                Ok(PathId(value))
+            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.into_kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    &key,
+                    format!("{key} must be UTF-8 once percent-decoded"),
+                )),
+                other => Err(ApiError::new(StatusCode::BAD_REQUEST, other.to_string())),
+            },
+            Err(other) => Err(ApiError::new(other.status(), other.body_text())),
+        }
+    }
+}
+
+/// An id as the contracts want it: 1 to [`MAX_ID_CHARS`] characters, none
+/// of them whitespace or control (ids travel in URLs, keys and logs).
 pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
     let bad = |why: &str| {
         Err(ApiError::field(
@@ -125,13 +246,87 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
         return bad("must not be empty");
     }
-    if value.len() > MAX_ID_BYTES {
-        return bad(&format!("must be at most {MAX_ID_BYTES} bytes"));
+    if value.chars().count() > MAX_ID_CHARS {
+        return bad(&format!("must be at most {MAX_ID_CHARS} characters"));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("must not contain whitespace or control characters");
     }
     Ok(())
+}
+
+/// An optional RFC 3339 timestamp in years 1..=9999 (UTC).
+pub fn timestamp(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let t = DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                field,
+                format!("{field} must be an RFC 3339 timestamp: {e}"),
+            )
+        })?;
+    if !(1..=9999).contains(&t.year()) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            field,
+            format!("{field} must lie between {EARLIEST} and {LATEST}"),
+        ));
+    }
+    Ok(Some(t))
+}
+
+/// 404 for paths no route serves.
+pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", shorten(uri.path())),
+    )
+}
+
+/// 405 for a served path and another method (axum adds `Allow`).
+pub async fn wrong_method(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists what is",
+            shorten(uri.path())
+        ),
+    )
+}
+
+fn shorten(path: &str) -> &str {
+    match path.char_indices().nth(200) {
+        Some((at, _)) => &path[..at],
+        None => path,
+    }
+}
+
+/// Last line of defence: an error response that is not JSON (a rejection
+/// some future extractor answers in plain text) is given the error body,
+/// keeping its status and headers such as `Allow` and `Retry-After`.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let message = status.canonical_reason().unwrap_or("request failed");
+    let replaced = ApiError::new(status, message).into_response();
+    let (replaced_parts, body) = replaced.into_parts();
+    parts.headers.extend(replaced_parts.headers);
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -163,6 +358,43 @@ mod tests {
         );
         assert!(check_id("userId", &"x".repeat(129)).is_err());
         assert!(check_id("userId", &"x".repeat(128)).is_ok());
+        assert!(
+            check_id("userId", &"é".repeat(128)).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(check_id("userId", &"é".repeat(129)).is_err());
         assert!(check_id("userId", "a b").is_err());
+        assert!(check_id("userId", "a\u{a0}b").is_err());
+    }
+
+    #[test]
+    fn the_forbidden_ranges_are_whitespace_and_control_exactly() {
+        let listed = |c: char| ID_FORBIDDEN.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c));
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            assert_eq!(
+                listed(c),
+                c.is_whitespace() || c.is_control(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_years_1_to_9999() {
+        assert!(timestamp("activeFrom", Some("2026-01-01T00:00:00Z")).is_ok());
+        assert!(timestamp("activeFrom", Some(EARLIEST)).unwrap().is_some());
+        assert!(timestamp("activeFrom", Some(LATEST)).unwrap().is_some());
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            // Year 1 in its own zone, year 0 in UTC.
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "tomorrow",
+        ] {
+            let e = timestamp("activeFrom", Some(bad)).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("activeFrom"), "{bad}");
+        }
+        assert_eq!(timestamp("activeFrom", None), Ok(None));
     }
 }

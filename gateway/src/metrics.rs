@@ -1,6 +1,7 @@
-//! What the gateway exports (namespace `surge`).
+//! What the gateway exports (namespace `surge`). Every series exists from
+//! the start, so a dashboard or test sees 0 rather than nothing.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -9,6 +10,18 @@ pub struct GatewayMetrics {
     pub requests: IntCounterVec,
     /// Time until Kafka acknowledged a command (or gave up).
     pub produce_seconds: Histogram,
+    /// 1 while the producer's cluster answers metadata requests, else 0.
+    pub kafka_reachable: IntGauge,
+    /// Client connections open now, and the cap.
+    pub connections: IntGauge,
+    pub max_connections: IntGauge,
+    /// Times an accept had to wait for a connection to close (at the cap).
+    pub connection_cap_waits: IntCounter,
+    /// Connections cut off (header, idle) or requests refused (body) by a timeout.
+    pub connection_timeouts: IntCounterVec,
+    /// Admin requests with a wrong token, and admin requests refused 429.
+    pub admin_auth_failures: IntCounter,
+    pub admin_auth_throttled: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -32,16 +45,64 @@ impl GatewayMetrics {
             ]),
         )
         .expect("metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(produce_seconds.clone()))
-            .expect("register");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("metric");
+        let kafka_reachable = gauge(
+            "gateway_kafka_reachable",
+            "1 while Kafka answers the gateway's metadata requests, 0 during an outage.",
+        );
+        let connections = gauge("gateway_connections", "Open client connections.");
+        let max_connections = gauge(
+            "gateway_max_connections",
+            "The cap on open client connections ([gateway] max_connections).",
+        );
+        let connection_cap_waits = counter(
+            "gateway_connection_cap_waits_total",
+            "Accepts that waited for a connection to close because the cap was reached.",
+        );
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "gateway_connection_timeouts_total",
+                "Slow or idle clients cut off: header (no complete head in time), body (408), idle.",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        for kind in ["header", "body", "idle"] {
+            connection_timeouts.with_label_values(&[kind]);
+        }
+        let admin_auth_failures = counter(
+            "gateway_admin_auth_failures_total",
+            "Admin requests with a wrong token.",
+        );
+        let admin_auth_throttled = counter(
+            "gateway_admin_auth_throttled_total",
+            "Admin requests refused 429 after too many wrong tokens from their address.",
+        );
+        for metric in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(produce_seconds.clone()),
+            Box::new(kafka_reachable.clone()),
+            Box::new(connections.clone()),
+            Box::new(max_connections.clone()),
+            Box::new(connection_cap_waits.clone()),
+            Box::new(connection_timeouts.clone()),
+            Box::new(admin_auth_failures.clone()),
+            Box::new(admin_auth_throttled.clone()),
+        ] {
+            registry.register(metric).expect("register");
+        }
         Self {
             registry,
             requests,
             produce_seconds,
+            kafka_reachable,
+            connections,
+            max_connections,
+            connection_cap_waits,
+            connection_timeouts,
+            admin_auth_failures,
+            admin_auth_throttled,
         }
     }
 }

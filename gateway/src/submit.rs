@@ -39,17 +39,19 @@ pub async fn submit(state: &AppState, command: &CouponCommand) -> Result<(), Api
         .metrics
         .produce_seconds
         .observe(started.elapsed().as_secs_f64());
-    match sent {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => {
-            tracing::warn!(message = "command not acknowledged by Kafka", request_id = %command.request_id, error = %e);
-            Err(unavailable())
-        }
-        Err(_) => {
-            tracing::warn!(message = "command not acknowledged by Kafka in time", request_id = %command.request_id);
-            Err(unavailable())
-        }
+    let error = match sent {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err((e, _))) => e.to_string(),
+        Err(_) => "no answer in time".to_string(),
+    };
+    // During an outage (and its aftermath) every request fails the same
+    // way; the outage is logged once (crate::kafka), requests at debug.
+    if state.kafka.in_outage() {
+        tracing::debug!(message = "command not acknowledged by Kafka", request_id = %command.request_id, error);
+    } else {
+        tracing::warn!(message = "command not acknowledged by Kafka", request_id = %command.request_id, error);
     }
+    Err(unavailable())
 }
 
 fn unavailable() -> ApiError {

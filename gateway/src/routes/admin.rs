@@ -2,38 +2,80 @@
 //! like every request, so creates and stock changes are ordered with the
 //! requests they affect.
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 
 use super::coupons::{accepted, request_id};
-use crate::api::{check_id, ApiError, Body};
+use crate::api::{check_id, string_if_present, timestamp, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::submit;
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/coupons", post(create))
-        .route("/admin/coupons/{coupon_id}/stock", post(adjust))
+        .route("/admin/coupons/{couponId}/stock", post(adjust))
         // Before anything reads the body: an unauthorized caller learns nothing.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
 }
 
+/// The token, then the throttle: an address out of attempts gets 429
+/// whatever its token (so a guesser cannot tell a right guess); otherwise
+/// a wrong token uses up one attempt and gets 403.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match authorize(&state, req.headers()) {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let verdict = authorize(&state, req.headers());
+    // Only a token that was presented and wrong is a guess.
+    let wrong_token = matches!(&verdict, Err(e) if e.status == StatusCode::FORBIDDEN)
+        && state.admin_token.is_some();
+    if let Err(throttled) =
+        state
+            .admin_throttle
+            .attempt(client, tokio::time::Instant::now(), wrong_token)
+    {
+        state.metrics.admin_auth_throttled.inc();
+        if throttled.first {
+            tracing::warn!(
+                message = "too many wrong admin tokens: admin requests from this address get 429 for now",
+                %client
+            );
+        }
+        let secs = throttled.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed admin authentications from this address; retry after {secs} s"
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
+    match verdict {
         Ok(()) => next.run(req).await,
         Err(e) => {
+            if wrong_token {
+                state.metrics.admin_auth_failures.inc();
+            }
             let mut response = e.into_response();
             if response.status() == StatusCode::UNAUTHORIZED {
                 response
                     .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("header"));
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             response
         }
@@ -54,20 +96,27 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin endpoints are disabled: no [gateway] admin_token is configured",
         ));
     };
-    let given = given
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token"));
+    match bearer(given) {
+        Some(token) if same_token(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token")),
     }
-    Ok(())
 }
 
-/// Compares without an early exit, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110
+/// section 11.1) and may be followed by more than one space.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// Compares digests in constant time: neither a shared prefix nor the
+/// expected token's length shows in the timing.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    Sha256::digest(given)
+        .ct_eq(&Sha256::digest(expected))
+        .into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +124,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct CreateBody {
     coupon_id: String,
     stock: i64,
+    #[serde(default, deserialize_with = "string_if_present")]
     active_from: Option<String>,
+    #[serde(default, deserialize_with = "string_if_present")]
     active_until: Option<String>,
 }
 
@@ -122,16 +173,16 @@ async fn create(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AdjustBody {
     delta: i64,
+    #[serde(default, deserialize_with = "string_if_present")]
     reason: Option<String>,
 }
 
 async fn adjust(
     State(state): State<AppState>,
-    Path(coupon_id): Path<String>,
+    PathId(coupon_id): PathId,
     headers: HeaderMap,
     Body(body): Body<AdjustBody>,
 ) -> Result<Response, ApiError> {
-    check_id("couponId", &coupon_id)?;
     if body.delta == 0 {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -152,28 +203,25 @@ async fn adjust(
     Ok(accepted(&command.request_id))
 }
 
-fn timestamp(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    ApiError::field(
-                        StatusCode::BAD_REQUEST,
-                        field,
-                        format!("{field} must be an RFC 3339 timestamp: {e}"),
-                    )
-                })
-        })
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn tokens_compare_whole() {
-        assert!(super::constant_time_eq(b"secret", b"secret"));
-        assert!(!super::constant_time_eq(b"secret", b"secreT"));
-        assert!(!super::constant_time_eq(b"secret", b"secret-longer"));
+        assert!(same_token(b"secret", b"secret"));
+        assert!(!same_token(b"secret", b"secreT"));
+        assert!(!same_token(b"secret", b"secret-longer"));
+        assert!(!same_token(b"", b"secret"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let token = |v: &'static str| bearer(&HeaderValue::from_static(v)).map(str::to_string);
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER  abc").as_deref(), Some("abc"));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearerabc"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Users' endpoints: ask for a coupon, poll the answer, read a coupon.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -9,15 +9,15 @@ use serde::Deserialize;
 use serde_json::json;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 
-use crate::api::{check_id, ApiError, Body};
+use crate::api::{check_id, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::{reads, submit};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/coupons/{coupon_id}/issue", post(issue))
-        .route("/coupons/{coupon_id}", get(coupon))
-        .route("/coupon-requests/{request_id}", get(request))
+        .route("/coupons/{couponId}/issue", post(issue))
+        .route("/coupons/{couponId}", get(coupon))
+        .route("/coupon-requests/{requestId}", get(request))
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,11 +28,10 @@ struct IssueBody {
 
 async fn issue(
     State(state): State<AppState>,
-    Path(coupon_id): Path<String>,
+    PathId(coupon_id): PathId,
     headers: HeaderMap,
     Body(body): Body<IssueBody>,
 ) -> Result<Response, ApiError> {
-    check_id("couponId", &coupon_id)?;
     check_id("userId", &body.user_id)?;
     let request_id = request_id(&headers)?;
     let command = CouponCommand {
@@ -79,9 +78,8 @@ pub fn accepted(request_id: &str) -> Response {
 
 async fn request(
     State(state): State<AppState>,
-    Path(request_id): Path<String>,
+    PathId(request_id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_id("requestId", &request_id)?;
     match reads::decision(&state, &request_id).await {
         Ok(Some(d)) => Ok(Json(d)),
         // Not decided yet — or never sent: the gateway keeps no request
@@ -95,9 +93,8 @@ async fn request(
 
 async fn coupon(
     State(state): State<AppState>,
-    Path(coupon_id): Path<String>,
+    PathId(coupon_id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_id("couponId", &coupon_id)?;
     match reads::coupon(&state, &coupon_id).await {
         Ok(Some(c)) => Ok(Json(c)),
         Ok(None) => Err(ApiError::field(

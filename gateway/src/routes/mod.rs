@@ -11,14 +11,20 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 
+use crate::api;
 use crate::state::AppState;
 
-/// Every route, the body limit, and request metrics.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// Every route, JSON errors for everything else, the body limit, and
+/// request metrics.
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.settings.max_body_bytes;
     Router::new()
         .merge(coupons::routes())
         .merge(admin::routes(&state))
         .merge(ops::routes())
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::wrong_method)
+        .layer(middleware::from_fn(api::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -1,15 +1,11 @@
 //! For operators and clients: /health, /metrics, /openapi.json.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{Encoder, TextEncoder};
-use rdkafka::producer::Producer;
 use serde_json::json;
 
 use crate::state::AppState;
@@ -21,44 +17,8 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-/// Unix time of the last successful Kafka metadata round trip, kept fresh
-/// by [`watch_kafka`] so /health never blocks on the broker.
-#[derive(Default)]
-pub struct KafkaSeen(AtomicI64);
-
-impl KafkaSeen {
-    pub fn age_secs(&self) -> Option<i64> {
-        let at = self.0.load(Ordering::Relaxed);
-        (at > 0).then(|| chrono::Utc::now().timestamp() - at)
-    }
-}
-
-/// Asks the producer's cluster for metadata every 2 s.
-pub fn watch_kafka(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let s = state.clone();
-            let ok = tokio::task::spawn_blocking(move || {
-                s.producer
-                    .client()
-                    .fetch_metadata(Some(&s.coupon_issue), Duration::from_secs(2))
-                    .is_ok()
-            })
-            .await
-            .unwrap_or(false);
-            if ok {
-                state
-                    .kafka_seen
-                    .0
-                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    })
-}
-
 async fn health(State(state): State<AppState>) -> Response {
-    match state.kafka_seen.age_secs() {
+    match state.kafka.age_secs() {
         Some(age) if age <= 10 => (
             StatusCode::OK,
             Json(json!({ "status": "ok", "detail": format!("kafka answered {age} s ago") })),
@@ -90,6 +50,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(crate::openapi::document(&state.settings))
 }

@@ -9,10 +9,11 @@ use anyhow::Context;
 use clap::Args;
 use surge_core::shutdown::Shutdown;
 use surge_core::{Names, Settings};
+use surge_gateway::kafka::{GatewayContext, KafkaLink};
 use surge_gateway::metrics::GatewayMetrics;
 use surge_gateway::reads::Cache;
-use surge_gateway::routes::ops::{watch_kafka, KafkaSeen};
 use surge_gateway::state::Inner;
+use surge_gateway::throttle::AdminThrottle;
 use surge_gateway::AppState;
 use surge_kafka::ClientFactory;
 use surge_redis::Keyspace;
@@ -28,6 +29,19 @@ pub struct GatewayArgs {
 
 pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let gw = &settings.gateway;
+    // Refused up front: a zero cap serves no one, a zero timeout cuts everyone.
+    if gw.max_connections == 0 {
+        anyhow::bail!("[gateway] max_connections must be at least 1");
+    }
+    for (name, timeout) in [
+        ("header_read_timeout", gw.header_read_timeout),
+        ("body_read_timeout", gw.body_read_timeout),
+        ("idle_timeout", gw.idle_timeout),
+    ] {
+        if timeout.is_zero() {
+            anyhow::bail!("[gateway] {name} must be more than 0");
+        }
+    }
     let shutdown = Shutdown::on_signals();
     let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
@@ -44,7 +58,13 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
         "message.timeout.ms",
         gw.produce_timeout.as_millis().max(1).to_string(),
     );
-    let producer = producer.create().context("creating the Kafka producer")?;
+    let metrics = GatewayMetrics::new();
+    // librdkafka's complaints during an outage go to the link, which logs
+    // the outage once instead of every reconnect.
+    let kafka = Arc::new(KafkaLink::new(metrics.kafka_reachable.clone()));
+    let producer = producer
+        .create_with_context(GatewayContext::new(kafka.clone()))
+        .context("creating the Kafka producer")?;
     let postgres = sqlx::postgres::PgPoolOptions::new()
         .max_connections(settings.postgres.max_connections)
         .acquire_timeout(Duration::from_secs(2))
@@ -57,15 +77,17 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
         redis: Cache::new(redis::Client::open(settings.redis.url.as_str()).context("redis URL")?),
         keys: Keyspace::new(&settings.redis.keyspace),
         postgres,
+        settings: gw.clone(),
         admin_token: gw.admin_token.clone().filter(|t| !t.is_empty()),
+        admin_throttle: AdminThrottle::new(gw.admin_auth_burst, gw.admin_auth_refill),
         produce_timeout: gw.produce_timeout,
-        metrics: GatewayMetrics::new(),
-        kafka_seen: KafkaSeen::default(),
+        metrics,
+        kafka,
     }));
     if state.admin_token.is_none() {
         tracing::warn!(message = "no [gateway] admin_token: admin endpoints answer 403");
     }
-    let watcher = watch_kafka(state.clone());
+    let watcher = surge_gateway::kafka::watch(state.clone());
     let listen = args.listen.unwrap_or(gw.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -74,11 +96,9 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
     // Same words as every surge process, so tools find the address in the log.
     tracing::info!(message = "metrics and health", address = %address);
     tracing::info!(message = "gateway listening", address = %address, openapi = %format!("http://{address}/openapi.json"));
-    surge_gateway::serve(listener, state, gw.max_body_bytes, async move {
-        shutdown.wait().await
-    })
-    .await
-    .context("serving HTTP")?;
+    surge_gateway::serve(listener, state, async move { shutdown.wait().await })
+        .await
+        .context("serving HTTP")?;
     watcher.abort();
     tracing::info!(message = "gateway stopped");
     Ok(ExitCode::SUCCESS)
