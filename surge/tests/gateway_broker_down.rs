@@ -8,20 +8,14 @@
 
 mod common;
 
+use common::orders::stack;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::coupon::Fixture;
 use common::gateway::spawn_gateway;
 use serde_json::json;
-
-fn stack(args: &[&str]) {
-    let status = Command::new(common::repo_root().join("scripts/stack"))
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/stack {args:?}");
-}
 
 /// The broker stopped for the length of a scope: started again when it ends,
 /// also when an assertion fails inside it, so that a failure here does not

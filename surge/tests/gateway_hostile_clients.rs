@@ -8,8 +8,9 @@
 
 mod common;
 
+use common::orders::stack;
+
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::coupon::Fixture;
@@ -827,14 +828,6 @@ async fn wrong_admin_tokens_are_throttled_per_address_and_the_right_one_still_wo
         1,
         "one episode, one line:\n{log}"
     );
-}
-
-fn stack(args: &[&str]) {
-    let status = Command::new(common::repo_root().join("scripts/stack"))
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/stack {args:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

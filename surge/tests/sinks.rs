@@ -12,8 +12,9 @@
 
 mod common;
 
+use common::orders::stack;
+
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::coupon::{flash_sale, signal, Fixture};
@@ -133,14 +134,6 @@ fn group_offsets(fx: &Fixture, group: &str, topic: &str, partitions: &[i32]) -> 
             _ => None,
         })
         .collect()
-}
-
-fn stack(args: &[&str]) {
-    let status = Command::new(common::repo_root().join("scripts/stack"))
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/stack {args:?}");
 }
 
 async fn wait_for_progress(what: &str, mut progress: impl AsyncFnMut() -> i64) {
