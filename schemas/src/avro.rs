@@ -317,6 +317,15 @@ impl RecordReader {
             v => Err(self.wrong(field, "array", &v)),
         }
     }
+
+    /// `["null", array]`: `None` for null.
+    pub fn opt_array(&mut self, field: &'static str) -> Result<Option<Vec<Value>>, ContractError> {
+        match self.take_unwrapped(field)? {
+            Value::Null => Ok(None),
+            Value::Array(items) => Ok(Some(items)),
+            v => Err(self.wrong(field, "null or array", &v)),
+        }
+    }
 }
 
 #[cfg(test)]

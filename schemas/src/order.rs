@@ -17,6 +17,31 @@ pub struct OrderItem {
     pub unit_price: Money,
 }
 
+impl OrderItem {
+    /// The record `OrderItem` of order-create, or `OrderLine` of order-status:
+    /// the same three fields.
+    fn to_avro(&self) -> Value {
+        Value::Record(vec![
+            ("productId".into(), Value::String(self.product_id.clone())),
+            ("quantity".into(), Value::Int(self.quantity)),
+            ("unitPrice".into(), self.unit_price.to_avro()),
+        ])
+    }
+
+    fn from_avro(record: &'static str, value: Value) -> Result<Self, ContractError> {
+        let mut i = RecordReader::new(record, value)?;
+        let quantity = i.int("quantity")?;
+        if quantity < 1 {
+            return Err(i.invalid("quantity", format!("{quantity} is below 1")));
+        }
+        Ok(OrderItem {
+            product_id: i.id("productId")?,
+            quantity,
+            unit_price: i.money("unitPrice")?,
+        })
+    }
+}
+
 /// A request to place an order (order-create, key `order_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderCreate {
@@ -38,17 +63,7 @@ impl Contract for OrderCreate {
     }
 
     fn to_avro(&self) -> Value {
-        let items = self
-            .items
-            .iter()
-            .map(|i| {
-                Value::Record(vec![
-                    ("productId".into(), Value::String(i.product_id.clone())),
-                    ("quantity".into(), Value::Int(i.quantity)),
-                    ("unitPrice".into(), i.unit_price.to_avro()),
-                ])
-            })
-            .collect();
+        let items = self.items.iter().map(OrderItem::to_avro).collect();
         Value::Record(vec![
             ("orderId".into(), Value::String(self.order_id.clone())),
             ("userId".into(), Value::String(self.user_id.clone())),
@@ -65,16 +80,7 @@ impl Contract for OrderCreate {
         let user_id = r.id("userId")?;
         let mut items = Vec::new();
         for item in r.array("items")? {
-            let mut i = RecordReader::new("OrderItem", item)?;
-            let quantity = i.int("quantity")?;
-            if quantity < 1 {
-                return Err(i.invalid("quantity", format!("{quantity} is below 1")));
-            }
-            items.push(OrderItem {
-                product_id: i.id("productId")?,
-                quantity,
-                unit_price: i.money("unitPrice")?,
-            });
+            items.push(OrderItem::from_avro("OrderItem", item)?);
         }
         if items.is_empty() {
             return Err(r.invalid("items", "an order needs at least one line"));
@@ -269,6 +275,8 @@ pub struct OrderStatus {
     pub cancel_request_id: Option<String>,
     /// The approved refund of the order's charge, if any.
     pub refund_id: Option<String>,
+    /// The order's lines, on its first transition only.
+    pub lines: Option<Vec<OrderItem>>,
 }
 
 impl Contract for OrderStatus {
@@ -305,6 +313,16 @@ impl Contract for OrderStatus {
                 avro::opt_string(&self.cancel_request_id),
             ),
             ("refundId".into(), avro::opt_string(&self.refund_id)),
+            (
+                "lines".into(),
+                match &self.lines {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(lines) => Value::Union(
+                        1,
+                        Box::new(Value::Array(lines.iter().map(OrderItem::to_avro).collect())),
+                    ),
+                },
+            ),
         ])
     }
 
@@ -335,6 +353,15 @@ impl Contract for OrderStatus {
             event: OrderEvent::from_symbol(&r.symbol("event")?).unwrap_or(OrderEvent::Transition),
             cancel_request_id: r.opt_string("cancelRequestId")?,
             refund_id: r.opt_string("refundId")?,
+            lines: match r.opt_array("lines")? {
+                None => None,
+                Some(lines) => Some(
+                    lines
+                        .into_iter()
+                        .map(|l| OrderItem::from_avro("OrderLine", l))
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
         })
     }
 }

@@ -469,6 +469,7 @@ fn every_contract_keys_by_its_own_field() {
         event: OrderEvent::Transition,
         cancel_request_id: None,
         refund_id: None,
+        lines: None,
     };
     assert_eq!(status.key(), "o-4");
     let inventory = InventoryCommand {
@@ -572,6 +573,20 @@ fn order_messages_round_trip() {
             event: OrderEvent::Transition,
             cancel_request_id: None,
             refund_id: (state == OrderState::Cancelled).then(|| "ref-1".into()),
+            lines: (state == OrderState::Created).then(|| {
+                vec![
+                    OrderItem {
+                        product_id: "p-1".into(),
+                        quantity: 2,
+                        unit_price: Money(1999),
+                    },
+                    OrderItem {
+                        product_id: "p-2".into(),
+                        quantity: 1,
+                        unit_price: Money(0),
+                    },
+                ]
+            }),
         });
         round_trip(&OrderStatus {
             order_id: "o-1".into(),
@@ -587,6 +602,7 @@ fn order_messages_round_trip() {
             event: OrderEvent::CancelRefused,
             cancel_request_id: Some("cancel-1".into()),
             refund_id: None,
+            lines: None,
         });
     }
     round_trip(&OrderStatus {
@@ -603,6 +619,7 @@ fn order_messages_round_trip() {
         event: OrderEvent::LateChargeRefunded,
         cancel_request_id: None,
         refund_id: Some("ref-1".into()),
+        lines: None,
     });
 }
 
@@ -1306,5 +1323,56 @@ fn the_payment_release_reads_what_the_order_contracts_wrote_before() {
     assert_eq!(
         (read.kind, read.refund_of, read.amount),
         (PaymentKind::Charge, None, Money(1234))
+    );
+}
+
+/// The store release adds `order-status.lines` (the order's lines on its
+/// first transition). Records the payment release wrote still read, with no
+/// lines.
+#[test]
+fn the_store_release_reads_order_status_written_before_lines() {
+    let text = fixture("order-status.v2.avsc");
+    assert!(
+        text.contains("refundId") && !text.contains("\"lines\""),
+        "order-status.v2.avsc is the payment release's version"
+    );
+    let old = Schema::parse_str(&text).unwrap();
+    assert_eq!(
+        SchemaCompatibility::can_read(&old, OrderStatus::schema()),
+        Ok(Compatibility::Full)
+    );
+    assert_eq!(
+        compat::backward_breakages(&old, OrderStatus::schema()),
+        vec![]
+    );
+    let written = Value::Record(vec![
+        ("orderId".into(), Value::String("o-1".into())),
+        ("userId".into(), Value::String("u-1".into())),
+        ("state".into(), Value::Enum(0, "CREATED".into())),
+        ("terminal".into(), Value::Boolean(false)),
+        ("reason".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "total".into(),
+            Value::Decimal(apache_avro::Decimal::from(vec![
+                0, 0, 0, 0, 0, 0, 0x04, 0xD2,
+            ])),
+        ),
+        ("currency".into(), Value::String("KRW".into())),
+        ("couponId".into(), Value::Union(0, Box::new(Value::Null))),
+        ("paymentId".into(), Value::Union(0, Box::new(Value::Null))),
+        ("version".into(), Value::Int(1)),
+        ("occurredAt".into(), Value::TimestampMillis(5)),
+        ("event".into(), Value::Enum(0, "TRANSITION".into())),
+        (
+            "cancelRequestId".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("refundId".into(), Value::Union(0, Box::new(Value::Null))),
+    ]);
+    let read =
+        OrderStatus::from_avro(write_old_read_new(&old, OrderStatus::schema(), written)).unwrap();
+    assert_eq!(
+        (read.state, read.total, read.lines),
+        (OrderState::Created, Money(1234), None)
     );
 }

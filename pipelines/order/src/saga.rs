@@ -15,8 +15,8 @@ use surge_engine::{Context, Incoming, Millis, Processor, Reject};
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 use surge_schemas::order::{
-    CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderReply, OrderStatus, PaymentKind,
-    PaymentRequest, Reply, StockOutcome,
+    CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply, OrderStatus,
+    PaymentKind, PaymentRequest, Reply, StockOutcome,
 };
 use surge_schemas::{Money, TopicCodec};
 
@@ -224,6 +224,18 @@ impl Out<'_, '_, '_> {
             refund_id: (o.refund == Some(PaymentStep::Approved))
                 .then(|| o.refund_id.clone())
                 .flatten(),
+            // Once per order, on its first transition: consumers keep them
+            // from there, later records stay small.
+            lines: (event == OrderEvent::Transition && o.version == 1).then(|| {
+                o.lines
+                    .iter()
+                    .map(|l| OrderItem {
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                        unit_price: Money(l.unit_price),
+                    })
+                    .collect()
+            }),
         };
         let bytes = self.saga.codecs.status.encode(&status).map_err(retry)?;
         self.ctx
