@@ -1,7 +1,9 @@
 //! The order half's own proof tools, as an operator would run them:
 //! `surge loadgen --orders` sends an order sale to Kafka while the four
-//! pipelines and pg-sim run, and `surge verify --orders` passes on the
-//! result (invariant 5, the provider's ledger included).
+//! pipelines, pg-sim and both sinks run, and `surge verify --orders` passes
+//! on the result (invariant 5 with the provider's ledger, and both stores
+//! equal to order-status and inventory-result) — then fails, naming them,
+//! once a row and a key are altered behind the sinks' backs.
 
 mod common;
 
@@ -9,18 +11,30 @@ use common::coupon::{signal, Fixture};
 use common::orders::spawn;
 use common::payments::{spawn_payment, start_pg_sim};
 use common::{stderr, stdout, surge};
+use redis::AsyncCommands;
+use surge_redis::Keyspace;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn loadgen_orders_then_verify_orders_passes() {
-    let fx = Fixture::new("order-verify").await;
+async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
+    // A database of its own: verify compares whole tables, and pg-sim's
+    // ledger and the sinks' tables then live in it.
+    let db = common::fresh_database(&common::settings().postgres.url).await;
+    let fx = Fixture::with_env("order-verify", &[("SURGE_POSTGRES__URL", db.as_str())]).await;
     let sim = start_pg_sim(&fx, &[("decline_ratio", "0.1"), ("latency_median_ms", "5")]);
-    let mut pipelines = vec![
+    let mut processes = vec![
         spawn(&fx, "order"),
         spawn(&fx, "inventory"),
         spawn(&fx, "coupon"),
         spawn_payment(&fx, &sim, &[]),
+        fx.spawn_sink("postgres", &[]),
+        fx.spawn_sink("redis", &[]),
     ];
-    let env = [("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str())];
+    let keyspace = fx.prefix.trim_end_matches('-').to_string();
+    let env = [
+        ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
+        ("SURGE_POSTGRES__URL", db.as_str()),
+        ("SURGE_REDIS__KEYSPACE", keyspace.as_str()),
+    ];
     let manifest = fx.logs.join("manifest.json");
     let out = surge(
         &[
@@ -48,25 +62,87 @@ async fn loadgen_orders_then_verify_orders_passes() {
     assert_eq!(m["scenario"], "orders");
     assert_eq!(m["orders"], 1500);
 
-    let out = surge(
-        &[
-            "verify",
-            "--orders",
-            "--wait",
-            "180",
-            "--ledger-schema",
-            &sim.schema,
-        ],
-        &env,
-    );
+    let verify = |wait: &str| {
+        surge(
+            &[
+                "verify",
+                "--orders",
+                "--wait",
+                wait,
+                "--ledger-schema",
+                &sim.schema,
+            ],
+            &env,
+        )
+    };
+    let out = verify("180");
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("verify: OK"), "{text}");
+    assert!(
+        text.contains("postgres and redis hold exactly what order-status and inventory-result say"),
+        "{text}"
+    );
     assert!(text.contains("orders     1500"), "{text}");
     for state in ["PAID", "PAYMENT_FAILED", "REJECTED", "CANCELLED"] {
         assert!(text.contains(state), "no {state}: {text}");
     }
-    for p in &mut pipelines {
+
+    // What the gateway will read: an order with its lines and whole history,
+    // the same from both stores.
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let (paid,): (String,) =
+        sqlx::query_as("select order_id from orders where state = 'PAID' limit 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let from_pg = surge_postgres::reads::order(&pool, &paid)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys = Keyspace::new(&keyspace);
+    let mut conn = redis::Client::open(fx.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let from_redis = surge_redis::reads::order(&mut conn, &keys, &paid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_pg, from_redis);
+    assert!(!from_pg.lines.is_empty(), "{from_pg:?}");
+    let states: Vec<&str> = from_pg.history.iter().map(|h| h.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["CREATED", "PAYMENT_PENDING", "PAID"],
+        "{from_pg:?}"
+    );
+
+    // Altered behind the sinks' backs: verify names both.
+    sqlx::query("update orders set total_minor = total_minor + 1 where order_id = $1")
+        .bind(&paid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (product,): (String,) = sqlx::query_as("select product_id from product_stock limit 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let _: () = conn.del(keys.product(&product)).await.unwrap();
+    let out = verify("0");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(
+        text.contains(&format!("postgres: order {paid} differs (totalMinor:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("redis: product {product} missing")),
+        "{text}"
+    );
+
+    for p in &mut processes {
         signal(p, "TERM");
         assert!(p.wait().unwrap().success());
     }

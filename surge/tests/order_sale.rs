@@ -226,7 +226,13 @@ async fn an_order_sale_with_crashes_and_a_broker_restart_keeps_every_order_invar
     // second charge in the provider's ledger.
     let verify = || {
         common::surge(
-            &["verify", "--orders", "--ledger-schema", &sim.schema],
+            &[
+                "verify",
+                "--orders",
+                "--no-stores",
+                "--ledger-schema",
+                &sim.schema,
+            ],
             &[("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str())],
         )
     };

@@ -28,17 +28,6 @@ use surge_schemas::Contract;
 
 const REDIS_DB: u32 = 9;
 
-async fn fresh_database(admin_url: &str) -> String {
-    let name = common::unique("db").replace('-', "_");
-    let mut admin = PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
 /// Sum of the offsets the PostgreSQL sink stored (0 while unreachable).
 async fn pg_progress(db_url: &str) -> i64 {
     let Ok(mut conn) = PgConnection::connect(db_url).await else {
@@ -148,7 +137,7 @@ async fn wait_for_progress(what: &str, mut progress: impl AsyncFnMut() -> i64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_the_topic() {
     let fx = Fixture::new("sinks").await;
-    let db = fresh_database(&fx.settings.postgres.url).await;
+    let db = common::fresh_database(&fx.settings.postgres.url).await;
     let redis_url = format!("{}/{REDIS_DB}", fx.settings.redis.url.trim_end_matches('/'));
     let mut cache = Cache::open(&redis_url, &fx).await;
     let pg_group = common::unique("pg-group");
@@ -363,11 +352,23 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
     let (status, metrics) = common::http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
-        common::metric(&metrics, "surge_sink_rewinds_total{sink=\"redis\"}") >= 1.0,
+        common::metric(
+            &metrics,
+            &format!(
+                "surge_sink_rewinds_total{{topic=\"{}\",sink=\"redis\"}}",
+                fx.topic(CouponDecision::TOPIC)
+            )
+        ) >= 1.0,
         "{metrics}"
     );
     assert!(
-        common::metric(&metrics, "surge_sink_writes_total{sink=\"redis\"}") > 0.0,
+        common::metric(
+            &metrics,
+            &format!(
+                "surge_sink_writes_total{{topic=\"{}\",sink=\"redis\"}}",
+                fx.topic(CouponDecision::TOPIC)
+            )
+        ) > 0.0,
         "{metrics}"
     );
     assert!(

@@ -25,6 +25,32 @@ impl Keyspace {
         format!("{}:users:{coupon_id}", self.0)
     }
 
+    /// String with a TTL: the gateway accepted request (or order) `id` and
+    /// Kafka acknowledged it; written by the gateway only, best effort.
+    pub fn accepted(&self, id: &str) -> String {
+        format!("{}:accepted:{id}", self.0)
+    }
+
+    /// Hash: an order's state after its latest transition.
+    pub fn order(&self, order_id: &str) -> String {
+        format!("{}:order:{order_id}", self.0)
+    }
+
+    /// Hash: `lines` → the order's lines as JSON, written once.
+    pub fn order_lines(&self, order_id: &str) -> String {
+        format!("{}:order-lines:{order_id}", self.0)
+    }
+
+    /// Hash: `<partition>:<offset>` → one order-status record as JSON.
+    pub fn order_history(&self, order_id: &str) -> String {
+        format!("{}:order-history:{order_id}", self.0)
+    }
+
+    /// Hash: a product's available, reserved, sold and created units.
+    pub fn product(&self, product_id: &str) -> String {
+        format!("{}:product:{product_id}", self.0)
+    }
+
     /// Hash: partition → next offset to consume, for one topic.
     pub fn offsets(&self, topic: &str) -> String {
         format!("{}:sink:offsets:{topic}", self.0)
@@ -43,6 +69,16 @@ impl Keyspace {
     /// A SCAN pattern for every coupon key.
     pub fn coupon_pattern(&self) -> String {
         format!("{}:coupon:*", self.0)
+    }
+
+    /// A SCAN pattern for every order key.
+    pub fn order_pattern(&self) -> String {
+        format!("{}:order:*", self.0)
+    }
+
+    /// A SCAN pattern for every product key.
+    pub fn product_pattern(&self) -> String {
+        format!("{}:product:*", self.0)
     }
 
     /// A SCAN pattern for every users key.

@@ -1,6 +1,7 @@
 //! Redis as a sink's store: each batch is one script run (see write_batch.lua).
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -8,26 +9,30 @@ use redis::{Connection, Script, Value};
 use surge_sink::{OffsetAdvance, SinkStore, StoreError};
 
 use crate::keys::Keyspace;
-use crate::mapping::{coupon_fields, request_fields, user_status, CouponResultKeys};
+use crate::mappings::KeyMapping;
 
 /// Timeout of connecting and of each command (a script over a batch included).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct RedisStore {
+/// Redis as a sink's store for batches `B` (one topic's key writes). One per
+/// topic; each holds its own connection.
+pub struct RedisStore<B> {
     client: redis::Client,
     keys: Keyspace,
     script: Script,
     /// Reconnected after any error: a half-read reply must not be reused.
     connection: Mutex<Option<Connection>>,
+    _batch: PhantomData<fn() -> B>,
 }
 
-impl RedisStore {
+impl<B> RedisStore<B> {
     pub fn new(url: &str, keys: Keyspace) -> redis::RedisResult<Self> {
         Ok(Self {
             client: redis::Client::open(url)?,
             keys,
             script: Script::new(include_str!("write_batch.lua")),
             connection: Mutex::new(None),
+            _batch: PhantomData,
         })
     }
 
@@ -57,8 +62,8 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-impl SinkStore for RedisStore {
-    type Batch = CouponResultKeys;
+impl<B: KeyMapping> SinkStore for RedisStore<B> {
+    type Batch = B;
 
     fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
         let raw: BTreeMap<String, String> =
@@ -74,12 +79,8 @@ impl SinkStore for RedisStore {
             .collect()
     }
 
-    fn write(
-        &self,
-        topic: &str,
-        batch: &CouponResultKeys,
-        offsets: &OffsetAdvance,
-    ) -> Result<(), StoreError> {
+    fn write(&self, topic: &str, batch: &B, offsets: &OffsetAdvance) -> Result<(), StoreError> {
+        let writes = batch.key_writes(&self.keys);
         let mut invocation = self.script.prepare_invoke();
         invocation.key(self.keys.offsets(topic));
         invocation.arg(offsets.to.len());
@@ -90,50 +91,33 @@ impl SinkStore for RedisStore {
                 .arg(from.map(|o| o.to_string()).unwrap_or_default())
                 .arg(next);
         }
-        invocation.arg(batch.deleted.len() * 2);
-        for coupon in &batch.deleted {
-            invocation
-                .arg(self.keys.coupon(coupon))
-                .arg(self.keys.users(coupon));
+        invocation.arg(writes.deletes.len());
+        for key in &writes.deletes {
+            invocation.arg(key);
         }
-        invocation.arg(batch.coupons.len() + batch.decisions.len());
-        for (at, d) in batch.coupons.values() {
-            let fields = coupon_fields(*at, d);
+        invocation.arg(writes.hashes.len());
+        for h in &writes.hashes {
             invocation
-                .arg(self.keys.coupon(&d.coupon_id))
-                .arg(at.offset)
-                .arg(fields.len());
-            for (f, v) in fields {
-                invocation.arg(f).arg(v);
+                .arg(&h.key)
+                .arg(h.offset)
+                .arg(if h.only_existing { "1" } else { "0" })
+                .arg(h.fields.len());
+            for (f, v) in &h.fields {
+                invocation.arg(*f).arg(v);
             }
         }
-        for (at, d) in &batch.decisions {
-            let fields = request_fields(*at, d);
+        invocation.arg(writes.statuses.len());
+        for u in &writes.statuses {
             invocation
-                .arg(self.keys.request(&d.request_id))
-                .arg(at.offset)
-                .arg(fields.len());
-            for (f, v) in fields {
-                invocation.arg(f).arg(v);
-            }
+                .arg(&u.key)
+                .arg(&u.field)
+                .arg(u.offset)
+                .arg(&u.status)
+                .arg(u.sticky.unwrap_or(""));
         }
-        let users: Vec<_> = batch
-            .decisions
-            .iter()
-            .filter_map(|(at, d)| d.user_id.as_ref().map(|u| (at, d, u)))
-            .collect();
-        invocation.arg(users.len());
-        for (at, d, user) in users {
-            let (outcome, sequence) = user_status(d);
-            let status = match sequence {
-                Some(s) => format!("{outcome} {s}"),
-                None => outcome.to_string(),
-            };
-            invocation
-                .arg(self.keys.users(&d.coupon_id))
-                .arg(user)
-                .arg(at.offset)
-                .arg(status);
+        invocation.arg(writes.once.len());
+        for (key, field, value) in &writes.once {
+            invocation.arg(key).arg(field).arg(value);
         }
         let reply: Vec<Value> = self.with_connection(|c| invocation.invoke(c))?;
         match reply.first() {

@@ -1,11 +1,19 @@
 -- One sink batch, atomically: check the stored offsets, write the keys
--- (compare-and-set by coupon-result offset), move the stored offsets.
+-- (each guarded by the record's offset, so nothing moves backwards), move
+-- the stored offsets.
 --
 -- KEYS[1]  the offsets hash of the topic
 -- ARGV     np, then np × (partition, expected stored offset or "", next offset)
 --          nd, then nd keys to delete (tombstones)
---          nh, then nh × (key, offset, nfields, nfields × (field, value))
---          nu, then nu × (users key, user id, offset, "OUTCOME [sequence]")
+--          nh, then nh × (key, offset, only if it exists "1"/"0",
+--                         nfields, nfields × (field, value)):
+--                hashes replaced whole when the record is newer than the
+--                hash's own `offset` field
+--          nu, then nu × (hash, field, offset, "WORD [rest]", sticky word or ""):
+--                one field holding "<offset> WORD [rest]", replaced when newer,
+--                except that a held sticky WORD is never replaced by another
+--          no, then no × (hash, field, value): fields written once (HSETNX),
+--                for what never changes (an order's lines, its history)
 -- Returns  {1, keys written} or {0, partition, offset actually stored}.
 local offsets = KEYS[1]
 local i = 1
@@ -37,13 +45,17 @@ end
 
 local nh = tonumber(nextarg())
 for _ = 1, nh do
-  local key, offset, nf = nextarg(), tonumber(nextarg()), tonumber(nextarg())
+  local key, offset, only_existing, nf = nextarg(), tonumber(nextarg()), nextarg(), tonumber(nextarg())
   local fields = {}
   for _ = 1, nf * 2 do
     fields[#fields + 1] = nextarg()
   end
   local current = tonumber(redis.call('HGET', key, 'offset'))
-  if current == nil or current < offset then
+  local write = current == nil or current < offset
+  if current == nil and only_existing == '1' then
+    write = false
+  end
+  if write then
     redis.call('DEL', key)
     redis.call('HSET', key, 'offset', offset, unpack(fields))
     written = written + 1
@@ -52,21 +64,26 @@ end
 
 local nu = tonumber(nextarg())
 for _ = 1, nu do
-  local key, user, offset, status = nextarg(), nextarg(), tonumber(nextarg()), nextarg()
-  local current = redis.call('HGET', key, user)
+  local key, field, offset, status, sticky = nextarg(), nextarg(), tonumber(nextarg()), nextarg(), nextarg()
+  local current = redis.call('HGET', key, field)
   local write = true
   if current then
-    local coffset, coutcome = string.match(current, '^(%d+) (%S+)')
+    local coffset, cword = string.match(current, '^(%d+) (%S+)')
     if tonumber(coffset) >= offset then
       write = false
-    elseif coutcome == 'ISSUED' and string.match(status, '^%S+') ~= 'ISSUED' then
-      write = false -- a holder stays a holder
+    elseif sticky ~= '' and cword == sticky and string.match(status, '^%S+') ~= sticky then
+      write = false -- e.g. a coupon holder stays a holder
     end
   end
   if write then
-    redis.call('HSET', key, user, offset .. ' ' .. status)
+    redis.call('HSET', key, field, offset .. ' ' .. status)
     written = written + 1
   end
+end
+
+local no = tonumber(nextarg())
+for _ = 1, no do
+  written = written + redis.call('HSETNX', nextarg(), nextarg(), nextarg())
 end
 
 if #moves > 0 then

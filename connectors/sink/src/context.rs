@@ -44,9 +44,8 @@ impl<S: SinkStore> ClientContext for SinkContext<S> {
                 continue;
             }
             self.metrics
-                .consumer_lag
-                .with_label_values(&[&id.to_string()])
-                .set((p.ls_offset - p.app_offset).max(0));
+                .lag
+                .set(*id, (p.ls_offset - p.app_offset).max(0));
         }
     }
 }
@@ -62,7 +61,7 @@ impl<S: SinkStore> ConsumerContext for SinkContext<S> {
         if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
             positions.revoked = true;
             positions.resumed.clear();
-            self.metrics.consumer_lag.reset();
+            self.metrics.lag.clear();
             let _ = consumer.assign(&TopicPartitionList::new());
             return;
         }

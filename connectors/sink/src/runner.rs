@@ -255,7 +255,7 @@ fn consume<S: SinkStore>(
                         Err(e) if e.is_poison() => {
                             // Result topics hold only what the pipelines wrote; a
                             // foreign record is skipped loudly, never guessed at.
-                            metrics.failures.with_label_values(&["undecodable"]).inc();
+                            metrics.undecodable.inc();
                             tracing::error!(message = "undecodable record skipped", partition = at.partition, offset = at.offset, error = %e);
                             pending.consumed(at);
                             continue;
@@ -338,7 +338,7 @@ fn write<S: SinkStore>(
             Ok(()) => return Written::Yes,
             Err(StoreError::Diverged(why)) => return Written::Diverged(why),
             Err(StoreError::Unavailable(why)) => {
-                metrics.failures.with_label_values(&["store"]).inc();
+                metrics.store_failures.inc();
                 if stop.load(Ordering::Relaxed) {
                     tracing::warn!(message = "stopping with the store down; the unwritten batch will be re-read", sink = %spec.name, error = %why);
                     return Written::Abandoned;

@@ -35,6 +35,21 @@ pub async fn codec<T: Contract>(settings: &Settings) -> TopicCodec<T> {
         .unwrap_or_else(|e| panic!("registry: {subject}: {e}"))
 }
 
+/// A new, empty PostgreSQL database next to the one `admin_url` names (the
+/// sinks' tables are not prefixed, so a test that compares whole tables
+/// needs its own); returns its URL.
+pub async fn fresh_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = unique("db").replace('-', "_");
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
 /// A name no other test (or earlier run) uses: `t-<what>-<random>`.
 pub fn unique(what: &str) -> String {
     format!(

@@ -85,7 +85,12 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
                 .clone()
                 .unwrap_or_else(|| settings.pg_sim.schema.clone()),
         });
-        return orders::run(settings, args.wait, ledger).await;
+        let stores = if args.no_stores {
+            Vec::new()
+        } else {
+            args.stores.clone()
+        };
+        return orders::run(settings, args.wait, ledger, stores).await;
     }
     let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);

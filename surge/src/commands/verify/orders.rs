@@ -3,6 +3,7 @@
 //! own ledger (pg-sim's `payments` table), with the same audit the tests
 //! run (`surge_order::audit`).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use surge_schemas::coupon::CouponDecision;
 use surge_schemas::inventory::InventoryEvent;
 use surge_schemas::order::{OrderCancel, OrderCreate, OrderStatus, PaymentKind, PaymentRequest};
 use surge_schemas::{Contract, Registry, TopicCodec};
+use surge_sink::views::{expected_stock, StockView};
 
 /// Where the provider's ledger is, if it is checked.
 pub struct Ledger {
@@ -26,6 +28,19 @@ async fn read_all<T: Contract>(
     registry: &Registry,
     factory: &ClientFactory,
 ) -> anyhow::Result<Vec<T>> {
+    Ok(read_all_at(settings, registry, factory)
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// The same with each record's offset.
+async fn read_all_at<T: Contract>(
+    settings: &Settings,
+    registry: &Registry,
+    factory: &ClientFactory,
+) -> anyhow::Result<Vec<(i64, T)>> {
     let names = Names::from_settings(settings);
     let codec = TopicCodec::<T>::connect(registry, &names.subject(T::TOPIC)).await?;
     let mut reader = TopicReader::open(factory, &names.topic(T::TOPIC), Duration::from_secs(10))?;
@@ -35,7 +50,7 @@ async fn read_all<T: Contract>(
     let mut undecodable = 0usize;
     for r in records {
         match codec.decode(r.payload.as_deref()).await {
-            Ok(v) => out.push(v),
+            Ok(v) => out.push((r.offset, v)),
             // Dead-lettered by the pipeline that reads it: not part of any saga.
             Err(_) => undecodable += 1,
         }
@@ -88,10 +103,12 @@ async fn check(
     registry: &Registry,
     factory: &ClientFactory,
     ledger: Option<&Ledger>,
-) -> anyhow::Result<OrderAudit> {
+    stores: &[super::Store],
+) -> anyhow::Result<(OrderAudit, BTreeMap<String, StockView>)> {
     let creates: Vec<OrderCreate> = read_all(settings, registry, factory).await?;
     let cancels: Vec<OrderCancel> = read_all(settings, registry, factory).await?;
-    let statuses: Vec<OrderStatus> = read_all(settings, registry, factory).await?;
+    let positioned: Vec<(i64, OrderStatus)> = read_all_at(settings, registry, factory).await?;
+    let statuses: Vec<OrderStatus> = positioned.iter().map(|(_, s)| s.clone()).collect();
     let payments: Vec<PaymentRequest> = read_all(settings, registry, factory).await?;
     let inventory: Vec<InventoryEvent> = read_all(settings, registry, factory).await?;
     let coupons: Vec<CouponDecision> = read_all(settings, registry, factory).await?;
@@ -99,7 +116,7 @@ async fn check(
         Some(l) => Some(read_ledger(l).await?),
         None => None,
     };
-    Ok(audit(&Observed {
+    let mut report = audit(&Observed {
         creates: &creates,
         cancels: &cancels,
         statuses: &statuses,
@@ -107,7 +124,11 @@ async fn check(
         inventory: &inventory,
         coupons: &coupons,
         ledger: paid.as_deref(),
-    }))
+    });
+    report
+        .violations
+        .extend(super::stores::order_differences(settings, stores, &positioned, &inventory).await?);
+    Ok((report, expected_stock(&inventory)))
 }
 
 /// Audits, re-reading until the invariants hold or `wait` has run out
@@ -116,14 +137,16 @@ pub async fn run(
     settings: &Settings,
     wait: u64,
     ledger: Option<Ledger>,
+    stores: Vec<super::Store>,
 ) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(&settings.registry.url);
     let factory = ClientFactory::new(settings.kafka.clone());
     let deadline = Instant::now() + Duration::from_secs(wait);
-    let report = loop {
-        let report = check(settings, &registry, &factory, ledger.as_ref()).await?;
+    let (report, stock) = loop {
+        let (report, stock) =
+            check(settings, &registry, &factory, ledger.as_ref(), &stores).await?;
         if report.holds() || Instant::now() >= deadline {
-            break report;
+            break (report, stock);
         }
         eprintln!(
             "[verify] waiting: {} violation(s) (first: {})",
@@ -143,6 +166,23 @@ pub async fn run(
         report.late_charges_refunded
     );
     println!("products   {}", report.products);
+    // A sale's few products, each with what is left; a large catalogue in sum.
+    if stock.len() <= 20 {
+        for (id, s) in &stock {
+            println!(
+                "  {id:<24} available {:>6}   reserved {:>4}   sold {:>6}",
+                s.available, s.reserved, s.sold
+            );
+        }
+    } else {
+        let sum = |f: fn(&StockView) -> i64| stock.values().map(f).sum::<i64>();
+        println!(
+            "  all products             available {:>6}   reserved {:>4}   sold {:>6}",
+            sum(|s| s.available),
+            sum(|s| s.reserved),
+            sum(|s| s.sold)
+        );
+    }
     println!("payment requests           {}", report.payment_requests);
     if ledger.is_some() {
         println!(
@@ -158,7 +198,18 @@ pub async fn run(
         } else {
             " (the provider's ledger was not checked)"
         };
-        println!("verify: OK — one terminal state per order, every cancel answered once, stock conserved, coupons used once and given back{money}");
+        let stores = match stores.len() {
+            0 => " (no store was checked)".to_string(),
+            _ => format!(
+                "; {} hold exactly what order-status and inventory-result say",
+                stores
+                    .iter()
+                    .map(|s| format!("{s:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        };
+        println!("verify: OK — one terminal state per order, every cancel answered once, stock conserved, coupons used once and given back{money}{stores}");
         Ok(ExitCode::SUCCESS)
     } else {
         println!("verify: FAILED — {} violation(s):", report.violations.len());

@@ -132,23 +132,7 @@ async fn scan(
     conn: &mut redis::aio::MultiplexedConnection,
     pattern: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
+    Ok(surge_redis::reads::scan(conn, pattern).await?)
 }
 
 fn num(h: &BTreeMap<String, String>, field: &str) -> anyhow::Result<i64> {
@@ -156,4 +140,58 @@ fn num(h: &BTreeMap<String, String>, field: &str) -> anyhow::Result<i64> {
         .with_context(|| format!("field {field} missing"))?
         .parse()
         .with_context(|| format!("field {field} is not a number"))
+}
+
+/// What PostgreSQL and Redis hold for orders and products, compared with
+/// what order-status and inventory-result say (invariant 6 for the order
+/// half). One line per difference; empty when both stores agree.
+pub async fn order_differences(
+    settings: &surge_core::Settings,
+    which: &[super::Store],
+    statuses: &[(i64, surge_schemas::order::OrderStatus)],
+    inventory: &[surge_schemas::inventory::InventoryEvent],
+) -> anyhow::Result<Vec<String>> {
+    use surge_sink::views::{compare_orders, compare_stock, expected_orders, expected_stock};
+    let orders = expected_orders(statuses);
+    let stock = expected_stock(inventory);
+    let mut out = Vec::new();
+    for store in which {
+        let (name, held_orders, held_stock) = match store {
+            super::Store::Postgres => {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(&settings.postgres.url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                let o = surge_postgres::reads::all_orders(&pool)
+                    .await
+                    .context("reading orders")?;
+                let s = surge_postgres::reads::all_product_stock(&pool)
+                    .await
+                    .context("reading product_stock")?;
+                pool.close().await;
+                ("postgres", o, s)
+            }
+            super::Store::Redis => {
+                let keys = Keyspace::new(&settings.redis.keyspace);
+                let mut conn = redis::Client::open(settings.redis.url.as_str())
+                    .context("redis URL")?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .context("connecting to Redis")?;
+                let o = surge_redis::reads::all_orders(&mut conn, &keys).await?;
+                let s = surge_redis::reads::all_product_stock(&mut conn, &keys).await?;
+                ("redis", o, s)
+            }
+        };
+        eprintln!(
+            "[verify] {name}: {} orders, {} products",
+            held_orders.len(),
+            held_stock.len()
+        );
+        out.extend(compare_orders(name, &orders, &held_orders, 20));
+        out.extend(compare_stock(name, &stock, &held_stock));
+    }
+    Ok(out)
 }

@@ -1,10 +1,13 @@
-//! coupon-result → keys. Every key of one coupon comes from the coupon's one
-//! partition of coupon-result, so the record's offset orders its writes.
+//! coupon-result → the coupon hash, one hash per request, the coupon's
+//! users hash (README "The Redis sink").
 
 use std::collections::HashMap;
 
 use surge_schemas::coupon::{CouponDecision, Outcome};
 use surge_sink::{Mapping, Position};
+
+use super::{HashWrite, KeyMapping, KeyWrites, StatusWrite};
+use crate::keys::Keyspace;
 
 /// One batch of coupon-result, reduced to what the cache keeps.
 #[derive(Debug, Default)]
@@ -98,4 +101,45 @@ pub fn user_status(d: &CouponDecision) -> (&'static str, Option<i64>) {
         None
     };
     (d.outcome.symbol(), sequence)
+}
+
+impl KeyMapping for CouponResultKeys {
+    fn key_writes(&self, keys: &Keyspace) -> KeyWrites {
+        let mut w = KeyWrites::default();
+        for coupon in &self.deleted {
+            w.deletes.push(keys.coupon(coupon));
+            w.deletes.push(keys.users(coupon));
+        }
+        for (at, d) in self.coupons.values() {
+            w.hashes.push(HashWrite {
+                key: keys.coupon(&d.coupon_id),
+                offset: at.offset,
+                only_existing: false,
+                fields: coupon_fields(*at, d),
+            });
+        }
+        for (at, d) in &self.decisions {
+            w.hashes.push(HashWrite {
+                key: keys.request(&d.request_id),
+                offset: at.offset,
+                only_existing: false,
+                fields: request_fields(*at, d),
+            });
+            if let Some(user) = &d.user_id {
+                let (outcome, sequence) = user_status(d);
+                w.statuses.push(StatusWrite {
+                    key: keys.users(&d.coupon_id),
+                    field: user.clone(),
+                    offset: at.offset,
+                    status: match sequence {
+                        Some(s) => format!("{outcome} {s}"),
+                        None => outcome.to_string(),
+                    },
+                    // A holder stays a holder.
+                    sticky: Some(Outcome::Issued.symbol()),
+                });
+            }
+        }
+        w
+    }
 }
