@@ -1,11 +1,15 @@
 //! A data team's client reads surge's records: Python confluent-kafka with its
 //! AvroDeserializer and the registry, nothing from surge. Covers a union of
-//! records with timestamps (coupon-issue) and decimal money (order-create).
+//! records with timestamps (coupon-issue), decimal money (order-create), and
+//! the two topics data teams read, coupon-result and order-status, field for
+//! field (tests/interop/records.rs; java_interop.rs holds Java to the same).
 //!
 //! The interpreter is `SURGE_PYTHON`, else `.stack/venv/bin/python`, which
 //! scripts/test creates with `pip install confluent-kafka[avro,schemaregistry]`.
 
 mod common;
+#[path = "../../tests/interop/records.rs"]
+mod records;
 
 use std::process::Command;
 use std::time::Duration;
@@ -13,8 +17,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use surge_kafka::ClientFactory;
-use surge_schemas::coupon::{CouponAction, CouponCommand};
-use surge_schemas::order::{OrderCreate, OrderItem};
+use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision};
+use surge_schemas::order::{OrderCreate, OrderItem, OrderStatus};
 use surge_schemas::{Contract, Money, TopicCodec};
 
 fn python() -> String {
@@ -29,7 +33,9 @@ fn python() -> String {
     })
 }
 
-async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, key: &str, msg: &T) {
+/// Creates `topic` (one partition: the records stay in order) and writes
+/// `msgs` to it with surge's own codec, each under its contract key.
+async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, msgs: &[T]) {
     let settings = common::settings();
     let factory = ClientFactory::new(settings.kafka.clone());
     factory
@@ -42,18 +48,21 @@ async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, key: &str, msg
         .await
         .unwrap();
     let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
-    let payload = codec.encode(msg).unwrap();
-    producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    for msg in msgs {
+        let payload = codec.encode(msg).unwrap();
+        producer
+            .send(
+                FutureRecord::to(topic).key(msg.key()).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
 }
 
-fn read_with_python(topic: &str) -> serde_json::Value {
+/// The `count` records the Python reader printed, one JSON object each.
+fn read_with_python(topic: &str, count: usize) -> Vec<serde_json::Value> {
     let settings = common::settings();
     let mut child = Command::new(python())
         .arg(common::repo_root().join("tests/interop/read_with_confluent_kafka.py"))
@@ -61,7 +70,7 @@ fn read_with_python(topic: &str) -> serde_json::Value {
             &settings.kafka.bootstrap_servers,
             &settings.registry.url,
             topic,
-            "1",
+            &count.to_string(),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -79,13 +88,13 @@ fn read_with_python(topic: &str) -> serde_json::Value {
     let out = child.wait_with_output().expect("python output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python reader failed: {stderr}");
-    let line = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"))
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,8 +109,8 @@ async fn confluent_kafka_python_decodes_a_coupon_command() {
             user_id: "user-9".into(),
         },
     };
-    produce(&codec, &topic, "flash-7", &msg).await;
-    let got = read_with_python(&topic);
+    produce(&codec, &topic, std::slice::from_ref(&msg)).await;
+    let got = &read_with_python(&topic, 1)[0];
     assert_eq!(got["key"], "flash-7");
     let v = &got["value"];
     assert_eq!(v["requestId"], "req-42");
@@ -140,10 +149,34 @@ async fn confluent_kafka_python_decodes_decimal_money() {
         coupon_id: None,
         requested_at: surge_schemas::now(),
     };
-    produce(&codec, &topic, "o-1", &msg).await;
-    let v = &read_with_python(&topic)["value"];
+    produce(&codec, &topic, std::slice::from_ref(&msg)).await;
+    let v = &read_with_python(&topic, 1)[0]["value"];
     assert_eq!(v["items"][0]["unitPrice"], "19.99");
     assert_eq!(v["items"][1]["unitPrice"], "-0.05");
     assert_eq!(v["items"][0]["quantity"], 2);
     assert!(v["couponId"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_python_decodes_coupon_decisions() {
+    let codec = common::codec::<CouponDecision>(&common::settings()).await;
+    let topic = common::unique("interop-coupon-result");
+    let msgs = records::coupon_decisions(surge_schemas::now());
+    produce(&codec, &topic, &msgs).await;
+    let got = read_with_python(&topic, msgs.len());
+    let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
+    let want: Vec<_> = msgs.iter().map(records::decision_json).collect();
+    records::assert_read("confluent-kafka (Python)", &got, &keys, &want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_python_decodes_order_statuses() {
+    let codec = common::codec::<OrderStatus>(&common::settings()).await;
+    let topic = common::unique("interop-order-status");
+    let msgs = records::order_statuses(surge_schemas::now());
+    produce(&codec, &topic, &msgs).await;
+    let got = read_with_python(&topic, msgs.len());
+    let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
+    let want: Vec<_> = msgs.iter().map(records::status_json).collect();
+    records::assert_read("confluent-kafka (Python)", &got, &keys, &want);
 }

@@ -4,14 +4,16 @@ team does; if it works, any Confluent-compatible client does.
 
 usage: read_with_confluent_kafka.py BOOTSTRAP REGISTRY_URL TOPIC COUNT
 
-Prints one JSON object per record (value decoded by the registry's schema).
+Prints one JSON object per record (value decoded by the registry's schema):
+{"key": ..., "value": {...}}, timestamp-millis as epoch milliseconds and
+decimals as plain strings, as the Java reader (java/) prints them.
 """
 import json
 import signal
 import sys
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from confluent_kafka import Consumer
@@ -20,9 +22,13 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def plain(value):
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        # Exact: value.timestamp() * 1000 is a float and can round a millisecond off.
+        return (value - EPOCH) // timedelta(milliseconds=1)
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"unexpected {type(value)}")
