@@ -535,6 +535,12 @@ pub struct GatewaySettings {
     /// One more failed admin authentication is allowed per this interval.
     #[serde(with = "humantime_serde")]
     pub admin_auth_refill: std::time::Duration,
+    /// How long the gateway remembers (in Redis, best effort) that it
+    /// accepted a request id, so that a poll can tell "accepted, not decided
+    /// yet" (PENDING) from "never sent here" (404). 0 turns the markers
+    /// off: every undecided id then reads as PENDING.
+    #[serde(with = "humantime_serde")]
+    pub accepted_marker_ttl: std::time::Duration,
 }
 
 impl Default for GatewaySettings {
@@ -551,6 +557,7 @@ impl Default for GatewaySettings {
             max_header_bytes: 16 * 1024,
             admin_auth_burst: 10,
             admin_auth_refill: std::time::Duration::from_secs(6),
+            accepted_marker_ttl: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::Json;
 use chrono::{DateTime, Datelike, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use surge_schemas::Money;
 
 use crate::server::BodyReadTimeout;
 
@@ -189,8 +190,16 @@ fn quoted_field(detail: &str) -> Option<String> {
     let message = detail
         .split_once("target type: ")
         .map_or(detail, |(_, rest)| rest);
-    if let Some((path, _)) = message.split_once(": ") {
+    if let Some((path, rest)) = message.split_once(": ") {
         if !path.is_empty() && !path.contains(' ') {
+            // A nested object missing a field (`items[0]: missing field
+            // `productId``) names the field, not its parent.
+            if let Some(missing) = rest
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split_once('`'))
+            {
+                return Some(format!("{path}.{}", missing.0));
+            }
             return Some(path.to_string());
         }
     }
@@ -253,6 +262,70 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
         return bad("must not contain whitespace or control characters");
     }
     Ok(())
+}
+
+/// Most digits before the decimal point of an amount: with two after it,
+/// the 18 digits of the contracts' `decimal(18,2)`.
+pub const MONEY_INTEGER_DIGITS: usize = 16;
+
+/// The amount rule of [`money`] as an ECMA-262 pattern (for the OpenAPI
+/// document; a test checks the two agree).
+pub fn money_pattern() -> String {
+    format!("^-?[0-9]{{1,{MONEY_INTEGER_DIGITS}}}(\\.[0-9]{{1,2}})?$")
+}
+
+/// An amount as a decimal string — an optional `-`, 1 to 16 digits, then
+/// optionally `.` and 1 or 2 digits (`"12.50"`, `"3"`, `"0.5"`) — in minor
+/// units (cents). Exactly what `decimal(18,2)` can carry; whether an
+/// amount makes sense (a negative price, say) is the pipeline's rule.
+pub fn money(field: &str, value: &str) -> Result<Money, ApiError> {
+    let bad = || {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            field,
+            format!(
+                "{field} must be a decimal string with at most {MONEY_INTEGER_DIGITS} digits before the point and 2 after it, such as \"12.50\""
+            ),
+        )
+    };
+    let (negative, unsigned) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let (whole, cents) = match unsigned.split_once('.') {
+        Some((w, c)) => (w, c),
+        None => (unsigned, "00"),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || whole.len() > MONEY_INTEGER_DIGITS
+        || !digits(whole)
+        || cents.is_empty()
+        || cents.len() > 2
+        || !digits(cents)
+    {
+        return Err(bad());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let cents: i64 = format!("{cents:0<2}").parse().map_err(|_| bad())?;
+    // At most 16 + 2 digits: far inside i64.
+    let minor = whole * 100 + cents;
+    Ok(Money(if negative { -minor } else { minor }))
+}
+
+/// `id` as one URL path segment: every byte but RFC 3986's unreserved
+/// characters and `:` `@` percent-encoded, so a poll path or `Location`
+/// built from an id (`/orders/a%2Fb`) routes back to the same id.
+pub fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// An optional RFC 3339 timestamp in years 1..=9999 (UTC).
@@ -347,6 +420,99 @@ mod tests {
             quoted_field("Failed to deserialize the JSON body into the target type: extra: unknown field `extra`, expected `userId` at line 1 column 21").as_deref(),
             Some("extra")
         );
+    }
+
+    #[test]
+    fn nested_missing_fields_are_named_in_full() {
+        assert_eq!(
+            quoted_field("Failed to deserialize the JSON body into the target type: items[0]: missing field `productId` at line 1 column 30").as_deref(),
+            Some("items[0].productId")
+        );
+        assert_eq!(
+            quoted_field("Failed to deserialize the JSON body into the target type: items[1].quantity: invalid type: string \"1\", expected i32 at line 1 column 9").as_deref(),
+            Some("items[1].quantity")
+        );
+    }
+
+    #[test]
+    fn amounts_are_decimal_strings_of_at_most_two_places() {
+        for (text, minor) in [
+            ("12.50", 1250),
+            ("12.5", 1250),
+            ("12", 1200),
+            ("0.05", 5),
+            ("0", 0),
+            ("-0.01", -1),
+            ("-3", -300),
+            ("007.10", 710),
+            ("9999999999999999.99", 999_999_999_999_999_999),
+            ("-9999999999999999.99", -999_999_999_999_999_999),
+        ] {
+            assert_eq!(money("unitPrice", text), Ok(Money(minor)), "{text}");
+        }
+        for bad in [
+            "",
+            "-",
+            ".",
+            "1.",
+            ".5",
+            "1.005",
+            "1,50",
+            " 1",
+            "1 ",
+            "+1",
+            "--1",
+            "1e3",
+            "0x10",
+            "12345678901234567",
+            "１",
+            "NaN",
+            "1.-5",
+            "-.5",
+        ] {
+            let e = money("items[0].unitPrice", bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("items[0].unitPrice"), "{bad}");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn the_money_pattern_is_money() {
+        let pattern = regex_lite::Regex::new(&money_pattern()).unwrap();
+        let alphabet = ['0', '1', '9', '.', '-', '+', ' ', 'e'];
+        // Every string of up to 5 characters over the alphabet, and long ones.
+        let mut samples: Vec<String> = vec![String::new()];
+        let mut frontier = samples.clone();
+        for _ in 0..5 {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            samples.extend(frontier.iter().cloned());
+        }
+        for n in 14..=18 {
+            let digits = "9".repeat(n);
+            samples.extend([
+                digits.clone(),
+                format!("{digits}.99"),
+                format!("-{digits}.9"),
+            ]);
+        }
+        for s in samples {
+            assert_eq!(
+                pattern.is_match(&s),
+                money("m", &s).is_ok(),
+                "{s:?} against {}",
+                money_pattern()
+            );
+        }
+    }
+
+    #[test]
+    fn ids_become_path_segments() {
+        assert_eq!(path_segment("0190a-b_c.d~e:f@g"), "0190a-b_c.d~e:f@g");
+        assert_eq!(path_segment("a/b?c#d%e"), "a%2Fb%3Fc%23d%25e");
+        assert_eq!(path_segment("é"), "%C3%A9");
     }
 
     #[test]

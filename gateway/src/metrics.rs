@@ -22,6 +22,8 @@ pub struct GatewayMetrics {
     /// Admin requests with a wrong token, and admin requests refused 429.
     pub admin_auth_failures: IntCounter,
     pub admin_auth_throttled: IntCounter,
+    /// Accepted-marker writes to Redis that failed (the 202 went out anyway).
+    pub accepted_marker_failures: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -79,6 +81,10 @@ impl GatewayMetrics {
             "gateway_admin_auth_throttled_total",
             "Admin requests refused 429 after too many wrong tokens from their address.",
         );
+        let accepted_marker_failures = counter(
+            "gateway_accepted_marker_failures_total",
+            "Accepted requests whose accepted marker could not be written to Redis (they were answered 202; a poll reads 404 until decided).",
+        );
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(produce_seconds.clone()),
@@ -89,6 +95,7 @@ impl GatewayMetrics {
             Box::new(connection_timeouts.clone()),
             Box::new(admin_auth_failures.clone()),
             Box::new(admin_auth_throttled.clone()),
+            Box::new(accepted_marker_failures.clone()),
         ] {
             registry.register(metric).expect("register");
         }
@@ -103,6 +110,7 @@ impl GatewayMetrics {
             connection_timeouts,
             admin_auth_failures,
             admin_auth_throttled,
+            accepted_marker_failures,
         }
     }
 }

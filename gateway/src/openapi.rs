@@ -7,7 +7,9 @@
 use serde_json::{json, Value};
 use surge_core::settings::GatewaySettings;
 
-use crate::api::{EARLIEST, ID_FORBIDDEN, LATEST, MAX_ID_CHARS};
+use crate::api::{
+    money_pattern, EARLIEST, ID_FORBIDDEN, LATEST, MAX_ID_CHARS, MONEY_INTEGER_DIGITS,
+};
 
 /// Every path the router serves, with its methods (kept in one place so the
 /// test can compare it with the document).
@@ -15,8 +17,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/coupons/{couponId}/issue"),
     ("get", "/coupons/{couponId}"),
     ("get", "/coupon-requests/{requestId}"),
+    ("post", "/orders"),
+    ("post", "/orders/{orderId}/cancel"),
+    ("get", "/orders/{orderId}"),
+    ("get", "/products/{productId}"),
     ("post", "/admin/coupons"),
     ("post", "/admin/coupons/{couponId}/stock"),
+    ("post", "/admin/products"),
+    ("post", "/admin/products/{productId}/stock"),
     ("get", "/health"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -49,11 +57,14 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "description": format!("Percent-decoded, it must be UTF-8 and 1 to {MAX_ID_CHARS} characters without whitespace or control characters; otherwise 400 naming `{name}`."),
                 "schema": id_schema })
     };
-    let idempotency = json!({
-        "name": "Idempotency-Key", "in": "header", "required": false,
-        "description": format!("Becomes the request id: a retry with the same key is the same request (one decision). Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters; otherwise 400 naming `Idempotency-Key`."),
-        "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[!-~]+$" }
-    });
+    let idempotency_as = |what: &str| {
+        json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": format!("Becomes the {what}: a retry with the same key is the same request (one decision). Without it the gateway makes a UUIDv7. Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters; otherwise 400 naming `Idempotency-Key`."),
+            "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[!-~]+$" }
+        })
+    };
+    let idempotency = idempotency_as("request id");
     let body = |schema: &str| json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
 
     // What any operation can answer, whatever its own logic.
@@ -69,32 +80,39 @@ pub fn document(settings: &GatewaySettings) -> Value {
         }
         merged
     };
-    let write = with(
-        &common,
-        json!({
-            "202": {
-                "description": "Accepted: in the log, will be decided. Poll the Location.",
-                "headers": { "Location": { "schema": { "type": "string" } } },
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } }
-            },
-            "400": error("Malformed JSON, a body that is not a JSON object, or a field (named in `field`) that is missing, unknown, null, mistyped, empty, too long, out of range or with forbidden characters; or a bad id in the path or Idempotency-Key (named in `field`)"),
-            "413": error(&format!("Body larger than {} bytes", settings.max_body_bytes)),
-            "415": error("Content-Type is not application/json (nor application/*+json)"),
-            "503": error("Kafka did not acknowledge in time; retry with the same Idempotency-Key"),
-        }),
-    );
-    let admin = with(
-        &write,
-        json!({
-            "401": error("No Authorization header (with WWW-Authenticate: Bearer)"),
-            "403": error("Wrong token (not `Bearer <token>`; the scheme is case-insensitive), or admin disabled (no token configured)"),
-            "429": {
-                "description": format!("This client address sent {} wrong tokens in a burst; one more attempt is allowed per {}. Every admin request from it is refused until then, even with the right token.", settings.admin_auth_burst, secs(settings.admin_auth_refill)),
-                "headers": { "Retry-After": { "description": "Seconds until the next attempt is allowed", "schema": { "type": "integer", "minimum": 1 } } },
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-            },
-        }),
-    );
+    let write_of = |accepted: &str| {
+        with(
+            &common,
+            json!({
+                "202": {
+                    "description": "Accepted: in the log, will be decided. Poll the Location.",
+                    "headers": { "Location": { "schema": { "type": "string" } } },
+                    "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{accepted}") } } }
+                },
+                "400": error("Malformed JSON, a body that is not a JSON object, or a field (named in `field`) that is missing, unknown, null, mistyped, empty, too long, out of range or with forbidden characters; or a bad id in the path or Idempotency-Key (named in `field`)"),
+                "413": error(&format!("Body larger than {} bytes", settings.max_body_bytes)),
+                "415": error("Content-Type is not application/json (nor application/*+json)"),
+                "503": error("Kafka did not acknowledge in time; retry with the same Idempotency-Key"),
+            }),
+        )
+    };
+    let write = write_of("Accepted");
+    let admin_of = |write: &Value| {
+        with(
+            write,
+            json!({
+                "401": error("No Authorization header (with WWW-Authenticate: Bearer)"),
+                "403": error("Wrong token (not `Bearer <token>`; the scheme is case-insensitive), or admin disabled (no token configured)"),
+                "429": {
+                    "description": format!("This client address sent {} wrong tokens in a burst; one more attempt is allowed per {}. Every admin request from it is refused until then, even with the right token.", settings.admin_auth_burst, secs(settings.admin_auth_refill)),
+                    "headers": { "Retry-After": { "description": "Seconds until the next attempt is allowed", "schema": { "type": "integer", "minimum": 1 } } },
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+                },
+            }),
+        )
+    };
+    let admin = admin_of(&write);
+    let product_admin = admin_of(&write_of("ProductAccepted"));
     let read = |ok: Value, extra: Value| {
         with(
             &with(
@@ -114,13 +132,65 @@ pub fn document(settings: &GatewaySettings) -> Value {
             "503": { "description": "Kafka has not answered in the last 10 s", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } },
         }),
     );
+    // Built apart: one json! of the whole document would pass the macro
+    // recursion limit.
+    let order_path = json!({ "get": {
+        "summary": "An order: its state, amount, coupon, payment, lines and whole status history (PENDING until the saga answers)",
+        "parameters": [id_param("orderId")],
+        "responses": read(
+            json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The order, or PENDING while no store holds it yet".to_string() } else { format!("The order; or PENDING while no store holds it yet if this gateway accepted it in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Order" } } } }),
+            if settings.accepted_marker_ttl.is_zero() {
+                json!({})
+            } else {
+                json!({ "404": error(&format!("No store holds it, and this gateway did not accept it in the last {} (`field` is orderId); an order produced straight to Kafka reads as 404 until the saga answers it", secs(settings.accepted_marker_ttl))) })
+            },
+        )
+    }});
+    let product_path = json!({ "get": {
+        "summary": "A product's available, reserved, sold and created units",
+        "parameters": [id_param("productId")],
+        "responses": read(
+            json!({ "description": "The product's stock after its latest inventory decision", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Product" } } } }),
+            json!({ "404": error("Unknown product (`field` is productId)") }),
+        )
+    }});
+    let order_schema = json!({ "type": "object", "required": ["orderId", "status"], "properties": {
+                    "orderId": { "type": "string" },
+                    "status": { "enum": ["PENDING", "DECIDED"], "description": "PENDING: no store holds the order yet; only orderId and status are present" },
+                    "userId": { "type": "string" },
+                    "state": { "enum": ["CREATED", "PAYMENT_PENDING", "PAID", "REJECTED", "PAYMENT_FAILED", "CANCELLED"] },
+                    "terminal": { "type": "boolean" },
+                    "reason": { "type": ["string", "null"] },
+                    "total": { "type": "string", "description": "What is charged (after the coupon), a decimal string" },
+                    "currency": { "type": "string" },
+                    "couponId": { "type": ["string", "null"] },
+                    "paymentId": { "type": ["string", "null"] },
+                    "refundId": { "type": ["string", "null"] },
+                    "version": { "type": "integer" },
+                    "updatedAt": { "type": ["string", "null"], "format": "date-time" },
+                    "lines": { "type": "array", "items": { "type": "object", "required": ["productId", "quantity", "unitPrice"], "properties": {
+                        "productId": { "type": "string" }, "quantity": { "type": "integer" }, "unitPrice": { "type": "string" } } } },
+                    "history": { "type": "array", "description": "Every order-status record of the order, in log order", "items": { "type": "object", "required": ["version", "event", "state"], "properties": {
+                        "version": { "type": "integer" },
+                        "event": { "enum": ["TRANSITION", "CANCEL_REFUSED", "LATE_CHARGE_REFUNDED"] },
+                        "state": { "type": "string" },
+                        "reason": { "type": ["string", "null"] },
+                        "cancelRequestId": { "type": ["string", "null"] },
+                        "refundId": { "type": ["string", "null"] },
+                        "occurredAt": { "type": ["string", "null"], "format": "date-time" } } } },
+                    "source": { "enum": ["redis", "postgres"] } } });
+    let product_schema = json!({ "type": "object", "required": ["productId", "available", "reserved", "sold", "created"], "properties": {
+                    "productId": { "type": "string" },
+                    "available": { "type": "integer" }, "reserved": { "type": "integer" }, "sold": { "type": "integer" }, "created": { "type": "integer" },
+                    "updatedAt": { "type": ["string", "null"], "format": "date-time" },
+                    "source": { "enum": ["redis", "postgres"] } } });
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "surge gateway",
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
-                "Flash-sale coupons as an asynchronous API: a request is accepted (202) once it is in Kafka, decided first come first served by the exactly-once coupon pipeline, and polled by request id.\n\n\
+                "Flash-sale coupons and orders as an asynchronous API: a request is accepted (202) once it is in Kafka, decided by the exactly-once pipelines (coupons first come first served, orders by the order saga), and polled by its id.\n\n\
                  Every error, on every path, is application/json with the Error schema. HTTP/1.1 only. A connection that sends nothing within {} of its accept is closed without an answer, as is a kept-alive connection idle for {}. At most {} connections are open at once; beyond that new connections wait to be accepted until others close.",
                 secs(settings.header_read_timeout), secs(settings.idle_timeout), settings.max_connections
             )
@@ -144,10 +214,28 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "summary": "A request's decision (PENDING until decided)",
                 "parameters": [id_param("requestId")],
                 "responses": read(
-                    json!({ "description": "PENDING, or the decision", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
-                    json!({}),
+                    json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The decision, or PENDING while undecided".to_string() } else { format!("The decision; or PENDING while undecided if this gateway accepted the request in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
+                    if settings.accepted_marker_ttl.is_zero() {
+                        json!({})
+                    } else {
+                        json!({ "404": error(&format!("Not decided, and not accepted by this gateway in the last {} (`field` is requestId); a request produced straight to Kafka reads as 404 until decided", secs(settings.accepted_marker_ttl))) })
+                    },
                 )
             }},
+            "/orders": { "post": {
+                "summary": "Place an order (decided by the order saga; REJECTED on its own rules)",
+                "parameters": [idempotency_as("order id")],
+                "requestBody": body("CreateOrder"),
+                "responses": write_of("OrderAccepted")
+            }},
+            "/orders/{orderId}/cancel": { "post": {
+                "summary": "Ask to cancel an order (the saga applies it or answers CANCEL_REFUSED)",
+                "parameters": [id_param("orderId"), idempotency_as("cancel request id")],
+                "requestBody": body("CancelOrder"),
+                "responses": write_of("CancelAccepted")
+            }},
+            "/orders/{orderId}": order_path,
+            "/products/{productId}": product_path,
             "/admin/coupons": { "post": {
                 "summary": "Create a coupon (admin)",
                 "security": [{ "bearer": [] }],
@@ -162,6 +250,20 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "requestBody": body("AdjustStock"),
                 "responses": admin
             }},
+            "/admin/products": { "post": {
+                "summary": "Create a product with its initial stock (admin)",
+                "security": [{ "bearer": [] }],
+                "parameters": [idempotency],
+                "requestBody": body("CreateProduct"),
+                "responses": product_admin
+            }},
+            "/admin/products/{productId}/stock": { "post": {
+                "summary": "Add delta to a product's available (and created) units (admin)",
+                "security": [{ "bearer": [] }],
+                "parameters": [id_param("productId"), idempotency],
+                "requestBody": body("AdjustProductStock"),
+                "responses": product_admin
+            }},
             "/health": { "get": { "summary": "200 when Kafka answered in the last 10 s, else 503", "responses": health } },
             "/metrics": { "get": { "summary": "Prometheus metrics (text exposition format)", "responses": ops("text/plain; version=0.0.4") } },
             "/openapi.json": { "get": { "summary": "This document", "responses": ops("OpenAPI 3.1") } }
@@ -175,6 +277,40 @@ pub fn document(settings: &GatewaySettings) -> Value {
                     "field": { "type": "string", "description": "The field, path parameter or header at fault, as this document names it" } } },
                 "Accepted": { "type": "object", "required": ["requestId", "status", "poll"], "properties": {
                     "requestId": { "type": "string" }, "status": { "const": "PENDING" }, "poll": { "type": "string" } } },
+                "Order": order_schema,
+                "Product": product_schema,
+                "OrderAccepted": { "type": "object", "required": ["orderId", "status", "poll"], "properties": {
+                    "orderId": { "type": "string" }, "status": { "const": "PENDING" },
+                    "poll": { "type": "string", "description": "/orders/{orderId}" } } },
+                "CancelAccepted": { "type": "object", "required": ["requestId", "orderId", "status", "poll"], "properties": {
+                    "requestId": { "type": "string" }, "orderId": { "type": "string" }, "status": { "const": "PENDING" },
+                    "poll": { "type": "string", "description": "/orders/{orderId}" } } },
+                "ProductAccepted": { "type": "object", "required": ["requestId", "productId", "status", "poll"], "properties": {
+                    "requestId": { "type": "string" }, "productId": { "type": "string" }, "status": { "const": "PENDING" },
+                    "poll": { "type": "string", "description": "/products/{productId}" } } },
+                "CreateOrder": { "type": "object", "additionalProperties": false, "required": ["userId", "items", "currency"],
+                    "description": "What the order-create contract requires; the saga's own rules (accepted currencies, lines per order, units per line, non-negative prices, one line per product) are checked by the saga, which answers REJECTED with the reason.",
+                    "properties": {
+                    "userId": id_schema,
+                    "items": { "type": "array", "minItems": 1, "items": { "$ref": "#/components/schemas/OrderItem" } },
+                    "currency": id_schema,
+                    "couponId": with(&id_schema, json!({ "description": "An issued coupon the buyer redeems with this order. Omit it rather than send null." })) } },
+                "OrderItem": { "type": "object", "additionalProperties": false, "required": ["productId", "quantity", "unitPrice"], "properties": {
+                    "productId": id_schema,
+                    "quantity": { "type": "integer", "minimum": 1, "maximum": i32::MAX },
+                    "unitPrice": { "type": "string", "pattern": money_pattern(),
+                        "description": format!("A decimal string in the order's currency: an optional -, 1 to {MONEY_INTEGER_DIGITS} digits, then optionally . and 1 or 2 digits (decimal(18,2)), e.g. \"12.50\". Not a JSON number.") } } },
+                "CancelOrder": { "type": "object", "additionalProperties": false, "required": ["userId"], "properties": {
+                    "userId": with(&id_schema, json!({ "description": "Who asks; the saga refuses (CANCEL_REFUSED) anyone but the buyer." })),
+                    "reason": { "type": "string", "description": "Why, free text. Omit it rather than send null." } } },
+                "CreateProduct": { "type": "object", "additionalProperties": false, "required": ["productId", "stock"], "properties": {
+                    "productId": id_schema,
+                    "stock": { "type": "integer", "minimum": 0, "maximum": i64::MAX } } },
+                "AdjustProductStock": { "type": "object", "additionalProperties": false, "required": ["delta"],
+                    "description": "The inventory pipeline answers INVALID when available would drop below 0, UNKNOWN_PRODUCT for a product never created.",
+                    "properties": {
+                    "delta": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX, "not": { "const": 0 } },
+                    "reason": { "type": "string", "description": "Omit it rather than send null." } } },
                 "IssueRequest": { "type": "object", "additionalProperties": false, "required": ["userId"], "properties": {
                     "userId": id_schema } },
                 "CreateCoupon": { "type": "object", "additionalProperties": false, "required": ["couponId", "stock"],
@@ -231,6 +367,85 @@ mod tests {
             .collect();
         routes.sort();
         assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document(&GatewaySettings::default());
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 10);
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").expect(&r);
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} is not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn order_bodies_say_what_the_server_enforces() {
+        let doc = document(&GatewaySettings::default());
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["CreateOrder"]["properties"]["items"]["minItems"], 1);
+        let item = &schemas["OrderItem"]["properties"];
+        assert_eq!(item["quantity"]["minimum"], 1);
+        assert_eq!(item["quantity"]["maximum"], i32::MAX);
+        assert_eq!(item["unitPrice"]["pattern"], money_pattern());
+        assert_eq!(schemas["CancelOrder"]["required"], json!(["userId"]));
+        assert_eq!(
+            schemas["CreateProduct"]["properties"]["stock"]["minimum"],
+            0
+        );
+        for name in [
+            "CreateOrder",
+            "OrderItem",
+            "CancelOrder",
+            "CreateProduct",
+            "AdjustProductStock",
+        ] {
+            assert_eq!(
+                schemas[name]["additionalProperties"], false,
+                "{name}: unknown fields are refused"
+            );
+        }
+        let op = |path: &str| &doc["paths"][path]["post"];
+        assert!(op("/admin/products")["responses"]["401"].is_object());
+        assert!(op("/admin/products/{productId}/stock")["responses"]["429"].is_object());
+        assert!(
+            op("/orders")["responses"]["401"].is_null(),
+            "no token for orders"
+        );
+        assert_eq!(
+            op("/orders")["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/OrderAccepted"
+        );
+    }
+
+    #[test]
+    fn unknown_request_ids_are_404_only_with_markers() {
+        let poll = |s: &GatewaySettings| {
+            document(s)["paths"]["/coupon-requests/{requestId}"]["get"]["responses"]["404"]
+                .is_object()
+        };
+        assert!(poll(&GatewaySettings::default()));
+        assert!(!poll(&GatewaySettings {
+            accepted_marker_ttl: std::time::Duration::ZERO,
+            ..Default::default()
+        }));
     }
 
     #[test]

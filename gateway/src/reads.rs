@@ -2,6 +2,9 @@
 //! Redis sink's keys), PostgreSQL behind it (the PostgreSQL sink's tables)
 //! when Redis is down or has not caught up. Both are kept equal to
 //! coupon-result by exactly-once sinks, so either answer is the topic's.
+//! Beside them, the gateway's own accepted markers ([`accepted`],
+//! [`mark_accepted`]): which ids it handed to Kafka, so an undecided id can
+//! be told from one never sent here.
 
 use std::collections::HashMap;
 
@@ -104,6 +107,76 @@ pub async fn coupon(state: &AppState, coupon_id: &str) -> Result<Option<Value>, 
     }))
 }
 
+/// How long one Redis call may take before the answer goes on without it.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the gateway accepted `id` (a request id or an order id) within
+/// `accepted_marker_ttl`: `Some(true)` it did (Kafka acknowledged it, so it
+/// will be decided), `Some(false)` it did not, `None` cannot tell (Redis
+/// did not answer, or the markers are off). Best effort: a marker write
+/// can fail and a FLUSHALL drops them all, so `Some(false)` means "not
+/// known to this gateway", never "not in Kafka" — an id produced straight
+/// to Kafka has no marker either.
+pub async fn accepted(state: &AppState, id: &str) -> Option<bool> {
+    if state.settings.accepted_marker_ttl.is_zero() {
+        return None;
+    }
+    let key = state.keys.accepted(id);
+    let read = async {
+        let mut conn = state.redis.connection().await?;
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
+        Ok(Ok(n)) => Some(n > 0),
+        Ok(Err(e)) => {
+            tracing::debug!(message = "redis read of an accepted marker failed", error = %e);
+            state.redis.forget().await;
+            None
+        }
+        Err(_) => {
+            state.redis.forget().await;
+            None
+        }
+    }
+}
+
+/// Marks `id` as accepted for `accepted_marker_ttl` (see [`accepted`]).
+/// Called after Kafka acknowledged the record; a failure is logged at
+/// debug and counted in `surge_gateway_accepted_marker_failures_total`,
+/// never turned into an error (the record is in the log either way).
+pub async fn mark_accepted(state: &AppState, id: &str) {
+    let ttl = state.settings.accepted_marker_ttl;
+    if ttl.is_zero() {
+        return;
+    }
+    let key = state.keys.accepted(id);
+    let write = async {
+        let mut conn = state.redis.connection().await?;
+        redis::cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async::<()>(&mut conn)
+            .await
+    };
+    let error = match tokio::time::timeout(REDIS_TIMEOUT, write).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in time".to_string(),
+    };
+    state.redis.forget().await;
+    state.metrics.accepted_marker_failures.inc();
+    tracing::debug!(
+        message = "accepted marker not written; a poll may read 404 until the decision",
+        id,
+        error
+    );
+}
+
 /// One multiplexed Redis connection shared by all requests, reopened after
 /// an error.
 pub struct Cache {
@@ -143,8 +216,66 @@ async fn hash(state: &AppState, key: &str) -> Option<HashMap<String, String>> {
             .query_async::<HashMap<String, String>>(&mut conn)
             .await
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(1), read).await {
+    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
         Ok(Ok(h)) => Some(h),
+        Ok(Err(e)) => {
+            tracing::debug!(message = "redis read failed; asking PostgreSQL", error = %e);
+            state.redis.forget().await;
+            None
+        }
+        Err(_) => {
+            state.redis.forget().await;
+            None
+        }
+    }
+}
+
+/// An order from the read cache, PostgreSQL behind it: the view and which
+/// store answered, or `None` when neither holds it (not decided yet, or
+/// never sent).
+pub async fn order(
+    state: &AppState,
+    order_id: &str,
+) -> Result<Option<(surge_sink::views::OrderView, &'static str)>, String> {
+    let cached = async {
+        let mut conn = state.redis.connection().await?;
+        surge_redis::reads::order(&mut conn, &state.keys, order_id).await
+    };
+    if let Some(v) = from_cache(state, cached).await {
+        return Ok(Some((v, "redis")));
+    }
+    surge_postgres::reads::order(&state.postgres, order_id)
+        .await
+        .map(|v| v.map(|v| (v, "postgres")))
+        .map_err(|e| format!("stores unavailable: {e}"))
+}
+
+/// A product's stock, the read cache first, as [`order`].
+pub async fn product_stock(
+    state: &AppState,
+    product_id: &str,
+) -> Result<Option<(surge_sink::views::StockView, &'static str)>, String> {
+    let cached = async {
+        let mut conn = state.redis.connection().await?;
+        surge_redis::reads::product_stock(&mut conn, &state.keys, product_id).await
+    };
+    if let Some(v) = from_cache(state, cached).await {
+        return Ok(Some((v, "redis")));
+    }
+    surge_postgres::reads::product_stock(&state.postgres, product_id)
+        .await
+        .map(|v| v.map(|v| (v, "postgres")))
+        .map_err(|e| format!("stores unavailable: {e}"))
+}
+
+/// What the cache holds, or `None` when it holds nothing or does not answer
+/// within [`REDIS_TIMEOUT`] (then PostgreSQL is asked).
+async fn from_cache<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = redis::RedisResult<Option<T>>>,
+) -> Option<T> {
+    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             tracing::debug!(message = "redis read failed; asking PostgreSQL", error = %e);
             state.redis.forget().await;

@@ -2,7 +2,12 @@
 //! acknowledged the record (acks=all, idempotent producer), so every
 //! accepted request is in the log and will be decided. When Kafka cannot
 //! take it within `produce_timeout`, the answer is 503 and the client
-//! retries with the same Idempotency-Key (the pipeline dedupes request ids).
+//! retries with the same Idempotency-Key (the pipelines dedupe request ids,
+//! the saga order ids).
+//!
+//! After the acknowledgement the id the client polls by is marked as
+//! accepted in Redis (best effort, see [`crate::reads::accepted`]), so a
+//! poll can tell "not decided yet" from "never sent here".
 
 use std::time::Instant;
 
@@ -10,18 +15,43 @@ use axum::http::StatusCode;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use surge_schemas::coupon::CouponCommand;
+use surge_schemas::Contract;
 
 use crate::api::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Topic};
 
+/// A coupon command (issue request or admin) to coupon-issue.
 pub async fn submit(state: &AppState, command: &CouponCommand) -> Result<(), ApiError> {
-    let payload = state
-        .commands
-        .encode(command)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")))?;
-    let record = FutureRecord::to(&state.coupon_issue)
-        .key(&command.coupon_id)
-        .payload(&payload);
+    let topic = &state.coupon_issue;
+    let payload = state.commands.encode(command).map_err(encoding)?;
+    produce(state, topic, command.key(), &payload, &command.request_id).await
+}
+
+/// `message` to `topic`, keyed by its contract key; `id` is the id the
+/// client polls by (request id or order id), marked as accepted once
+/// Kafka acknowledged the record.
+pub async fn send<T: Contract>(
+    state: &AppState,
+    topic: &Topic<T>,
+    message: &T,
+    id: &str,
+) -> Result<(), ApiError> {
+    let payload = topic.codec.encode(message).map_err(encoding)?;
+    produce(state, &topic.name, message.key(), &payload, id).await
+}
+
+fn encoding(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}"))
+}
+
+async fn produce(
+    state: &AppState,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    id: &str,
+) -> Result<(), ApiError> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
     let started = Instant::now();
     // message.timeout.ms (= produce_timeout) bounds delivery and usually
     // answers first; the outer timeout also bounds the wait for queue space,
@@ -40,16 +70,30 @@ pub async fn submit(state: &AppState, command: &CouponCommand) -> Result<(), Api
         .produce_seconds
         .observe(started.elapsed().as_secs_f64());
     let error = match sent {
-        Ok(Ok(_)) => return Ok(()),
+        Ok(Ok(_)) => {
+            // Never fails the 202: the record is in the log either way.
+            crate::reads::mark_accepted(state, id).await;
+            return Ok(());
+        }
         Ok(Err((e, _))) => e.to_string(),
         Err(_) => "no answer in time".to_string(),
     };
     // During an outage (and its aftermath) every request fails the same
     // way; the outage is logged once (crate::kafka), requests at debug.
     if state.kafka.in_outage() {
-        tracing::debug!(message = "command not acknowledged by Kafka", request_id = %command.request_id, error);
+        tracing::debug!(
+            message = "command not acknowledged by Kafka",
+            topic,
+            id,
+            error
+        );
     } else {
-        tracing::warn!(message = "command not acknowledged by Kafka", request_id = %command.request_id, error);
+        tracing::warn!(
+            message = "command not acknowledged by Kafka",
+            topic,
+            id,
+            error
+        );
     }
     Err(unavailable())
 }

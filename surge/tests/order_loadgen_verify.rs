@@ -119,6 +119,66 @@ async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
         "{from_pg:?}"
     );
 
+    // The gateway serves the same order and stock, and tells an order it
+    // never accepted (404) from one it did.
+    let mut gateway = common::gateway::spawn_gateway(&fx, &[]).await;
+    let (status, body) = gateway.get(&format!("/orders/{paid}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "PAID", "{body}");
+    assert_eq!(body["source"], "redis", "{body}");
+    assert_eq!(
+        body["total"],
+        surge_schemas::Money(from_pg.total_minor).to_string(),
+        "{body}"
+    );
+    assert_eq!(
+        body["lines"].as_array().unwrap().len(),
+        from_pg.lines.len(),
+        "{body}"
+    );
+    let history: Vec<&str> = body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["CREATED", "PAYMENT_PENDING", "PAID"], "{body}");
+    let (status, body) = gateway.get("/orders/never-sent-anywhere").await;
+    assert_eq!(
+        (status, &body["field"]),
+        (404, &serde_json::json!("orderId")),
+        "{body}"
+    );
+    let (some_product,): (String,) =
+        sqlx::query_as("select product_id from product_stock order by product_id limit 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let stock = surge_postgres::reads::product_stock(&pool, &some_product)
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, body) = gateway.get(&format!("/products/{some_product}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["available"],
+            &body["reserved"],
+            &body["sold"],
+            &body["created"]
+        ),
+        (
+            &serde_json::json!(stock.available),
+            &serde_json::json!(stock.reserved),
+            &serde_json::json!(stock.sold),
+            &serde_json::json!(stock.created)
+        ),
+        "{body}"
+    );
+    assert_eq!(gateway.get("/products/no-such-product").await.0, 404);
+    signal(&gateway.process, "TERM");
+    assert!(gateway.process.wait().unwrap().success());
+
     // Altered behind the sinks' backs: verify names both.
     sqlx::query("update orders set total_minor = total_minor + 1 where order_id = $1")
         .bind(&paid)

@@ -1,6 +1,6 @@
-//! Admin endpoints, behind a bearer token. They go through coupon-issue
-//! like every request, so creates and stock changes are ordered with the
-//! requests they affect.
+//! Admin endpoints, behind a bearer token. Coupon commands go through
+//! coupon-issue and product commands through inventory-commands, like the
+//! requests they affect, so creates and stock changes are ordered with them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -9,14 +9,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Json, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
+use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 
 use super::coupons::{accepted, request_id};
-use crate::api::{check_id, string_if_present, timestamp, ApiError, Body, PathId};
+use crate::api::{check_id, path_segment, string_if_present, timestamp, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::submit;
 
@@ -24,6 +25,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/coupons", post(create))
         .route("/admin/coupons/{couponId}/stock", post(adjust))
+        .route("/admin/products", post(create_product))
+        .route("/admin/products/{productId}/stock", post(adjust_product))
         // Before anything reads the body: an unauthorized caller learns nothing.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
 }
@@ -203,9 +206,210 @@ async fn adjust(
     Ok(accepted(&command.request_id))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct CreateProductBody {
+    product_id: String,
+    stock: i64,
+}
+
+/// The CreateProduct command of a body, or the 400 naming the field.
+pub(crate) fn product_create(
+    request_id: String,
+    body: CreateProductBody,
+) -> Result<InventoryCommand, ApiError> {
+    check_id("productId", &body.product_id)?;
+    if body.stock < 0 {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "stock",
+            "stock must be 0 or more",
+        ));
+    }
+    Ok(InventoryCommand {
+        request_id,
+        product_id: body.product_id,
+        requested_at: surge_schemas::now(),
+        command: InventoryAction::CreateProduct { stock: body.stock },
+    })
+}
+
+async fn create_product(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<CreateProductBody>,
+) -> Result<Response, ApiError> {
+    let command = product_create(request_id(&headers)?, body)?;
+    submit::send(
+        &state,
+        &state.orders.inventory,
+        &command,
+        &command.request_id,
+    )
+    .await?;
+    Ok(product_accepted(&command))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AdjustProductBody {
+    delta: i64,
+    #[serde(default, deserialize_with = "string_if_present")]
+    reason: Option<String>,
+}
+
+/// The AdjustStock command of a body: `delta` is added to the product's
+/// available (and created) units; the pipeline refuses (INVALID) a delta
+/// that would take available below 0.
+pub(crate) fn product_adjust(
+    request_id: String,
+    product_id: String,
+    body: AdjustProductBody,
+) -> Result<InventoryCommand, ApiError> {
+    if body.delta == 0 {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "delta",
+            "delta must not be 0",
+        ));
+    }
+    Ok(InventoryCommand {
+        request_id,
+        product_id,
+        requested_at: surge_schemas::now(),
+        command: InventoryAction::AdjustStock {
+            delta: body.delta,
+            reason: body.reason,
+        },
+    })
+}
+
+async fn adjust_product(
+    State(state): State<AppState>,
+    PathId(product_id): PathId,
+    headers: HeaderMap,
+    Body(body): Body<AdjustProductBody>,
+) -> Result<Response, ApiError> {
+    let command = product_adjust(request_id(&headers)?, product_id, body)?;
+    submit::send(
+        &state,
+        &state.orders.inventory,
+        &command,
+        &command.request_id,
+    )
+    .await?;
+    Ok(product_accepted(&command))
+}
+
+/// 202 with the request id and where the product's stock is read.
+fn product_accepted(command: &InventoryCommand) -> Response {
+    let poll = format!("/products/{}", path_segment(&command.product_id));
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, poll.clone())],
+        Json(serde_json::json!({
+            "requestId": command.request_id,
+            "productId": command.product_id,
+            "status": "PENDING",
+            "poll": poll,
+        })),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::FromRequest;
+
+    async fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ApiError> {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/admin/products")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(json.to_string()))
+            .unwrap();
+        Body::<T>::from_request(req, &()).await.map(|Body(b)| b)
+    }
+
+    #[tokio::test]
+    async fn product_commands_from_bodies() {
+        let c = product_create(
+            "r1".into(),
+            parse(r#"{"productId":"p1","stock":5}"#).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!((c.request_id.as_str(), c.product_id.as_str()), ("r1", "p1"));
+        assert_eq!(c.command, InventoryAction::CreateProduct { stock: 5 });
+        let c = product_create(
+            "r".into(),
+            parse(r#"{"productId":"p1","stock":0}"#).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.command, InventoryAction::CreateProduct { stock: 0 });
+        let c = product_adjust(
+            "r2".into(),
+            "p1".into(),
+            parse(r#"{"delta":-3,"reason":"damaged"}"#).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.product_id, "p1");
+        assert_eq!(
+            c.command,
+            InventoryAction::AdjustStock {
+                delta: -3,
+                reason: Some("damaged".into())
+            }
+        );
+        let c = product_adjust(
+            "r".into(),
+            "p".into(),
+            parse(r#"{"delta":4}"#).await.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.command,
+            InventoryAction::AdjustStock {
+                delta: 4,
+                reason: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_product_bodies_name_their_field() {
+        for (json, want) in [
+            (r#"{"stock":1}"#, "productId"),
+            (r#"{"productId":"","stock":1}"#, "productId"),
+            (r#"{"productId":"a b","stock":1}"#, "productId"),
+            (r#"{"productId":"p"}"#, "stock"),
+            (r#"{"productId":"p","stock":-1}"#, "stock"),
+            (r#"{"productId":"p","stock":"5"}"#, "stock"),
+            (r#"{"productId":"p","stock":1.5}"#, "stock"),
+            (r#"{"productId":"p","stock":1,"reason":"x"}"#, "reason"),
+        ] {
+            let e = match parse::<CreateProductBody>(json).await {
+                Ok(b) => product_create("r".into(), b).unwrap_err(),
+                Err(e) => e,
+            };
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{json}");
+            assert_eq!(e.field.as_deref(), Some(want), "{json}: {}", e.error);
+        }
+        for (json, want) in [
+            ("{}", "delta"),
+            (r#"{"delta":0}"#, "delta"),
+            (r#"{"delta":null}"#, "delta"),
+            (r#"{"delta":1,"reason":null}"#, "reason"),
+            (r#"{"delta":1,"stock":1}"#, "stock"),
+        ] {
+            let e = match parse::<AdjustProductBody>(json).await {
+                Ok(b) => product_adjust("r".into(), "p".into(), b).unwrap_err(),
+                Err(e) => e,
+            };
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{json}");
+            assert_eq!(e.field.as_deref(), Some(want), "{json}: {}", e.error);
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

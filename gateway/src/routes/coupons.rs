@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 
-use crate::api::{check_id, ApiError, Body, PathId};
+use crate::api::{check_id, path_segment, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::{reads, submit};
 
@@ -67,7 +67,7 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// 202 with the request id and where to poll for the decision.
 pub fn accepted(request_id: &str) -> Response {
-    let poll = format!("/coupon-requests/{request_id}");
+    let poll = format!("/coupon-requests/{}", path_segment(request_id));
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, poll.clone())],
@@ -82,13 +82,29 @@ async fn request(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match reads::decision(&state, &request_id).await {
         Ok(Some(d)) => Ok(Json(d)),
-        // Not decided yet — or never sent: the gateway keeps no request
-        // table of its own, so both read as PENDING.
-        Ok(None) => Ok(Json(
-            json!({ "requestId": request_id, "status": "PENDING" }),
-        )),
+        // Not decided (yet): PENDING if this gateway accepted it, or if
+        // Redis cannot say; 404 if it never did.
+        Ok(None) => match reads::accepted(&state, &request_id).await {
+            Some(true) | None => Ok(Json(
+                json!({ "requestId": request_id, "status": "PENDING" }),
+            )),
+            Some(false) => Err(not_accepted(&state, "requestId", &request_id)),
+        },
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
+}
+
+/// 404 for an undecided id this gateway has no accepted marker of.
+pub fn not_accepted(state: &AppState, field: &str, id: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::NOT_FOUND,
+        field,
+        format!(
+            "{field} {id} is not decided and was not accepted by this gateway in the last {}; \
+             requests produced straight to Kafka read as 404 until decided",
+            humantime::format_duration(state.settings.accepted_marker_ttl)
+        ),
+    )
 }
 
 async fn coupon(

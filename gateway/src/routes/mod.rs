@@ -1,10 +1,13 @@
-//! The router, one module per area. Order endpoints (`POST /orders`,
-//! `POST /orders/{id}/cancel`, `GET /orders/{id}`) join as `orders.rs`
-//! with its own routes merged here.
+//! The router, one module per area: coupons, orders (`POST /orders`,
+//! `POST /orders/{orderId}/cancel`, `GET /orders/{orderId}`), products
+//! (`GET /products/{productId}`), admin (coupons and products, behind the
+//! token), ops.
 
 pub mod admin;
 pub mod coupons;
 pub mod ops;
+pub mod orders;
+pub mod products;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -20,6 +23,8 @@ pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.settings.max_body_bytes;
     Router::new()
         .merge(coupons::routes())
+        .merge(orders::routes())
+        .merge(products::routes())
         .merge(admin::routes(&state))
         .merge(ops::routes())
         .fallback(api::no_route)

@@ -12,7 +12,7 @@ use surge_core::{Names, Settings};
 use surge_gateway::kafka::{GatewayContext, KafkaLink};
 use surge_gateway::metrics::GatewayMetrics;
 use surge_gateway::reads::Cache;
-use surge_gateway::state::Inner;
+use surge_gateway::state::{Inner, OrderTopics};
 use surge_gateway::throttle::AdminThrottle;
 use surge_gateway::AppState;
 use surge_kafka::ClientFactory;
@@ -51,6 +51,7 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
     let commands = TopicCodec::<CouponCommand>::connect(&registry, &subject)
         .await
         .with_context(|| format!("registry: {subject} schema"))?;
+    let orders = OrderTopics::connect(&registry, &names).await?;
     let mut producer =
         ClientFactory::new(settings.kafka.clone()).idempotent_producer_config("gateway");
     // Delivery gives up when the answer is due: a 503 then means "not in the log".
@@ -74,6 +75,7 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
         producer,
         commands,
         coupon_issue: names.topic(CouponCommand::TOPIC),
+        orders,
         redis: Cache::new(redis::Client::open(settings.redis.url.as_str()).context("redis URL")?),
         keys: Keyspace::new(&settings.redis.keyspace),
         postgres,
