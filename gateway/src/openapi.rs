@@ -154,6 +154,16 @@ pub fn document(settings: &GatewaySettings) -> Value {
             json!({ "404": error("Unknown product (`field` is productId)") }),
         )
     }});
+    let decimal = |what: &str| {
+        json!({ "type": "string", "pattern": money_pattern(),
+        "description": format!("{what}: a decimal string (an optional -, 1 to {MONEY_INTEGER_DIGITS} digits, then optionally . and 1 or 2 digits), not a JSON number") })
+    };
+    let discount_schema = json!({ "type": "object", "additionalProperties": false, "required": ["kind", "value"],
+        "description": "What the coupon takes off an order redeemed with it. FIXED: value > 0 is the amount off, no cap. PERCENT: value in (0, 100] is the percentage, cap > 0 the most taken off. Otherwise 400 naming the field (discount.value, discount.cap).",
+        "properties": {
+            "kind": { "enum": ["FIXED", "PERCENT"] },
+            "value": decimal("The amount off (FIXED) or the percentage (PERCENT)"),
+            "cap": decimal("PERCENT only: the most taken off; omit it rather than send null") } });
     let order_schema = json!({ "type": "object", "required": ["orderId", "status"], "properties": {
                     "orderId": { "type": "string" },
                     "status": { "enum": ["PENDING", "DECIDED"], "description": "PENDING: no store holds the order yet; only orderId and status are present" },
@@ -319,7 +329,8 @@ pub fn document(settings: &GatewaySettings) -> Value {
                     "couponId": id_schema,
                     "stock": { "type": "integer", "minimum": 0, "maximum": i64::MAX },
                     "activeFrom": timestamp,
-                    "activeUntil": timestamp } },
+                    "activeUntil": timestamp,
+                    "discount": discount_schema } },
                 "AdjustStock": { "type": "object", "additionalProperties": false, "required": ["delta"], "properties": {
                     "delta": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX, "not": { "const": 0 } },
                     "reason": { "type": "string", "description": "Omit it rather than send null." } } },

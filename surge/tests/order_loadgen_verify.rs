@@ -1,6 +1,7 @@
 //! The order half's own proof tools, as an operator would run them:
-//! `surge loadgen --orders` sends an order sale to Kafka while the four
-//! pipelines, pg-sim and both sinks run, and `surge verify --orders` passes
+//! `surge loadgen --orders --target gateway` posts an order sale (products
+//! and coupons by the admin API, coupon requests, orders, cancels) through
+//! the gateway while the four pipelines, pg-sim and both sinks run, and `surge verify --orders` passes
 //! on the result (invariant 5 with the provider's ledger, and both stores
 //! equal to order-status and inventory-result) — then fails, naming them,
 //! once a row and a key are altered behind the sinks' backs.
@@ -29,11 +30,13 @@ async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
         fx.spawn_sink("postgres", &[]),
         fx.spawn_sink("redis", &[]),
     ];
+    let mut gateway = common::gateway::spawn_gateway(&fx, &[]).await;
     let keyspace = fx.prefix.trim_end_matches('-').to_string();
     let env = [
         ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
         ("SURGE_POSTGRES__URL", db.as_str()),
         ("SURGE_REDIS__KEYSPACE", keyspace.as_str()),
+        ("SURGE_GATEWAY__ADMIN_TOKEN", common::gateway::ADMIN_TOKEN),
     ];
     let manifest = fx.logs.join("manifest.json");
     let out = surge(
@@ -41,6 +44,10 @@ async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
             "loadgen",
             "--orders",
             "1500",
+            "--target",
+            "gateway",
+            "--gateway-url",
+            &gateway.url,
             "--users",
             "300",
             "--products",
@@ -61,6 +68,7 @@ async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     assert_eq!(m["scenario"], "orders");
     assert_eq!(m["orders"], 1500);
+    assert_eq!(m["target"], gateway.url.as_str());
 
     let verify = |wait: &str| {
         surge(
@@ -121,7 +129,6 @@ async fn loadgen_orders_then_verify_orders_passes_and_catches_altered_stores() {
 
     // The gateway serves the same order and stock, and tells an order it
     // never accepted (404) from one it did.
-    let mut gateway = common::gateway::spawn_gateway(&fx, &[]).await;
     let (status, body) = gateway.get(&format!("/orders/{paid}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "PAID", "{body}");

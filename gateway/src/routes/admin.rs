@@ -13,11 +13,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use surge_schemas::coupon::{CouponAction, CouponCommand};
+use surge_schemas::coupon::{CouponAction, CouponCommand, Discount, DiscountKind};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 
 use super::coupons::{accepted, request_id};
-use crate::api::{check_id, path_segment, string_if_present, timestamp, ApiError, Body, PathId};
+use crate::api::{
+    check_id, money, path_segment, string_if_present, timestamp, ApiError, Body, PathId,
+};
 use crate::state::AppState;
 use crate::submit;
 
@@ -131,6 +133,52 @@ struct CreateBody {
     active_from: Option<String>,
     #[serde(default, deserialize_with = "string_if_present")]
     active_until: Option<String>,
+    /// What the coupon takes off an order it is redeemed with; none: the
+    /// coupon only records who got it.
+    #[serde(default)]
+    discount: Option<DiscountBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DiscountBody {
+    kind: String,
+    /// FIXED: the amount off; PERCENT: the percentage (`"12.5"`), both
+    /// decimal strings.
+    value: String,
+    #[serde(default, deserialize_with = "string_if_present")]
+    cap: Option<String>,
+}
+
+/// The contract's discount, or the 400 naming the field (`discount.value`).
+fn discount(body: DiscountBody) -> Result<Discount, ApiError> {
+    let kind = DiscountKind::from_symbol(&body.kind).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "discount.kind",
+            format!(
+                "discount.kind must be FIXED or PERCENT, not {:?}",
+                body.kind
+            ),
+        )
+    })?;
+    let d = Discount {
+        kind,
+        value: money("discount.value", &body.value)?,
+        cap: body
+            .cap
+            .as_deref()
+            .map(|c| money("discount.cap", c))
+            .transpose()?,
+    };
+    d.validate().map_err(|e| {
+        let field = match &e {
+            surge_schemas::ContractError::Invalid { field, .. } => format!("discount.{field}"),
+            _ => "discount".to_string(),
+        };
+        ApiError::field(StatusCode::BAD_REQUEST, &field, e.to_string())
+    })?;
+    Ok(d)
 }
 
 async fn create(
@@ -165,7 +213,7 @@ async fn create(
             stock: body.stock,
             active_from,
             active_until,
-            discount: None,
+            discount: body.discount.map(discount).transpose()?,
         },
     };
     submit::submit(&state, &command).await?;

@@ -65,7 +65,7 @@ pub async fn send(scenario: &Scenario, rate: u64, gw: &Gateway) -> anyhow::Resul
 }
 
 /// POSTs one command until it is accepted; returns how many 503s it took.
-async fn post(
+pub async fn post(
     client: &reqwest::Client,
     base: &str,
     c: &CouponCommand,
@@ -76,10 +76,20 @@ async fn post(
             format!("{base}/coupons/{}/issue", c.coupon_id),
             serde_json::json!({ "userId": user_id }),
         ),
-        CouponAction::Create { stock, .. } => (
-            format!("{base}/admin/coupons"),
-            serde_json::json!({ "couponId": c.coupon_id, "stock": stock }),
-        ),
+        CouponAction::Create {
+            stock, discount, ..
+        } => {
+            let mut body = serde_json::json!({ "couponId": c.coupon_id, "stock": stock });
+            if let Some(d) = discount {
+                let mut discount =
+                    serde_json::json!({ "kind": d.kind.symbol(), "value": d.value.to_string() });
+                if let Some(cap) = d.cap {
+                    discount["cap"] = cap.to_string().into();
+                }
+                body["discount"] = discount;
+            }
+            (format!("{base}/admin/coupons"), body)
+        }
         CouponAction::AdjustStock { delta, .. } => (
             format!("{base}/admin/coupons/{}/stock", c.coupon_id),
             serde_json::json!({ "delta": delta }),
@@ -88,12 +98,21 @@ async fn post(
             anyhow::bail!("the gateway has no route for the order saga's redeem/release commands")
         }
     };
+    post_until_accepted(client, &url, &c.request_id, &body, admin_token).await
+}
+
+/// POSTs `body` under Idempotency-Key `key` until it is accepted (202);
+/// returns how many 503s (or refused connections) it took.
+pub async fn post_until_accepted(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &serde_json::Value,
+    admin_token: Option<&str>,
+) -> anyhow::Result<usize> {
     let mut unavailable = 0usize;
     loop {
-        let mut request = client
-            .post(&url)
-            .header("Idempotency-Key", &c.request_id)
-            .json(&body);
+        let mut request = client.post(url).header("Idempotency-Key", key).json(body);
         if let Some(token) = admin_token {
             request = request.bearer_auth(token);
         }

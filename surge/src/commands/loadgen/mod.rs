@@ -35,7 +35,8 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "target/loadgen-manifest.json")]
     pub manifest: std::path::PathBuf,
     /// Send an order sale of this many orders instead of a coupon sale
-    /// (target kafka; uses --users, --seed and --id-prefix): products, a
+    /// (to Kafka or through the gateway; uses --users, --seed, --id-prefix
+    /// and, for the gateway, --concurrency): products, a
     /// coupon sale, orders in waves and cancels (see surge_order::scenario).
     /// Check it with `surge verify --orders`.
     #[arg(long, default_value_t = 0)]
@@ -78,10 +79,6 @@ pub async fn run(args: LoadgenArgs, settings: &Settings) -> anyhow::Result<ExitC
 /// Sends the traffic and returns its manifest (also used by `surge chaos`).
 pub async fn send(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<serde_json::Value> {
     if args.orders > 0 {
-        anyhow::ensure!(
-            args.target == Target::Kafka,
-            "--orders goes to Kafka only for now (the gateway has no order routes yet); use --target kafka"
-        );
         let scenario = surge_order::scenario::OrderScenario {
             prefix: args.traffic.id_prefix.clone().unwrap_or_else(|| {
                 format!("sale-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
@@ -92,10 +89,19 @@ pub async fn send(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<ser
             waves: args.waves.max(1),
             seed: args.traffic.seed,
         };
+        let gateway = (args.target == Target::Gateway).then(|| gateway::Gateway {
+            url: args
+                .gateway_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.gateway.listen)),
+            admin_token: settings.gateway.admin_token.clone(),
+            concurrency: args.concurrency,
+        });
         return orders::send(
             &scenario,
             std::time::Duration::from_millis(args.wave_pause_ms),
             settings,
+            gateway.as_ref(),
         )
         .await;
     }
