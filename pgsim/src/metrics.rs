@@ -125,6 +125,8 @@ impl SimMetrics {
         for outcome in ["found", "not_found", "unavailable"] {
             lookups.with_label_values(&[outcome]);
         }
+        // `currency` of the amounts is open-ended (whatever a payer sends), so
+        // those series appear with their currency's first approved payment.
         Self {
             registry,
             requests,

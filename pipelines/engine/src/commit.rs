@@ -85,13 +85,19 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
         m.records_out
             .with_label_values(&["dlq"])
             .inc_by(batch.dlq.len() as u64);
-        m.state_bytes.set(
+        self.report_state_bytes();
+        self.observe();
+    }
+
+    /// Sets the state size gauge to what the owned partitions hold now
+    /// (after a commit, a restore, a revocation).
+    pub fn report_state_bytes(&self) {
+        self.metrics.state_bytes.set(
             self.tasks
                 .values()
                 .map(|t| t.state.approx_bytes())
                 .sum::<usize>() as i64,
         );
-        self.observe();
     }
 
     /// Shows the processor the committed state of every owned partition.

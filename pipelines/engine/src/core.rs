@@ -20,7 +20,7 @@ use surge_kafka::ClientFactory;
 
 use crate::deadletter;
 use crate::failure::{Failure, Reason};
-use crate::metrics::PipelineMetrics;
+use crate::metrics::{OpenTxn, PipelineMetrics, TxnClock};
 use crate::output::Routes;
 use crate::processor::{Incoming, Inputs, Processor, Reject};
 use crate::producer::{self, TxnProducer};
@@ -43,11 +43,14 @@ pub(crate) struct Batch {
     pub outputs: u64,
     pub forwarded: u64,
     pub dlq: Vec<&'static str>,
+    /// Marks the transaction open for the age gauge until the batch is dropped.
+    _open: OpenTxn,
 }
 
 impl Batch {
-    fn new() -> Self {
+    fn new(clock: &TxnClock) -> Self {
         Self {
+            _open: clock.open(),
             started: Instant::now(),
             records: 0,
             next_offsets: BTreeMap::new(),
@@ -93,7 +96,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             self.fail(consumer, f);
             return false;
         }
-        self.batch = Some(Batch::new());
+        self.batch = Some(Batch::new(&self.metrics.open_transaction));
         true
     }
 

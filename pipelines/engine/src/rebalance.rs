@@ -113,6 +113,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             }
         }
         self.touched.retain(|(_, p)| !numbers.contains(p));
+        self.report_state_bytes();
         self.observe();
         tracing::info!(message = "partitions revoked", pipeline = %self.spec.name, partitions = ?numbers);
     }
@@ -162,8 +163,10 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 }
                 let secs = started.elapsed().as_secs_f64();
                 self.metrics.restore_seconds.observe(secs);
+                self.metrics.last_restore_seconds.set(secs);
                 self.metrics.restore_records.inc_by(records);
                 self.metrics.assigned_partitions.add(new.len() as i64);
+                self.report_state_bytes();
                 self.observe();
                 tracing::info!(
                     message = "partitions assigned and restored",
