@@ -1,110 +1,78 @@
-//! Reading decisions and coupons back: the Redis read cache first (the
-//! Redis sink's keys), PostgreSQL behind it (the PostgreSQL sink's tables)
-//! when Redis is down or has not caught up. Both are kept equal to
-//! coupon-result by exactly-once sinks, so either answer is the topic's.
+//! Reading decisions, coupons, orders and stock back through the
+//! connectors' own reads (surge_redis::reads, surge_postgres::reads): the
+//! Redis read cache first, PostgreSQL behind it when Redis is down or has
+//! not caught up. Both are kept equal to the result topics by exactly-once
+//! sinks, so either answer is the topic's.
 //! Beside them, the gateway's own accepted markers ([`accepted`],
 //! [`mark_accepted`]): which ids it handed to Kafka, so an undecided id can
 //! be told from one never sent here.
 
-use std::collections::HashMap;
-
 use serde_json::{json, Value};
+use surge_sink::views::{CouponView, DecisionView};
 
 use crate::state::AppState;
 
 /// A request's decision as JSON, or `None` while it is still pending.
 pub async fn decision(state: &AppState, request_id: &str) -> Result<Option<Value>, String> {
-    let cached = hash(state, &state.keys.request(request_id)).await;
-    if let Some(h) = cached.as_ref().filter(|h| !h.is_empty()) {
-        let num = |f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok());
-        return Ok(Some(json!({
-            "requestId": request_id,
-            "status": "DECIDED",
-            "outcome": h.get("outcome"),
-            "couponId": h.get("coupon_id"),
-            "userId": h.get("user_id"),
-            "sequence": num("sequence"),
-            "stock": num("stock"),
-            "issued": num("issued"),
-            "remaining": num("remaining"),
-            "reason": h.get("reason"),
-            "decidedAt": num("decided_at")
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            "source": "redis",
-        })));
+    let read = async {
+        let mut conn = state.redis.connection().await?;
+        surge_redis::reads::coupon_decision(&mut conn, &state.keys, request_id).await
+    };
+    let cached = cached(state, read).await;
+    if let Some(Some(d)) = cached {
+        return Ok(Some(decision_json(&d, "redis")));
     }
-    type Row = (
-        String,
-        Option<String>,
-        String,
-        Option<i64>,
-        i64,
-        i64,
-        i64,
-        Option<String>,
-        chrono::DateTime<chrono::Utc>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "select coupon_id, user_id, outcome, sequence, stock, issued, remaining, reason, decided_at
-         from coupon_decisions where request_id = $1",
-    )
-    .bind(request_id)
-    .fetch_optional(&state.postgres)
-    .await
-    .map_err(|e| match cached {
-        // Both stores unreachable: the caller answers 503.
-        None => format!("Redis and PostgreSQL unavailable: {e}"),
-        Some(_) => format!("PostgreSQL unavailable: {e}"),
-    })?;
-    Ok(row.map(
-        |(coupon_id, user_id, outcome, sequence, stock, issued, remaining, reason, decided_at)| {
-            json!({
-                "requestId": request_id,
-                "status": "DECIDED",
-                "outcome": outcome,
-                "couponId": coupon_id,
-                "userId": user_id,
-                "sequence": sequence,
-                "stock": stock,
-                "issued": issued,
-                "remaining": remaining,
-                "reason": reason,
-                "decidedAt": decided_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "source": "postgres",
-            })
-        },
-    ))
+    let d = surge_postgres::reads::coupon_decision(&state.postgres, request_id)
+        .await
+        .map_err(|e| match cached {
+            // Both stores unreachable: the caller answers 503.
+            None => format!("Redis and PostgreSQL unavailable: {e}"),
+            Some(_) => format!("PostgreSQL unavailable: {e}"),
+        })?;
+    Ok(d.map(|d| decision_json(&d, "postgres")))
+}
+
+fn decision_json(d: &DecisionView, source: &str) -> Value {
+    json!({
+        "requestId": d.request_id,
+        "status": "DECIDED",
+        "outcome": d.outcome,
+        "couponId": d.coupon_id,
+        "userId": d.user_id,
+        "sequence": d.sequence,
+        "stock": d.stock,
+        "issued": d.issued,
+        "remaining": d.remaining,
+        "reason": d.reason,
+        "decidedAt": chrono::DateTime::from_timestamp_millis(d.decided_at_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "source": source,
+    })
 }
 
 /// A coupon's stock, issued and remaining, or `None` when unknown.
 pub async fn coupon(state: &AppState, coupon_id: &str) -> Result<Option<Value>, String> {
-    let cached = hash(state, &state.keys.coupon(coupon_id)).await;
-    if let Some(h) = cached.as_ref().filter(|h| !h.is_empty()) {
-        let num = |f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok());
-        return Ok(Some(json!({
-            "couponId": coupon_id,
-            "stock": num("stock"),
-            "issued": num("issued"),
-            "remaining": num("remaining"),
-            "source": "redis",
-        })));
+    let read = async {
+        let mut conn = state.redis.connection().await?;
+        surge_redis::reads::coupon(&mut conn, &state.keys, coupon_id).await
+    };
+    if let Some(c) = from_cache(state, read).await {
+        return Ok(Some(coupon_json(&c, "redis")));
     }
-    let row: Option<(i64, i64, i64)> =
-        sqlx::query_as("select stock, issued, remaining from coupons where coupon_id = $1")
-            .bind(coupon_id)
-            .fetch_optional(&state.postgres)
-            .await
-            .map_err(|e| format!("stores unavailable: {e}"))?;
-    Ok(row.map(|(stock, issued, remaining)| {
-        json!({
-            "couponId": coupon_id,
-            "stock": stock,
-            "issued": issued,
-            "remaining": remaining,
-            "source": "postgres",
-        })
-    }))
+    let c = surge_postgres::reads::coupon(&state.postgres, coupon_id)
+        .await
+        .map_err(|e| format!("stores unavailable: {e}"))?;
+    Ok(c.map(|c| coupon_json(&c, "postgres")))
+}
+
+fn coupon_json(c: &CouponView, source: &str) -> Value {
+    json!({
+        "couponId": c.coupon_id,
+        "stock": c.stock,
+        "issued": c.issued,
+        "remaining": c.remaining,
+        "source": source,
+    })
 }
 
 /// How long one Redis call may take before the answer goes on without it.
@@ -207,29 +175,6 @@ impl Cache {
     }
 }
 
-/// HGETALL, or `None` when Redis cannot be reached (then PostgreSQL answers).
-async fn hash(state: &AppState, key: &str) -> Option<HashMap<String, String>> {
-    let read = async {
-        let mut conn = state.redis.connection().await?;
-        redis::cmd("HGETALL")
-            .arg(key)
-            .query_async::<HashMap<String, String>>(&mut conn)
-            .await
-    };
-    match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok(h)) => Some(h),
-        Ok(Err(e)) => {
-            tracing::debug!(message = "redis read failed; asking PostgreSQL", error = %e);
-            state.redis.forget().await;
-            None
-        }
-        Err(_) => {
-            state.redis.forget().await;
-            None
-        }
-    }
-}
-
 /// An order from the read cache, PostgreSQL behind it: the view and which
 /// store answered, or `None` when neither holds it (not decided yet, or
 /// never sent).
@@ -270,12 +215,23 @@ pub async fn product_stock(
 
 /// What the cache holds, or `None` when it holds nothing or does not answer
 /// within [`REDIS_TIMEOUT`] (then PostgreSQL is asked).
-async fn from_cache<T>(
+async fn from_cache<T, E: std::fmt::Display>(
     state: &AppState,
-    read: impl std::future::Future<Output = redis::RedisResult<Option<T>>>,
+    read: impl std::future::Future<Output = Result<Option<T>, E>>,
 ) -> Option<T> {
+    cached(state, read).await.flatten()
+}
+
+/// What the cache answered (`Some(None)`: it holds nothing), or `None` when
+/// the read failed or took longer than [`REDIS_TIMEOUT`]; then the
+/// connection is dropped, to be reopened by the next read. A hash the sink
+/// did not write counts as a failed read: PostgreSQL answers instead.
+async fn cached<T, E: std::fmt::Display>(
+    state: &AppState,
+    read: impl std::future::Future<Output = Result<Option<T>, E>>,
+) -> Option<Option<T>> {
     match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok(v)) => v,
+        Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
             tracing::debug!(message = "redis read failed; asking PostgreSQL", error = %e);
             state.redis.forget().await;

@@ -1,8 +1,10 @@
-//! Every read of the order tables (the gateway's and `surge verify`'s): the
+//! Every read of the tables (the gateway's and `surge verify`'s): the
 //! tables are this crate's, so are the queries.
 
+use std::collections::BTreeMap;
+
 use sqlx::PgPool;
-use surge_sink::views::{HistoryView, LineView, OrderView, StockView};
+use surge_sink::views::{CouponView, DecisionView, HistoryView, LineView, OrderView, StockView};
 
 type OrderRow = (
     String,
@@ -253,5 +255,134 @@ pub async fn all_product_stock(
                 },
             )
         })
+        .collect())
+}
+
+type DecisionRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+const DECISION_COLUMNS: &str =
+    "request_id, coupon_id, user_id, outcome, sequence, stock, issued, remaining, reason, decided_at";
+
+fn decision_view(
+    (request_id, coupon_id, user_id, outcome, sequence, stock, issued, remaining, reason, at): DecisionRow,
+) -> DecisionView {
+    DecisionView {
+        request_id,
+        coupon_id,
+        user_id,
+        outcome,
+        sequence,
+        stock,
+        issued,
+        remaining,
+        reason,
+        decided_at_ms: at.timestamp_millis(),
+    }
+}
+
+/// A coupon request's decision, `None` when the table has no row (not
+/// decided yet, or never sent).
+pub async fn coupon_decision(
+    pool: &PgPool,
+    request_id: &str,
+) -> Result<Option<DecisionView>, sqlx::Error> {
+    let row: Option<DecisionRow> = sqlx::query_as(&format!(
+        "select {DECISION_COLUMNS} from coupon_decisions where request_id = $1"
+    ))
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(decision_view))
+}
+
+/// A coupon's stock, issued and remaining, `None` when the table has no row.
+pub async fn coupon(pool: &PgPool, coupon_id: &str) -> Result<Option<CouponView>, sqlx::Error> {
+    let row: Option<(i64, i64, i64)> =
+        sqlx::query_as("select stock, issued, remaining from coupons where coupon_id = $1")
+            .bind(coupon_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(stock, issued, remaining)| CouponView {
+        coupon_id: coupon_id.to_string(),
+        stock,
+        issued,
+        remaining,
+    }))
+}
+
+/// Every coupon whose id starts with `prefix`, by id, for `surge verify`.
+pub async fn all_coupons(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<BTreeMap<String, CouponView>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "select coupon_id, stock, issued, remaining from coupons where starts_with(coupon_id, $1)",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(coupon_id, stock, issued, remaining)| {
+            (
+                coupon_id.clone(),
+                CouponView {
+                    coupon_id,
+                    stock,
+                    issued,
+                    remaining,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Every decision of a coupon whose id starts with `prefix`, by request
+/// id, for `surge verify`.
+pub async fn all_coupon_decisions(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<BTreeMap<String, DecisionView>, sqlx::Error> {
+    let rows: Vec<DecisionRow> = sqlx::query_as(&format!(
+        "select {DECISION_COLUMNS} from coupon_decisions where starts_with(coupon_id, $1)"
+    ))
+    .bind(prefix)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let d = decision_view(row);
+            (d.request_id.clone(), d)
+        })
+        .collect())
+}
+
+/// Who holds a unit of a coupon whose id starts with `prefix`: (coupon id,
+/// user id) → the unit's sequence, for `surge verify`.
+pub async fn all_coupon_holders(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<BTreeMap<(String, String), i64>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "select coupon_id, user_id, sequence from issued_coupons where starts_with(coupon_id, $1)",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(coupon_id, user_id, sequence)| ((coupon_id, user_id), sequence))
         .collect())
 }

@@ -62,6 +62,35 @@ pub struct StockView {
     pub updated_at_ms: i64,
 }
 
+/// A coupon request's decision, as coupon-result gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    pub request_id: String,
+    pub coupon_id: String,
+    /// `None` for requests no user made (stock changes, coupon creation).
+    pub user_id: Option<String>,
+    /// The outcome symbol (ISSUED, DUPLICATE, SOLD_OUT …).
+    pub outcome: String,
+    /// The unit's sequence (1..=stock) for ISSUED.
+    pub sequence: Option<i64>,
+    pub stock: i64,
+    pub issued: i64,
+    pub remaining: i64,
+    pub reason: Option<String>,
+    pub decided_at_ms: i64,
+}
+
+/// A coupon's stock after its latest decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponView {
+    pub coupon_id: String,
+    pub stock: i64,
+    pub issued: i64,
+    pub remaining: i64,
+}
+
 /// Whether an order-status record carries the order as it stands (a
 /// TRANSITION or LATE_CHARGE_REFUNDED) and so replaces what a store holds
 /// for the order. A CANCEL_REFUSED record's reason is the refusal's: it

@@ -54,40 +54,66 @@ impl Mapping for CouponResultKeys {
     }
 }
 
+/// The field names of the coupon and request hashes: written by
+/// [`coupon_fields`] and [`request_fields`], read back by `crate::reads`,
+/// so writer and reader cannot drift. (`offset`, the record's offset, is
+/// the script's.)
+pub mod fields {
+    pub const OUTCOME: &str = "outcome";
+    pub const COUPON_ID: &str = "coupon_id";
+    pub const USER_ID: &str = "user_id";
+    pub const SEQUENCE: &str = "sequence";
+    pub const STOCK: &str = "stock";
+    pub const ISSUED: &str = "issued";
+    pub const REMAINING: &str = "remaining";
+    pub const REASON: &str = "reason";
+    /// Milliseconds since the epoch.
+    pub const REQUESTED_AT: &str = "requested_at";
+    /// Milliseconds since the epoch.
+    pub const DECIDED_AT: &str = "decided_at";
+    pub const PARTITION: &str = "partition";
+}
+
 /// The fields of a coupon hash (besides `offset`).
 pub fn coupon_fields(at: Position, d: &CouponDecision) -> Vec<(&'static str, String)> {
     vec![
-        ("stock", d.stock.to_string()),
-        ("issued", d.issued.to_string()),
-        ("remaining", d.remaining.to_string()),
-        ("decided_at", d.decided_at.timestamp_millis().to_string()),
-        ("partition", at.partition.to_string()),
+        (fields::STOCK, d.stock.to_string()),
+        (fields::ISSUED, d.issued.to_string()),
+        (fields::REMAINING, d.remaining.to_string()),
+        (
+            fields::DECIDED_AT,
+            d.decided_at.timestamp_millis().to_string(),
+        ),
+        (fields::PARTITION, at.partition.to_string()),
     ]
 }
 
 /// The fields of a request hash (besides `offset`); absent values are left out.
 pub fn request_fields(at: Position, d: &CouponDecision) -> Vec<(&'static str, String)> {
     let mut f = vec![
-        ("outcome", d.outcome.symbol().to_string()),
-        ("coupon_id", d.coupon_id.clone()),
-        ("stock", d.stock.to_string()),
-        ("issued", d.issued.to_string()),
-        ("remaining", d.remaining.to_string()),
+        (fields::OUTCOME, d.outcome.symbol().to_string()),
+        (fields::COUPON_ID, d.coupon_id.clone()),
+        (fields::STOCK, d.stock.to_string()),
+        (fields::ISSUED, d.issued.to_string()),
+        (fields::REMAINING, d.remaining.to_string()),
         (
-            "requested_at",
+            fields::REQUESTED_AT,
             d.requested_at.timestamp_millis().to_string(),
         ),
-        ("decided_at", d.decided_at.timestamp_millis().to_string()),
-        ("partition", at.partition.to_string()),
+        (
+            fields::DECIDED_AT,
+            d.decided_at.timestamp_millis().to_string(),
+        ),
+        (fields::PARTITION, at.partition.to_string()),
     ];
     if let Some(u) = &d.user_id {
-        f.push(("user_id", u.clone()));
+        f.push((fields::USER_ID, u.clone()));
     }
     if let Some(s) = d.sequence {
-        f.push(("sequence", s.to_string()));
+        f.push((fields::SEQUENCE, s.to_string()));
     }
     if let Some(r) = &d.reason {
-        f.push(("reason", r.clone()));
+        f.push((fields::REASON, r.clone()));
     }
     f
 }
