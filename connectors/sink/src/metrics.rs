@@ -6,7 +6,10 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The metric families of one sink process, registered once.
 #[derive(Clone)]
@@ -20,6 +23,7 @@ pub struct SinkMetricFamilies {
     consumer_restarts: IntCounterVec,
     consumer_lag: IntGaugeVec,
     last_poll: IntGaugeVec,
+    write_seconds: HistogramVec,
 }
 
 impl SinkMetricFamilies {
@@ -76,6 +80,21 @@ impl SinkMetricFamilies {
                 "Records between the sink's position and the last stable offset.",
                 &["topic", "partition"],
             ),
+            write_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "sink_write_seconds",
+                        "One store write of a batch with its offsets (failed attempts included).",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ]),
+                    &["topic"],
+                )
+                .expect("metric");
+                registry.register(Box::new(h.clone())).expect("register");
+                h
+            },
             last_poll: gauges(
                 "sink_last_poll_timestamp_seconds",
                 "Unix time of the loop's last poll.",
@@ -101,6 +120,7 @@ impl SinkMetricFamilies {
                 partitions: Arc::default(),
             },
             last_poll: self.last_poll.with_label_values(&[topic]),
+            write_seconds: self.write_seconds.with_label_values(&[topic]),
         }
     }
 }
@@ -118,6 +138,7 @@ pub struct SinkMetrics {
     pub lag: Lag,
     /// Unix time of the loop's last poll: /health fails when it stalls.
     pub last_poll: IntGauge,
+    pub write_seconds: Histogram,
 }
 
 /// Lag per partition of one topic; cleared when the partitions are revoked

@@ -334,7 +334,12 @@ fn write<S: SinkStore>(
 ) -> Written {
     let mut attempt = 0u32;
     loop {
-        match store.write(&spec.topic, batch, advance) {
+        let started = Instant::now();
+        let written = store.write(&spec.topic, batch, advance);
+        metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match written {
             Ok(()) => return Written::Yes,
             Err(StoreError::Diverged(why)) => return Written::Diverged(why),
             Err(StoreError::Unavailable(why)) => {

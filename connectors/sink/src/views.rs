@@ -362,3 +362,33 @@ mod tests {
         );
     }
 }
+
+/// One batch of inventory-result reduced to what the stores keep: each
+/// product's latest decision, and whether the batch created the product (a
+/// product row or hash exists from its CREATED decision on; answers about
+/// products that do not exist — UNKNOWN_PRODUCT, an INVALID create — carry
+/// no stock and may only update one that does). Both stores' mappings use it,
+/// and [`expected_stock`] follows the same rule.
+#[derive(Debug, Default)]
+pub struct LatestStock {
+    pub products: std::collections::HashMap<
+        String,
+        (
+            crate::Position,
+            surge_schemas::inventory::InventoryEvent,
+            bool,
+        ),
+    >,
+}
+
+impl LatestStock {
+    pub fn add(&mut self, at: crate::Position, e: surge_schemas::inventory::InventoryEvent) {
+        use surge_schemas::inventory::InventoryOutcome;
+        if e.outcome == InventoryOutcome::UnknownProduct {
+            return;
+        }
+        let created = e.outcome == InventoryOutcome::Created
+            || self.products.get(&e.product_id).is_some_and(|(_, _, c)| *c);
+        self.products.insert(e.product_id.clone(), (at, e, created));
+    }
+}

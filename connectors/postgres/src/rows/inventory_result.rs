@@ -5,18 +5,16 @@
 //! exist (UNKNOWN_PRODUCT, an INVALID create) carry no stock and only
 //! update a row that exists.
 
-use std::collections::HashMap;
-
 use sqlx::PgConnection;
-use surge_schemas::inventory::{InventoryEvent, InventoryOutcome};
+use surge_schemas::inventory::InventoryEvent;
+use surge_sink::views::LatestStock;
 use surge_sink::{Mapping, Position};
 
 use super::Rows;
 
 #[derive(Debug, Default)]
 pub struct ProductStockRows {
-    /// Latest decision per product, and whether the batch created it.
-    pub products: HashMap<String, (Position, InventoryEvent, bool)>,
+    pub latest: LatestStock,
 }
 
 impl Mapping for ProductStockRows {
@@ -24,17 +22,13 @@ impl Mapping for ProductStockRows {
 
     /// inventory-result has no tombstones: a null value is skipped.
     fn add(&mut self, at: Position, _key: Option<&[u8]>, value: Option<InventoryEvent>) {
-        let Some(e) = value else { return };
-        if e.outcome == InventoryOutcome::UnknownProduct {
-            return;
+        if let Some(e) = value {
+            self.latest.add(at, e);
         }
-        let created = e.outcome == InventoryOutcome::Created
-            || self.products.get(&e.product_id).is_some_and(|(_, _, c)| *c);
-        self.products.insert(e.product_id.clone(), (at, e, created));
     }
 
     fn writes(&self) -> usize {
-        self.products.len()
+        self.latest.products.len()
     }
 }
 
@@ -42,6 +36,7 @@ impl Rows for ProductStockRows {
     async fn write(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         for created in [true, false] {
             let p: Vec<_> = self
+                .latest
                 .products
                 .values()
                 .filter(|(_, _, c)| *c == created)

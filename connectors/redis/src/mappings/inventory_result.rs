@@ -3,9 +3,8 @@
 //! decision on; answers about products that do not exist only update one
 //! that does.
 
-use std::collections::HashMap;
-
-use surge_schemas::inventory::{InventoryEvent, InventoryOutcome};
+use surge_schemas::inventory::InventoryEvent;
+use surge_sink::views::LatestStock;
 use surge_sink::{Mapping, Position};
 
 use super::{HashWrite, KeyMapping, KeyWrites};
@@ -13,8 +12,7 @@ use crate::keys::Keyspace;
 
 #[derive(Debug, Default)]
 pub struct ProductStockKeys {
-    /// Latest decision per product, and whether the batch created it.
-    pub products: HashMap<String, (Position, InventoryEvent, bool)>,
+    pub latest: LatestStock,
 }
 
 impl Mapping for ProductStockKeys {
@@ -22,24 +20,20 @@ impl Mapping for ProductStockKeys {
 
     /// inventory-result has no tombstones: a null value is skipped.
     fn add(&mut self, at: Position, _key: Option<&[u8]>, value: Option<InventoryEvent>) {
-        let Some(e) = value else { return };
-        if e.outcome == InventoryOutcome::UnknownProduct {
-            return;
+        if let Some(e) = value {
+            self.latest.add(at, e);
         }
-        let created = e.outcome == InventoryOutcome::Created
-            || self.products.get(&e.product_id).is_some_and(|(_, _, c)| *c);
-        self.products.insert(e.product_id.clone(), (at, e, created));
     }
 
     fn writes(&self) -> usize {
-        self.products.len()
+        self.latest.products.len()
     }
 }
 
 impl KeyMapping for ProductStockKeys {
     fn key_writes(&self, keys: &Keyspace) -> KeyWrites {
         let mut w = KeyWrites::default();
-        for (at, e, created) in self.products.values() {
+        for (at, e, created) in self.latest.products.values() {
             w.hashes.push(HashWrite {
                 key: keys.product(&e.product_id),
                 offset: at.offset,

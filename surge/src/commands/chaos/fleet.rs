@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 /// One supervised process.
 pub struct Member {
     pub name: String,
+    /// This binary's path, read once: /proc/self/exe names a deleted file
+    /// once the binary is rebuilt under a long run, the path stays valid.
+    exe: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -22,6 +25,7 @@ impl Member {
     pub fn new(name: &str, args: &[&str], env: Vec<(String, String)>, logs: &Path) -> Self {
         Self {
             name: name.to_string(),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("surge")),
             args: args.iter().map(|a| a.to_string()).collect(),
             env,
             log: logs.join(format!("{name}.log")),
@@ -32,7 +36,7 @@ impl Member {
 
     pub fn start(&mut self, config: &Path) -> anyhow::Result<()> {
         let file = File::options().create(true).append(true).open(&self.log)?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(&self.exe)
             .arg("--config")
             .arg(config)
             .args(&self.args)

@@ -1,10 +1,13 @@
 //! `surge chaos`: a flash sale while things break. Starts its own coupon
 //! pipelines (with injected transaction aborts), sinks and, for the gateway
-//! target, the gateway; sends the traffic; meanwhile SIGKILLs (sometimes
+//! target, the gateway — with `--orders`, also the inventory, order and
+//! payment pipelines and pg-sim with its faults on, and an order sale beside
+//! the coupon sale; sends the traffic; meanwhile SIGKILLs (sometimes
 //! SIGTERMs) random members at random moments and restarts them, and
 //! hard-restarts Kafka brokers (one node at a time on a multi-node cluster)
-//! through scripts/stack. Then runs `surge verify` on what it sent. Prints
-//! every action and the verdict; exits 0 only when verify passes.
+//! through scripts/stack. Then runs `surge verify` (and `surge verify
+//! --orders`) on what it sent. Prints every action and the verdict; exits 0
+//! only when every verify passes.
 
 mod fleet;
 
@@ -73,7 +76,41 @@ pub struct ChaosArgs {
     /// Where members' logs go (a folder per run).
     #[arg(long, default_value = "target/chaos")]
     logs: PathBuf,
+    /// Also run the order half: an order sale of this many orders beside the
+    /// coupon sale, the inventory, order and payment pipelines and pg-sim
+    /// among the members killed, then `surge verify --orders` (whose store
+    /// checks compare whole tables: give the run its own database).
+    #[arg(long, default_value_t = 0)]
+    orders: usize,
+    /// Products of the order sale.
+    #[arg(long, default_value_t = 8)]
+    products: usize,
+    /// Waves of the order sale, `--wave-pause-ms` apart.
+    #[arg(long, default_value_t = 10)]
+    waves: usize,
+    #[arg(long, default_value_t = 300)]
+    wave_pause_ms: u64,
+    /// pg-sim's faults (with --orders), as `name=value` of [pg_sim.faults]
+    /// (repeatable); default: decline_ratio=0.1, latency_median_ms=20,
+    /// error_after_ratio=0.05, timeout_after_ratio=0.02, conflict_ratio=0.02.
+    #[arg(long = "pg-sim-fault", value_parser = parse_fault)]
+    pg_sim_faults: Vec<(String, String)>,
 }
+
+fn parse_fault(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not name=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+const DEFAULT_FAULTS: [(&str, &str); 5] = [
+    ("decline_ratio", "0.1"),
+    ("latency_median_ms", "20"),
+    ("error_after_ratio", "0.05"),
+    ("timeout_after_ratio", "0.02"),
+    ("conflict_ratio", "0.02"),
+];
 
 /// What happened, for the report.
 #[derive(Default)]
@@ -105,7 +142,8 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
     };
     let say = |what: String| eprintln!("[chaos] {:>7.1}s  {what}", started.elapsed().as_secs_f64());
 
-    let mut fleet = fleet_for(&args, &sinks, &logs);
+    let pg_sim_port = free_port()?;
+    let mut fleet = fleet_for(&args, &sinks, &logs, pg_sim_port);
     for m in &mut fleet {
         m.start(config)
             .with_context(|| format!("starting {}", m.name))?;
@@ -139,6 +177,26 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
         let settings = settings.clone();
         tokio::spawn(async move { loadgen::send(&loadgen_args, &settings).await })
     };
+    // The order sale beside it, under its own id prefix.
+    let orders_task = (args.orders > 0).then(|| {
+        let mut order_traffic = traffic.clone();
+        // Not under the coupon sale's prefix: its coupons are the order
+        // sale's own, checked by verify --orders, not by the coupon verify.
+        order_traffic.id_prefix = Some(format!("orders-{prefix}"));
+        let order_args = LoadgenArgs {
+            traffic: order_traffic,
+            target: args.target,
+            gateway_url: None,
+            concurrency: args.concurrency,
+            manifest: logs.join("orders-manifest.json"),
+            orders: args.orders,
+            products: args.products,
+            waves: args.waves,
+            wave_pause_ms: args.wave_pause_ms,
+        };
+        let settings = settings.clone();
+        tokio::spawn(async move { loadgen::send(&order_args, &settings).await })
+    });
 
     // The schedule: kills and broker restarts interleaved, broker restarts
     // spread evenly among them.
@@ -195,9 +253,24 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
         "traffic done: {} records sent ({} scenario, prefix {prefix})",
         manifest["recordsSent"], manifest["scenario"]
     ));
+    if let Some(task) = orders_task {
+        let manifest = task.await.context("order traffic task")??;
+        say(format!(
+            "order traffic done: {} records sent ({} orders, {} cancels)",
+            manifest["recordsSent"], manifest["orders"], manifest["cancels"]
+        ));
+    }
     tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
 
-    let outcome = verify::run(VerifyArgs::for_run(&prefix, args.wait, sinks), settings).await;
+    let mut outcome = verify::run(
+        VerifyArgs::for_run(&prefix, args.wait, sinks.clone()),
+        settings,
+    )
+    .await;
+    if args.orders > 0 && matches!(outcome, Ok(ExitCode::SUCCESS)) {
+        tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
+        outcome = verify::run(VerifyArgs::for_orders(args.wait, sinks), settings).await;
+    }
     tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
     report(&fleet, &tally, started);
     for m in &mut fleet {
@@ -223,7 +296,14 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
     Ok(code)
 }
 
-fn fleet_for(args: &ChaosArgs, sinks: &[Store], logs: &Path) -> Vec<Member> {
+/// A port nobody listens on now (pg-sim's, so parallel runs do not collide).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn fleet_for(args: &ChaosArgs, sinks: &[Store], logs: &Path, pg_sim_port: u16) -> Vec<Member> {
     let env = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
         pairs
             .iter()
@@ -269,6 +349,53 @@ fn fleet_for(args: &ChaosArgs, sinks: &[Store], logs: &Path) -> Vec<Member> {
             ]),
             logs,
         ));
+    }
+    if args.orders > 0 {
+        // pg-sim first: the payment pipeline calls it from its first poll.
+        let mut faults: Vec<(String, String)> = DEFAULT_FAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .filter(|(k, _)| !args.pg_sim_faults.iter().any(|(n, _)| n == k))
+            .collect();
+        faults.extend(args.pg_sim_faults.iter().cloned());
+        let mut pg_sim_env: Vec<(String, String)> = faults
+            .into_iter()
+            .map(|(k, v)| (format!("SURGE_PG_SIM__FAULTS__{}", k.to_uppercase()), v))
+            .collect();
+        pg_sim_env.push((
+            "SURGE_PG_SIM__LISTEN".into(),
+            format!("127.0.0.1:{pg_sim_port}"),
+        ));
+        fleet.insert(0, Member::new("pg-sim", &["pg-sim"], pg_sim_env, logs));
+        for pipeline in ["inventory", "order", "payment"] {
+            let section = pipeline.to_uppercase();
+            let mut vars = vec![
+                (
+                    format!("SURGE_PIPELINES__{section}__INSTANCE_ID"),
+                    "chaos-0".to_string(),
+                ),
+                (
+                    format!("SURGE_PIPELINES__{section}__METRICS_LISTEN"),
+                    "127.0.0.1:0".into(),
+                ),
+                (
+                    format!("SURGE_PIPELINES__{section}__INJECT_ABORT_RATIO"),
+                    args.abort_ratio.to_string(),
+                ),
+            ];
+            if pipeline == "payment" {
+                vars.push((
+                    "SURGE_PAYMENT__URL".into(),
+                    format!("http://127.0.0.1:{pg_sim_port}"),
+                ));
+            }
+            fleet.push(Member::new(
+                &format!("pipeline-{pipeline}"),
+                &["pipeline", pipeline],
+                vars,
+                logs,
+            ));
+        }
     }
     if args.target == Target::Gateway {
         fleet.push(Member::new("gateway", &["gateway"], vec![], logs));

@@ -51,6 +51,25 @@ async fn codec<T: Contract>(settings: &Settings) -> anyhow::Result<(TopicCodec<T
     Ok((codec, names.topic(T::TOPIC)))
 }
 
+/// Says what is about to be sent where; returns how many records that is.
+fn announce(sale: &OrderSale, to: &str) -> usize {
+    eprintln!(
+        "[loadgen] order sale: {} products, {} coupon commands, {} orders, {} cancels in {} waves → {to}",
+        sale.products.len(),
+        sale.coupons.len(),
+        sale.creates().count(),
+        sale.cancels().count(),
+        sale.waves.len()
+    );
+    sale.products.len()
+        + sale.coupons.len()
+        + sale
+            .waves
+            .iter()
+            .map(|(o, k)| o.len() + k.len())
+            .sum::<usize>()
+}
+
 /// Sends the sale with `pause` between waves, to Kafka or (with `gateway`)
 /// over HTTP; returns its manifest.
 pub async fn send(
@@ -68,21 +87,7 @@ pub async fn send(
     let (creates, creates_topic) = codec(settings).await?;
     let (cancels, cancels_topic) = codec(settings).await?;
     let producer = ClientFactory::new(settings.kafka.clone()).idempotent_producer("loadgen")?;
-    let total = sale.products.len()
-        + sale.coupons.len()
-        + sale
-            .waves
-            .iter()
-            .map(|(o, k)| o.len() + k.len())
-            .sum::<usize>();
-    eprintln!(
-        "[loadgen] order sale: {} products, {} coupon commands, {} orders, {} cancels in {} waves → kafka",
-        sale.products.len(),
-        sale.coupons.len(),
-        sale.creates().count(),
-        sale.cancels().count(),
-        sale.waves.len()
-    );
+    let total = announce(&sale, "kafka");
     let started = Instant::now();
     let mut progress = Progress::new(total);
     let mut sent = 0;
@@ -164,21 +169,7 @@ async fn send_to_gateway(
         .build()?;
     let base = gw.url.trim_end_matches('/').to_string();
     let token = gw.admin_token.as_deref();
-    let total = sale.products.len()
-        + sale.coupons.len()
-        + sale
-            .waves
-            .iter()
-            .map(|(o, k)| o.len() + k.len())
-            .sum::<usize>();
-    eprintln!(
-        "[loadgen] order sale: {} products, {} coupon commands, {} orders, {} cancels in {} waves → {base}",
-        sale.products.len(),
-        sale.coupons.len(),
-        sale.creates().count(),
-        sale.cancels().count(),
-        sale.waves.len()
-    );
+    let total = announce(sale, &base);
     let started = Instant::now();
     let mut progress = Progress::new(total);
     let mut sent = 0usize;

@@ -70,6 +70,22 @@ impl VerifyArgs {
     }
 }
 
+impl VerifyArgs {
+    /// The order half (invariant 5) with pg-sim's ledger under its
+    /// configured schema, waiting up to `wait` seconds, checking `stores`.
+    pub fn for_orders(wait: u64, stores: Vec<Store>) -> Self {
+        Self {
+            coupons: None,
+            wait,
+            no_stores: stores.is_empty(),
+            stores,
+            orders: true,
+            ledger_schema: None,
+            no_ledger: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Store {
     Postgres,
