@@ -115,8 +115,56 @@ impl GatewayMetrics {
     }
 }
 
+impl GatewayMetrics {
+    /// Every (route, status) the OpenAPI document says a route can answer,
+    /// at 0: a dashboard's `rate()` then sees the first 503 or 404 as it
+    /// happens instead of a series born at 1. (Statuses no route documents,
+    /// such as 408 before routing, appear with their first event.)
+    pub fn preregister_routes(&self, settings: &surge_core::settings::GatewaySettings) {
+        let doc = crate::openapi::document(settings);
+        for (method, route) in crate::openapi::ROUTES {
+            let Some(responses) = doc["paths"][route][method]["responses"].as_object() else {
+                continue;
+            };
+            for status in responses
+                .keys()
+                .filter(|s| s.len() == 3 && s.parse::<u16>().is_ok())
+            {
+                self.requests.with_label_values(&[route, status.as_str()]);
+            }
+        }
+    }
+}
+
 impl Default for GatewayMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_route_and_status_exists_at_zero() {
+        let m = GatewayMetrics::new();
+        m.preregister_routes(&Default::default());
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &m.registry.gather(),
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for series in [
+            "surge_gateway_requests_total{route=\"/orders\",status=\"202\"} 0",
+            "surge_gateway_requests_total{route=\"/orders/{orderId}\",status=\"404\"} 0",
+            "surge_gateway_requests_total{route=\"/coupons/{couponId}/issue\",status=\"503\"} 0",
+            "surge_gateway_requests_total{route=\"/admin/coupons\",status=\"429\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
     }
 }

@@ -60,6 +60,7 @@ pub async fn run(args: GatewayArgs, settings: &Settings) -> anyhow::Result<ExitC
         gw.produce_timeout.as_millis().max(1).to_string(),
     );
     let metrics = GatewayMetrics::new();
+    metrics.preregister_routes(gw);
     // librdkafka's complaints during an outage go to the link, which logs
     // the outage once instead of every reconnect.
     let kafka = Arc::new(KafkaLink::new(metrics.kafka_reachable.clone()));
