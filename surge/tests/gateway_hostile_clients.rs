@@ -45,19 +45,11 @@ async fn until_closed(
     (String::from_utf8_lossy(&buf).into_owned(), closed)
 }
 
-/// One Prometheus sample (`name` with its labels, as exported).
+/// One Prometheus sample (`name` with its labels, as exported); panics
+/// when the gateway does not export it.
 async fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
+    gw.metric(series)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 

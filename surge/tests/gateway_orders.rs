@@ -120,17 +120,7 @@ async fn post(
 
 /// A `surge_gateway_*` series of the gateway's /metrics.
 async fn metric(gw: &Gateway, series: &str) -> Option<f64> {
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    gw.metric(series).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

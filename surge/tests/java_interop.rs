@@ -18,12 +18,9 @@ mod records;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use surge_kafka::ClientFactory;
 use surge_schemas::coupon::CouponDecision;
 use surge_schemas::order::OrderStatus;
-use surge_schemas::{Contract, TopicCodec};
+use surge_schemas::Contract;
 
 fn reader_jar() -> String {
     std::env::var("SURGE_JAVA_INTEROP_JAR").unwrap_or_else(|_| {
@@ -52,34 +49,6 @@ fn registry_v3_url(ccompat: &str) -> String {
         .map(|i| &ccompat[..i])
         .unwrap_or(ccompat.trim_end_matches('/'));
     format!("{base}/apis/registry/v3")
-}
-
-/// Creates `topic` (one partition: the records stay in order) and writes
-/// `msgs` to it with surge's own codec, each under its contract key.
-async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, msgs: &[T]) {
-    let settings = common::settings();
-    let factory = ClientFactory::new(settings.kafka.clone());
-    factory
-        .admin()
-        .unwrap()
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
-    for msg in msgs {
-        let payload = codec.encode(msg).unwrap();
-        producer
-            .send(
-                FutureRecord::to(topic).key(msg.key()).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
 }
 
 /// The `count` records the Java reader printed, one JSON object each.
@@ -136,7 +105,7 @@ async fn apicurio_java_decodes_coupon_decisions() {
     let codec = common::codec::<CouponDecision>(&common::settings()).await;
     let topic = common::unique("interop-java-coupon-result");
     let msgs = records::coupon_decisions(surge_schemas::now());
-    produce(&codec, &topic, &msgs).await;
+    common::produce_to_new_topic(&codec, &topic, &msgs).await;
     let got = read_with_java(&topic, msgs.len());
     let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
     let want: Vec<_> = msgs.iter().map(records::decision_json).collect();
@@ -148,7 +117,7 @@ async fn apicurio_java_decodes_order_statuses() {
     let codec = common::codec::<OrderStatus>(&common::settings()).await;
     let topic = common::unique("interop-java-order-status");
     let msgs = records::order_statuses(surge_schemas::now());
-    produce(&codec, &topic, &msgs).await;
+    common::produce_to_new_topic(&codec, &topic, &msgs).await;
     let got = read_with_java(&topic, msgs.len());
     let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
     let want: Vec<_> = msgs.iter().map(records::status_json).collect();

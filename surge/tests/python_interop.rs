@@ -14,12 +14,9 @@ mod records;
 use std::process::Command;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use surge_kafka::ClientFactory;
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision};
 use surge_schemas::order::{OrderCreate, OrderItem, OrderStatus};
-use surge_schemas::{Contract, Money, TopicCodec};
+use surge_schemas::{Contract, Money};
 
 fn python() -> String {
     std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
@@ -31,34 +28,6 @@ fn python() -> String {
         );
         venv.display().to_string()
     })
-}
-
-/// Creates `topic` (one partition: the records stay in order) and writes
-/// `msgs` to it with surge's own codec, each under its contract key.
-async fn produce<T: Contract>(codec: &TopicCodec<T>, topic: &str, msgs: &[T]) {
-    let settings = common::settings();
-    let factory = ClientFactory::new(settings.kafka.clone());
-    factory
-        .admin()
-        .unwrap()
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
-    for msg in msgs {
-        let payload = codec.encode(msg).unwrap();
-        producer
-            .send(
-                FutureRecord::to(topic).key(msg.key()).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
 }
 
 /// The `count` records the Python reader printed, one JSON object each.
@@ -109,7 +78,7 @@ async fn confluent_kafka_python_decodes_a_coupon_command() {
             user_id: "user-9".into(),
         },
     };
-    produce(&codec, &topic, std::slice::from_ref(&msg)).await;
+    common::produce_to_new_topic(&codec, &topic, std::slice::from_ref(&msg)).await;
     let got = &read_with_python(&topic, 1)[0];
     assert_eq!(got["key"], "flash-7");
     let v = &got["value"];
@@ -149,7 +118,7 @@ async fn confluent_kafka_python_decodes_decimal_money() {
         coupon_id: None,
         requested_at: surge_schemas::now(),
     };
-    produce(&codec, &topic, std::slice::from_ref(&msg)).await;
+    common::produce_to_new_topic(&codec, &topic, std::slice::from_ref(&msg)).await;
     let v = &read_with_python(&topic, 1)[0]["value"];
     assert_eq!(v["items"][0]["unitPrice"], "19.99");
     assert_eq!(v["items"][1]["unitPrice"], "-0.05");
@@ -162,7 +131,7 @@ async fn confluent_kafka_python_decodes_coupon_decisions() {
     let codec = common::codec::<CouponDecision>(&common::settings()).await;
     let topic = common::unique("interop-coupon-result");
     let msgs = records::coupon_decisions(surge_schemas::now());
-    produce(&codec, &topic, &msgs).await;
+    common::produce_to_new_topic(&codec, &topic, &msgs).await;
     let got = read_with_python(&topic, msgs.len());
     let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
     let want: Vec<_> = msgs.iter().map(records::decision_json).collect();
@@ -174,7 +143,7 @@ async fn confluent_kafka_python_decodes_order_statuses() {
     let codec = common::codec::<OrderStatus>(&common::settings()).await;
     let topic = common::unique("interop-order-status");
     let msgs = records::order_statuses(surge_schemas::now());
-    produce(&codec, &topic, &msgs).await;
+    common::produce_to_new_topic(&codec, &topic, &msgs).await;
     let got = read_with_python(&topic, msgs.len());
     let keys: Vec<&str> = msgs.iter().map(|m| m.key()).collect();
     let want: Vec<_> = msgs.iter().map(records::status_json).collect();

@@ -69,6 +69,21 @@ impl Gateway {
         )
     }
 
+    /// One sample of the gateway's /metrics (`name{labels}` as exported).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self
             .http

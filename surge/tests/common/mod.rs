@@ -35,6 +35,36 @@ pub async fn codec<T: Contract>(settings: &Settings) -> TopicCodec<T> {
         .unwrap_or_else(|e| panic!("registry: {subject}: {e}"))
 }
 
+/// Creates `topic` (one partition: the records stay in order) and writes
+/// `msgs` to it with surge's own codec, each under its contract key (the
+/// interop tests' records for stock readers).
+pub async fn produce_to_new_topic<T: Contract>(codec: &TopicCodec<T>, topic: &str, msgs: &[T]) {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let factory = surge_kafka::ClientFactory::new(settings().kafka.clone());
+    factory
+        .admin()
+        .unwrap()
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let producer: FutureProducer = factory.idempotent_producer("interop-test").unwrap();
+    for msg in msgs {
+        let payload = codec.encode(msg).unwrap();
+        producer
+            .send(
+                FutureRecord::to(topic).key(msg.key()).payload(&payload),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
 /// A new, empty PostgreSQL database next to the one `admin_url` names (the
 /// sinks' tables are not prefixed, so a test that compares whole tables
 /// needs its own); returns its URL.
