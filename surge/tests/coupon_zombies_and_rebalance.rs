@@ -13,6 +13,10 @@
 //! correct; what must never happen is the paused transaction committing,
 //! which would decide requests twice.
 //!
+//! False fence: a static member fenced while no other surge process holds
+//! its identity (what a broker outage does) recovers in place and keeps
+//! deciding, exactly once.
+//!
 //! Rebalance: two instances share the group; one stops and another starts
 //! mid-stream; the invariants hold.
 
@@ -22,7 +26,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::coupon::{check_invariants, flash_sale, signal, Fixture, Instance};
-use common::wait_for_log;
+use common::{http_get, metric, metrics_address, wait_for_log};
 use surge_schemas::coupon::CouponCommand;
 
 /// Short sessions so that work moves within seconds of a member going silent.
@@ -133,15 +137,19 @@ async fn zombie_cannot_commit(takeover: Takeover, what: &str) {
     let tail = &zombie_log[zombie_log.len().saturating_sub(3000)..];
     let fenced = code == Some(3) && zombie_log.contains("fenced");
     let lost = zombie_log.contains("assignment lost; aborting the open transaction");
+    // Its own identity was free (the successor is another instance): the
+    // fence was judged false, and the zombie rejoined as itself.
+    let recovered = code == Some(0) && zombie_log.contains("recovered in place from a fence");
     match takeover {
         Takeover::SameIdentity => assert!(
-            fenced,
+            fenced && zombie_log.contains("another process holds this identity"),
             "a zombie replaced by its own identity is fenced and exits 3 (exit {code:?}); its log:\n{tail}"
         ),
         Takeover::OtherMember => assert!(
-            fenced || (lost && code == Some(0)),
-            "the zombie is either fenced (exit 3) or aborts its lost transaction and \
-             carries on as a new member (exit 0 on TERM); exit {code:?}, its log:\n{tail}"
+            recovered || (lost && code == Some(0)),
+            "the zombie either finds its transaction refused, judges the fence false (nobody \
+             else holds its instance) and rejoins, or aborts its lost transaction and carries \
+             on as a new member (exit 0 on TERM either way); exit {code:?}, its log:\n{tail}"
         ),
         Takeover::OtherMemberMidInterval => assert!(
             lost && code == Some(0),
@@ -167,6 +175,81 @@ async fn a_zombie_whose_partitions_moved_to_another_member_cannot_commit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zombie_that_finds_its_assignment_lost_aborts_and_rejoins() {
     zombie_cannot_commit(Takeover::OtherMemberMidInterval, "zombie-lost").await;
+}
+
+/// A consumer that is not a surge pipeline joins with the pipeline's
+/// group.instance.id, which fences the pipeline's consumer
+/// (FENCED_INSTANCE_ID, as a rejoin after a broker outage can), then goes
+/// away. Nobody else holds the instance: the pipeline recovers in place —
+/// new producer epoch, state restored — and the sale ends exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fence_with_nobody_else_holding_the_identity_recovers_in_place() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let fx = Fixture::with_env("false-fence", &FAST_GROUP).await;
+    let commands = flash_sale(4, 300, 1_000, 12_000, 13);
+    let distinct = commands
+        .iter()
+        .map(|c| c.request_id.as_str())
+        .collect::<HashSet<_>>()
+        .len();
+    let producer = trickle(
+        fx.prefix.clone(),
+        commands.clone(),
+        1_000,
+        Duration::from_millis(300),
+    );
+    let mut pipeline = fx.spawn_pipeline("0", &[]);
+    let log_path = fx.logs.join("pipeline-0.log");
+    wait_for_log(
+        &log_path,
+        "partitions assigned and restored",
+        Duration::from_secs(120),
+    );
+
+    let group = format!("{}surge-coupon", fx.prefix);
+    let settings = common::settings();
+    let interloper: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("group.id", &group)
+        .set("group.instance.id", format!("{group}-0"))
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "6000")
+        .set("client.id", "interloper")
+        .create()
+        .unwrap();
+    interloper
+        .subscribe(&[fx.topic("coupon-issue").as_str()])
+        .unwrap();
+    // Polled until the group gave it the partitions: the pipeline is fenced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while interloper.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "the interloper never joined");
+        interloper.poll(Duration::from_millis(200));
+    }
+    drop(interloper);
+
+    wait_for_log(
+        &log_path,
+        "recovered in place from a fence",
+        Duration::from_secs(60),
+    );
+    producer.await.unwrap();
+    let log = fx.issue_log(commands.len()).await;
+    let decisions = fx.decisions(distinct, Duration::from_secs(300)).await;
+    assert!(
+        pipeline.try_wait().unwrap().is_none(),
+        "the pipeline is still running after the fence"
+    );
+    let (_, body) = http_get(&metrics_address(&log_path), "/metrics");
+    assert_eq!(
+        metric(&body, "surge_pipeline_fence_recoveries_total"),
+        1.0,
+        "one recovery counted"
+    );
+    signal(&pipeline, "TERM");
+    assert_eq!(wait_exit(&mut pipeline, Duration::from_secs(60)), Some(0));
+    let violations = check_invariants(&log, &decisions);
+    assert!(violations.is_empty(), "{violations:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

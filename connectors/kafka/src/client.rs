@@ -68,6 +68,12 @@ impl ClientFactory {
         c
     }
 
+    /// A client with only the connection settings (and the raw overrides),
+    /// for metadata and group queries.
+    pub fn plain_config(&self, role: &str) -> ClientConfig {
+        self.finish(self.base(role))
+    }
+
     /// An admin client.
     pub fn admin(&self) -> KafkaResult<AdminClient<DefaultClientContext>> {
         self.finish(self.base("admin")).create()

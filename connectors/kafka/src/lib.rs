@@ -4,6 +4,7 @@
 //! ClientConfig by hand: security settings must reach every client.
 
 pub mod client;
+pub mod groups;
 pub mod partitioner;
 pub mod produce;
 pub mod reader;

@@ -164,6 +164,10 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             detail,
         } = f;
         let label = reason.label();
+        let (action, detail) = match (action, producer::fatally_fenced(&self.producer)) {
+            (TxnAction::Fatal, Some(fence)) => (TxnAction::Fenced, format!("{detail}: {fence}")),
+            (action, _) => (action, detail),
+        };
         match action {
             TxnAction::Fenced => {
                 tracing::error!(message = "fenced: another instance owns this work; stopping without writing", pipeline = %self.spec.name, reason = label, detail);

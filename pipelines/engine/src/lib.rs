@@ -28,6 +28,7 @@ mod commit;
 mod core;
 mod deadletter;
 mod failure;
+mod fence;
 pub mod harness;
 pub mod laws;
 mod metrics;

@@ -34,6 +34,8 @@ pub struct PipelineMetrics {
     pub consumer_lag: IntGaugeVec,
     pub state_bytes: IntGauge,
     pub producer_recreated: IntCounter,
+    /// Fences judged false (no other process holds our identity) and recovered in place.
+    pub fence_recoveries: IntCounter,
     /// Inputs that arrived on a partition other than their owner's and were forwarded there.
     pub forwarded_records: IntCounter,
     pub assigned_partitions: IntGauge,
@@ -178,6 +180,10 @@ impl PipelineMetrics {
             producer_recreated: counter(
                 "pipeline_producer_recreated_total",
                 "Transactional producers recreated after a timeout.",
+            ),
+            fence_recoveries: counter(
+                "pipeline_fence_recoveries_total",
+                "Fences with no other process holding this instance's identity (a broker outage, a lost session), recovered in place by rejoining with a new producer epoch.",
             ),
             assigned_partitions: assigned,
             forwarded_records: counter(

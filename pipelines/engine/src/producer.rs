@@ -56,6 +56,22 @@ pub(crate) fn new_producer(
     }
 }
 
+/// Whether the producer's fatal error is a fence: librdkafka answers every
+/// call after a fatal error with a generic ERR__FATAL, and only the
+/// client's stored fatal error says it was a newer epoch of our
+/// transactional.id. Recreating the producer then would fence the process
+/// that legitimately took over.
+pub(crate) fn fatally_fenced(producer: &TxnProducer) -> Option<String> {
+    let (code, reason) = producer.client().fatal_error()?;
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+    .then_some(reason)
+}
+
 /// Fenced stays fenced (exit 3); anything else is fatal (exit 1).
 pub(crate) fn exit_for(e: &KafkaError, what: &str) -> ExitReason {
     match txn::classify(e) {

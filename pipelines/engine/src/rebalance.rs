@@ -118,6 +118,22 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
         tracing::info!(message = "partitions revoked", pipeline = %self.spec.name, partitions = ?numbers);
     }
 
+    /// Every partition is gone at once (a fenced member about to rejoin):
+    /// the open transaction cannot commit any more, and nothing of its
+    /// state may be used before a restore from the changelog.
+    pub fn forget_partitions(&mut self) {
+        self.batch = None;
+        for task in self.tasks.values_mut() {
+            task.revert_all();
+        }
+        self.tasks.clear();
+        self.touched.clear();
+        self.exit = None;
+        self.metrics.assigned_partitions.set(0);
+        self.report_state_bytes();
+        self.observe();
+    }
+
     /// The assignment changed: restore the tasks that are new to us to the
     /// changelog's committed end before any of their records is decided.
     pub fn on_assign(&mut self, assignment: &TopicPartitionList) {

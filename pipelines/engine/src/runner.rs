@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use surge_kafka::ClientFactory;
+use surge_kafka::{groups, ClientFactory};
 
 use crate::core::Core;
+use crate::fence::FenceJudge;
 use crate::metrics::PipelineMetrics;
 use crate::output::Routes;
 use crate::processor::{Inputs, Processor};
@@ -78,11 +79,55 @@ pub fn run_pipeline<P: Processor, I: Inputs<Message = P::Input>>(
         shutdown: shutdown.clone(),
         last_tick: Instant::now(),
     }));
+    let mut fences = FenceJudge::new(&spec);
+    loop {
+        let exit = run_member(&core, &spec, &factory, &metrics, &shutdown);
+        let ExitReason::Fenced(why) = &exit else {
+            return exit;
+        };
+        let mut c = core.lock().expect("core lock");
+        if shutdown.load(Ordering::Relaxed) || !fences.recover(why, &c.producer, &shutdown) {
+            return exit;
+        }
+        // Same as a restart of the process: a new producer epoch aborts
+        // whatever the old one left open, the state of every partition is
+        // dropped (restored again on assignment), and a new consumer joins
+        // with our identity.
+        c.forget_partitions();
+        match new_producer(&factory, &spec, &shutdown) {
+            Ok(p) => c.producer = p,
+            Err(exit) => return exit,
+        }
+        metrics.fence_recoveries.inc();
+        tracing::warn!(message = "recovered in place from a fence: rejoining the group", pipeline = %spec.name);
+    }
+}
+
+/// One membership of the group: a consumer joins, and the loop runs until
+/// shutdown, a fence or a fatal condition.
+fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
+    core: &Arc<Mutex<Core<P, I>>>,
+    spec: &PipelineSpec,
+    factory: &ClientFactory,
+    metrics: &PipelineMetrics,
+    shutdown: &Arc<AtomicBool>,
+) -> ExitReason {
     let mut cfg = factory.read_committed_consumer_config(&spec.name, &spec.group_id);
     // Static membership (KIP-345): a restarted instance takes its own place
     // in the group at once instead of waiting out its dead predecessor's
     // session, and a second live process with the same identity is fenced.
+    // The client.id names instance and process, so that a fenced member can
+    // ask the coordinator whether another process holds its identity.
+    let base_client_id = format!("{}-{}", factory.settings().client_id, spec.name);
     cfg.set("group.instance.id", spec.transactional_id())
+        .set(
+            "client.id",
+            groups::member_client_id(
+                &base_client_id,
+                &spec.settings.instance_id,
+                std::process::id(),
+            ),
+        )
         .set("statistics.interval.ms", "5000");
     if cfg.get("partition.assignment.strategy").is_none() {
         // One input: cooperative-sticky moves only what must move. Several
