@@ -10,6 +10,7 @@
 //! only when every verify passes.
 
 mod fleet;
+mod stall;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -262,17 +263,39 @@ pub async fn run(args: ChaosArgs, settings: &Settings, config: &Path) -> anyhow:
     }
     tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
 
-    let mut outcome = verify::run(
+    // A supervisor keeps restarting what dies while verify waits, as
+    // systemd or Kubernetes would.
+    let mut outcome = verify_supervised(
         VerifyArgs::for_run(&prefix, args.wait, sinks.clone()),
         settings,
+        &mut fleet,
+        config,
+        &mut tally,
+        &say,
     )
-    .await;
+    .await?;
     if args.orders > 0 && matches!(outcome, Ok(ExitCode::SUCCESS)) {
-        tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
-        outcome = verify::run(VerifyArgs::for_orders(args.wait, sinks), settings).await;
+        outcome = verify_supervised(
+            VerifyArgs::for_orders(args.wait, sinks),
+            settings,
+            &mut fleet,
+            config,
+            &mut tally,
+            &say,
+        )
+        .await?;
     }
     tally.supervisor_restarts += supervise(&mut fleet, config, &say)?;
     report(&fleet, &tally, started);
+    if !matches!(outcome, Ok(ExitCode::SUCCESS)) {
+        let settings = settings.clone();
+        let with_orders = args.orders > 0;
+        let text = tokio::task::spawn_blocking(move || stall::report(&settings, with_orders))
+            .await
+            .context("stall report")?;
+        print!("{text}");
+        print_member_warnings(&fleet);
+    }
     for m in &mut fleet {
         m.stop(libc::SIGTERM);
     }
@@ -446,6 +469,47 @@ async fn wait_until_serving(
     Ok(())
 }
 
+/// The last warnings and errors surge itself logged in each member (not
+/// librdkafka's connection noise), for a failed run's report.
+fn print_member_warnings(fleet: &[Member]) {
+    println!("the members' last warnings:");
+    for m in fleet {
+        let text = m.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                (l.contains(" WARN surge") || l.contains(" ERROR surge"))
+                    && !l.contains("librdkafka")
+            })
+            .collect();
+        for l in &lines[lines.len().saturating_sub(4)..] {
+            let l: String = l.chars().take(300).collect();
+            println!("  {}: {l}", m.name);
+        }
+    }
+}
+
+/// Runs verify while restarting members that die meanwhile.
+async fn verify_supervised(
+    verify_args: VerifyArgs,
+    settings: &Settings,
+    fleet: &mut [Member],
+    config: &Path,
+    tally: &mut Tally,
+    say: &impl Fn(String),
+) -> anyhow::Result<anyhow::Result<ExitCode>> {
+    let settings = settings.clone();
+    let mut task = tokio::spawn(async move { verify::run(verify_args, &settings).await });
+    loop {
+        tokio::select! {
+            done = &mut task => return Ok(done.context("verify task")?),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                tally.supervisor_restarts += supervise(fleet, config, say)?;
+            }
+        }
+    }
+}
+
 /// Restarts members that died on their own; returns how many.
 fn supervise(fleet: &mut [Member], config: &Path, say: &impl Fn(String)) -> anyhow::Result<usize> {
     let mut restarted = 0;
@@ -504,6 +568,11 @@ fn report(fleet: &[Member], tally: &Tally, started: Instant) {
     println!(
         "  assignments         {} (each restored from the changelog before use)",
         count("pipeline", "partitions assigned and restored")
+    );
+    println!(
+        "  fences              {} judged false and recovered in place, {} real (exit 3)",
+        count("pipeline", "recovered in place from a fence"),
+        count("pipeline", "this one is a zombie; stopping")
     );
     println!(
         "  sinks               {} store writes retried, {} rewinds",
