@@ -40,6 +40,19 @@ impl RegistryError {
     }
 }
 
+/// A transport error with its causes ("error sending request" alone hides
+/// whether the connection was refused or the call timed out).
+fn transport(e: reqwest::Error) -> RegistryError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    RegistryError::Unavailable(text)
+}
+
 fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryError {
     let text = e.to_string();
     if text.contains("404")
@@ -53,9 +66,9 @@ fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryE
             subject: String::new(),
             message: text,
         }
-    } else if e.retriable {
-        RegistryError::Unavailable(text)
     } else {
+        // Whatever else went wrong (transport, 5xx, an unreadable answer)
+        // is an outage to its callers: they retry or report it.
         RegistryError::Unavailable(text)
     }
 }
@@ -190,7 +203,7 @@ impl Registry {
             .json(&serde_json::json!({ "compatibility": level }))
             .send()
             .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            .map_err(transport)?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -209,14 +222,11 @@ impl Registry {
             .get(format!("{}/config/{subject}", self.url))
             .send()
             .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            .map_err(transport)?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let body: serde_json::Value = resp.json().await.map_err(transport)?;
         Ok(body
             .get("compatibilityLevel")
             .and_then(|v| v.as_str())

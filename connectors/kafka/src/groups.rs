@@ -1,7 +1,8 @@
 //! Who is in a consumer group, and what each member owns, as the group
 //! coordinator sees it (DescribeGroups): what an operator asks when
 //! partitions stall (`surge chaos` prints it when verify finds requests
-//! undecided).
+//! undecided). (Not who holds an instance now: a static member that rejoins a
+//! stable group takes over the old member's entry, client.id included.)
 //!
 //! A pipeline's group consumer sets its client.id with
 //! [`member_client_id`], so the answer names instance and process: this API

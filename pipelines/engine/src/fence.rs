@@ -7,13 +7,24 @@
 //! exiting only hands the problem to a supervisor; recovering in place is
 //! what a restart would do, minus the restart.
 //!
-//! The transaction coordinator is the judge, not the group: a successor
-//! initialises its producer (bumping the epoch of our transactional.id)
-//! before it joins the group, so if anyone took our identity, our producer
-//! is fenced. A probe transaction — one record to the changelog, always
-//! aborted, so no read_committed reader ever sees it — reaches the
-//! coordinator and tells. The group's member list cannot: a zombie waking
-//! from a pause rejoins and replaces its successor's member for a moment.
+//! First witness: the transaction coordinator. A successor initialises its
+//! producer (bumping the epoch of our transactional.id) before it joins the
+//! group, so if anyone took our identity, our producer is fenced. A probe
+//! transaction — one record to the changelog, always aborted, so no
+//! read_committed reader ever sees it — tells. Producer still ours: the
+//! fence was false, recover.
+//!
+//! But the producer can be fenced falsely too: after a broker restart,
+//! messages that timed out need an epoch bump, and librdkafka's bump can
+//! come back PRODUCER_FENCED with nobody else involved. Second witness:
+//! this process itself (`freeze.rs`). The zombie a fence exists for is a
+//! process that stopped running while the world moved on; one that kept
+//! running and finds its producer fenced recovers. (The group cannot
+//! witness: a static member that rejoins in a stable group takes over the
+//! old member's entry, client.id included, so the member list does not say
+//! which process holds an instance.) A live duplicate with the same
+//! instance — a misconfiguration — fences us again, and the bound below
+//! ends that.
 //!
 //! At most [`MAX_RECOVERIES`] per [`WINDOW`]: something that keeps fencing
 //! us must end in an exit an operator sees. Exactly-once never depends on
@@ -27,6 +38,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
 
+use crate::freeze;
 use crate::producer::{await_deliveries, fatally_fenced, TxnProducer};
 use crate::spec::PipelineSpec;
 use crate::txn::{self, TxnAction};
@@ -36,6 +48,8 @@ pub(crate) const MAX_RECOVERIES: usize = 3;
 pub(crate) const WINDOW: Duration = Duration::from_secs(600);
 /// How long the probe may wait out a broker that is still away.
 const PROBE_DEADLINE: Duration = Duration::from_secs(120);
+/// A freeze that ended this recently explains a fenced producer.
+const FREEZE_MEMORY: Duration = Duration::from_secs(300);
 /// The probe record's key (aborted; never read).
 pub(crate) const PROBE_KEY: &[u8] = b"surge.fence-probe";
 
@@ -59,6 +73,7 @@ enum Probe {
 
 impl FenceJudge {
     pub fn new(spec: &PipelineSpec) -> Self {
+        freeze::watch();
         Self {
             pipeline: spec.name.clone(),
             changelog: spec.changelog_topic.clone(),
@@ -90,10 +105,21 @@ impl FenceJudge {
                 self.recoveries.push_back(Instant::now());
                 true
             }
-            Probe::Fenced(e) => {
-                tracing::error!(message = "another process holds this identity: this one is a zombie; stopping", pipeline = %self.pipeline, error = %e);
-                false
-            }
+            Probe::Fenced(e) => match freeze::frozen_within(FREEZE_MEMORY) {
+                Some(gap) => {
+                    tracing::error!(message = "another process holds this identity: this one is a zombie (it was frozen for a while); stopping", pipeline = %self.pipeline, frozen_seconds = gap.as_secs_f64(), error = %e);
+                    false
+                }
+                None if !freeze::watching() => {
+                    tracing::error!(message = "the producer was fenced and nothing can tell whether this process was frozen; stopping as fenced", pipeline = %self.pipeline, error = %e);
+                    false
+                }
+                None => {
+                    tracing::warn!(message = "the producer was fenced but this process never stopped running (an epoch bump after a broker outage); recovering", pipeline = %self.pipeline, error = %e);
+                    self.recoveries.push_back(Instant::now());
+                    true
+                }
+            },
             Probe::Unknown(e) => {
                 tracing::error!(message = "could not tell whether the fence is real; stopping as fenced", pipeline = %self.pipeline, error = %e);
                 false

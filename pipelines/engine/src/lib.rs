@@ -29,6 +29,7 @@ mod core;
 mod deadletter;
 mod failure;
 mod fence;
+mod freeze;
 pub mod harness;
 pub mod laws;
 mod metrics;

@@ -83,10 +83,11 @@ async fn register(
     let mut failed = false;
     for s in schemas {
         // Set the level first so the very first version is already guarded.
-        registry
-            .set_compatibility(&s.subject, &settings.registry.compatibility)
-            .await?;
-        match registry.register(&s.subject, &s.text).await {
+        patiently(&s.subject, || {
+            registry.set_compatibility(&s.subject, &settings.registry.compatibility)
+        })
+        .await?;
+        match patiently(&s.subject, || registry.register(&s.subject, &s.text)).await {
             Ok(id) => println!(
                 "{:<24} id {id:<5} compatibility {}",
                 s.subject, settings.registry.compatibility
@@ -107,6 +108,33 @@ async fn register(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How long `register` waits out a registry that does not answer. A fresh
+/// registry on KafkaSQL storage answers its first writes only once its
+/// journal topic round-trips through the broker, which on a loaded machine
+/// can outlast one call's timeout; a deploy script should not fail on that.
+const REGISTRY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `call` again while the registry is unavailable, up to
+/// [`REGISTRY_PATIENCE`], saying so on stderr; other errors return at once.
+async fn patiently<T, F, Fut>(subject: &str, mut call: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    let deadline = std::time::Instant::now() + REGISTRY_PATIENCE;
+    let mut pause = std::time::Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(e) if e.is_retriable() && std::time::Instant::now() + pause < deadline => {
+                eprintln!("{subject}: {e}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn check(registry: &Registry, schemas: &[LocalSchema]) -> anyhow::Result<ExitCode> {
