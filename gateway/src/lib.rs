@@ -21,6 +21,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod idempotency;
 pub mod kafka;
 pub mod metrics;
 pub mod openapi;

@@ -24,6 +24,8 @@ pub struct GatewayMetrics {
     pub admin_auth_throttled: IntCounter,
     /// Accepted-marker writes to Redis that failed (the 202 went out anyway).
     pub accepted_marker_failures: IntCounter,
+    /// Requests with an Idempotency-Key that went on unchecked (Redis did not answer).
+    pub idempotency_unchecked: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -85,6 +87,10 @@ impl GatewayMetrics {
             "gateway_accepted_marker_failures_total",
             "Accepted requests whose accepted marker could not be written to Redis (they were answered 202; a poll reads 404 until decided).",
         );
+        let idempotency_unchecked = counter(
+            "gateway_idempotency_unchecked_total",
+            "Requests with an Idempotency-Key accepted without checking the key's first use (Redis did not answer).",
+        );
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(produce_seconds.clone()),
@@ -96,6 +102,7 @@ impl GatewayMetrics {
             Box::new(admin_auth_failures.clone()),
             Box::new(admin_auth_throttled.clone()),
             Box::new(accepted_marker_failures.clone()),
+            Box::new(idempotency_unchecked.clone()),
         ] {
             registry.register(metric).expect("register");
         }
@@ -111,6 +118,7 @@ impl GatewayMetrics {
             admin_auth_failures,
             admin_auth_throttled,
             accepted_marker_failures,
+            idempotency_unchecked,
         }
     }
 }

@@ -60,7 +60,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
     let idempotency_as = |what: &str| {
         json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": format!("Becomes the {what}: a retry with the same key is the same request (one decision). Without it the gateway makes a UUIDv7. Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters; otherwise 400 naming `Idempotency-Key`."),
+            "description": format!("Becomes the {what}: a retry with the same key is the same request (one decision); the same key on a different request is refused 422. Without it the gateway makes a UUIDv7. Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters; otherwise 400 naming `Idempotency-Key`."),
             "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[!-~]+$" }
         })
     };
@@ -81,7 +81,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
         merged
     };
     let write_of = |accepted: &str| {
-        with(
+        let mut responses = with(
             &common,
             json!({
                 "202": {
@@ -94,7 +94,11 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "415": error("Content-Type is not application/json (nor application/*+json)"),
                 "503": error("Kafka did not acknowledge in time; retry with the same Idempotency-Key"),
             }),
-        )
+        );
+        if !settings.accepted_marker_ttl.is_zero() {
+            responses["422"] = error(&format!("The Idempotency-Key was already used in the last {} for a different request (another route, path id or body; `field` is Idempotency-Key): a key names one request", secs(settings.accepted_marker_ttl)));
+        }
+        responses
     };
     let write = write_of("Accepted");
     let admin_of = |write: &Value| {

@@ -160,7 +160,7 @@ impl Cache {
         }
     }
 
-    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    pub(crate) async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
@@ -170,7 +170,7 @@ impl Cache {
         Ok(c)
     }
 
-    async fn forget(&self) {
+    pub(crate) async fn forget(&self) {
         *self.connection.lock().await = None;
     }
 }

@@ -11,33 +11,55 @@
 
 use std::time::Instant;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use surge_schemas::coupon::CouponCommand;
 use surge_schemas::Contract;
 
 use crate::api::ApiError;
+use crate::idempotency;
 use crate::state::{AppState, Topic};
 
-/// A coupon command (issue request or admin) to coupon-issue.
-pub async fn submit(state: &AppState, command: &CouponCommand) -> Result<(), ApiError> {
+/// A coupon command (issue request or admin) to coupon-issue. `headers`
+/// say whether the client chose the request id (then it is claimed first,
+/// see [`crate::idempotency`]).
+pub async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: &CouponCommand,
+) -> Result<(), ApiError> {
+    claim(state, headers, command, &command.request_id).await?;
     let topic = &state.coupon_issue;
     let payload = state.commands.encode(command).map_err(encoding)?;
     produce(state, topic, command.key(), &payload, &command.request_id).await
 }
 
 /// `message` to `topic`, keyed by its contract key; `id` is the id the
-/// client polls by (request id or order id), marked as accepted once
-/// Kafka acknowledged the record.
+/// client polls by (request id or order id), claimed first when the client
+/// chose it and marked as accepted once Kafka acknowledged the record.
 pub async fn send<T: Contract>(
     state: &AppState,
+    headers: &HeaderMap,
     topic: &Topic<T>,
     message: &T,
     id: &str,
 ) -> Result<(), ApiError> {
+    claim(state, headers, message, id).await?;
     let payload = topic.codec.encode(message).map_err(encoding)?;
     produce(state, &topic.name, message.key(), &payload, id).await
+}
+
+async fn claim<T: Contract>(
+    state: &AppState,
+    headers: &HeaderMap,
+    message: &T,
+    id: &str,
+) -> Result<(), ApiError> {
+    if !idempotency::client_chosen(headers) {
+        return Ok(());
+    }
+    idempotency::claim(state, id, &idempotency::fingerprint(message)).await
 }
 
 fn encoding(e: impl std::fmt::Display) -> ApiError {

@@ -1,7 +1,8 @@
 //! The HTTP gateway over real HTTP, with the real pipeline and sinks behind
 //! it: a sale of 100 units to 1,000 users where every request polls to a
 //! decision and exactly 100 are ISSUED; one Idempotency-Key sent three times
-//! is one request with one decision; and a table of bad inputs, each with
+//! is one request with one decision, and the same key on another request
+//! is refused 422; and a table of bad inputs, each with
 //! its status and the field it names, including refused admin calls.
 
 mod common;
@@ -100,6 +101,38 @@ async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
     assert_eq!(answers[0]["requestId"], key.as_str());
     let d = gw.decision(&key, Duration::from_secs(60)).await;
     assert_eq!(d["outcome"], "SOLD_OUT");
+
+    // The same key on a different request is refused, never handed on: not
+    // for another coupon (another partition's book would decide it again),
+    // not for another user, not on another route. A poll of the key still
+    // reads the one request it names.
+    let other_coupon = format!("{}other", fx.prefix);
+    let reuses = [
+        (
+            format!("/coupons/{other_coupon}/issue"),
+            json!({ "userId": "latecomer" }),
+        ),
+        (
+            format!("/coupons/{coupon}/issue"),
+            json!({ "userId": "someone-else" }),
+        ),
+        (
+            "/orders".to_string(),
+            json!({ "userId": "latecomer", "currency": "KRW", "items": [{ "productId": "p", "quantity": 1, "unitPrice": "1.00" }] }),
+        ),
+    ];
+    for (path, body) in reuses {
+        let (status, answer) = gw
+            .post(&path, &[("idempotency-key", key.as_str())], body)
+            .await;
+        assert_eq!(status, 422, "{path}: {answer}");
+        assert_eq!(answer["field"], "Idempotency-Key", "{answer}");
+    }
+    let d = gw.decision(&key, Duration::from_secs(10)).await;
+    assert_eq!(
+        (d["couponId"].as_str(), d["userId"].as_str()),
+        (Some(coupon.as_str()), Some("latecomer"))
+    );
     let decisions = fx.decisions(1_000 + 2, Duration::from_secs(60)).await;
     assert_eq!(
         decisions.iter().filter(|d| d.request_id == key).count(),

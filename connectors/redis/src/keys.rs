@@ -31,6 +31,12 @@ impl Keyspace {
         format!("{}:accepted:{id}", self.0)
     }
 
+    /// String with a TTL: what the client-given Idempotency-Key `id` was
+    /// first used for (a fingerprint); written by the gateway only.
+    pub fn idempotency(&self, id: &str) -> String {
+        format!("{}:idempotency:{id}", self.0)
+    }
+
     /// Hash: an order's state after its latest transition.
     pub fn order(&self, order_id: &str) -> String {
         format!("{}:order:{order_id}", self.0)

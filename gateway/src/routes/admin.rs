@@ -216,7 +216,7 @@ async fn create(
             discount: body.discount.map(discount).transpose()?,
         },
     };
-    submit::submit(&state, &command).await?;
+    submit::submit(&state, &headers, &command).await?;
     Ok(accepted(&command.request_id))
 }
 
@@ -250,7 +250,7 @@ async fn adjust(
             reason: body.reason,
         },
     };
-    submit::submit(&state, &command).await?;
+    submit::submit(&state, &headers, &command).await?;
     Ok(accepted(&command.request_id))
 }
 
@@ -290,6 +290,7 @@ async fn create_product(
     let command = product_create(request_id(&headers)?, body)?;
     submit::send(
         &state,
+        &headers,
         &state.orders.inventory,
         &command,
         &command.request_id,
@@ -341,6 +342,7 @@ async fn adjust_product(
     let command = product_adjust(request_id(&headers)?, product_id, body)?;
     submit::send(
         &state,
+        &headers,
         &state.orders.inventory,
         &command,
         &command.request_id,

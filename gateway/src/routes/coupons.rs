@@ -42,7 +42,7 @@ async fn issue(
             user_id: body.user_id,
         },
     };
-    submit::submit(&state, &command).await?;
+    submit::submit(&state, &headers, &command).await?;
     Ok(accepted(&command.request_id))
 }
 

@@ -162,7 +162,14 @@ async fn create(
 ) -> Result<Response, ApiError> {
     // The Idempotency-Key is the order id: a retry is the same order.
     let order = order_create(request_id(&headers)?, body)?;
-    submit::send(&state, &state.orders.create, &order, &order.order_id).await?;
+    submit::send(
+        &state,
+        &headers,
+        &state.orders.create,
+        &order,
+        &order.order_id,
+    )
+    .await?;
     let poll = poll(&order.order_id);
     Ok((
         StatusCode::ACCEPTED,
@@ -203,7 +210,14 @@ async fn cancel(
     Body(body): Body<CancelBody>,
 ) -> Result<Response, ApiError> {
     let cancel = order_cancel(request_id(&headers)?, order_id, body)?;
-    submit::send(&state, &state.orders.cancel, &cancel, &cancel.request_id).await?;
+    submit::send(
+        &state,
+        &headers,
+        &state.orders.cancel,
+        &cancel,
+        &cancel.request_id,
+    )
+    .await?;
     let poll = poll(&cancel.order_id);
     Ok((
         StatusCode::ACCEPTED,

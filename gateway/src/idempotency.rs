@@ -1,0 +1,101 @@
+//! An Idempotency-Key names one request. A retry with the same key and the
+//! same request is the same request (the pipelines dedupe it); the same key
+//! on a different request — another route, another path id, another body —
+//! is refused 422, as payment providers do, instead of being handed to a
+//! pipeline that would drop it as a duplicate (one partition) or decide it
+//! a second time (another partition) and let polls of the key read the
+//! other request's decision.
+//!
+//! The gateway remembers what each client-given key was first used for in
+//! Redis (`<keyspace>:idempotency:<id>`, for `accepted_marker_ttl`), claimed
+//! with `SET NX` before the record is produced, so two racing requests with
+//! one key cannot both pass. Best effort like the accepted markers: when
+//! Redis does not answer the request goes on unchecked (counted in
+//! `surge_gateway_idempotency_unchecked_total`), since refusing every write
+//! during a cache outage would be worse; a reuse then reaches the pipeline,
+//! which dead-letters what it can tell (a reused request id on the same
+//! partition).
+
+use axum::http::{HeaderMap, StatusCode};
+use surge_schemas::Contract;
+
+use crate::api::ApiError;
+use crate::state::AppState;
+
+/// How long one Redis call may take before the request goes on unchecked.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a request is, for comparing two uses of one key: its topic and its
+/// record, without the time it was sent (a retry is sent later). A hex
+/// xxh3-128 of the record's Avro value, so two gateway versions agree as
+/// long as the contract does.
+pub fn fingerprint<T: Contract>(message: &T) -> String {
+    let mut value = message.to_avro();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "requestedAt");
+    }
+    let text = format!("{}\n{value:?}", T::TOPIC);
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
+
+/// Whether the client chose the id (only then can it be reused: ids the
+/// gateway makes are fresh UUIDv7s).
+pub fn client_chosen(headers: &HeaderMap) -> bool {
+    headers.contains_key("idempotency-key")
+}
+
+/// Claims `id` for the request `fingerprint` describes. Ok when the key is
+/// new, or was used for this same request (a retry); 422 when it was used
+/// for another one.
+pub async fn claim(state: &AppState, id: &str, fingerprint: &str) -> Result<(), ApiError> {
+    let ttl = state.settings.accepted_marker_ttl;
+    if ttl.is_zero() {
+        return Ok(());
+    }
+    let key = state.keys.idempotency(id);
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let check = async {
+        let mut conn = state.redis.connection().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(fingerprint)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        // Taken: by this same request (a retry) or another one. (Expired
+        // between the two calls: nobody holds it, go on.)
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+    };
+    let error = match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(first))) if first == fingerprint => return Ok(()),
+        Ok(Ok(Some(_))) => {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key",
+                format!(
+                    "Idempotency-Key {id} was already used for a different request (another route, path or body) in the last {}; a key names one request: use a new key for a new request",
+                    humantime::format_duration(ttl)
+                ),
+            ))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in time".to_string(),
+    };
+    state.redis.forget().await;
+    state.metrics.idempotency_unchecked.inc();
+    tracing::debug!(
+        message = "idempotency key not checked (Redis did not answer)",
+        id,
+        error
+    );
+    Ok(())
+}
