@@ -1,9 +1,11 @@
 //! Bad input and failed batches on the real stack.
 //!
-//! Poison: a truncated record, a wrong magic byte, an unknown schema id and a
-//! schema-valid record breaking the contract go to the dead-letter topic
+//! Poison: a truncated record, a wrong magic byte, an unknown schema id, a
+//! schema-valid record breaking the contract and a request id reused for
+//! another user go to the dead-letter topic
 //! (original bytes, headers naming source and reason); a request breaking a
-//! business rule gets an INVALID decision; processing continues after each.
+//! business rule gets an INVALID decision; a retry of a request as it was is
+//! decided once; processing continues after each.
 //!
 //! Aborts: with half of all batches aborted on purpose, nothing of an aborted
 //! batch is visible to read_committed consumers and every record is still
@@ -35,6 +37,13 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
             [&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &good[5..]].concat(),
         ),
         ("contract_violation", empty_user),
+        // r1's id again, for another user: a reused request id, straight
+        // to Kafka (the gateway refuses it 422; a producer of its own is
+        // only stopped here).
+        (
+            "request_id_reused",
+            fx.commands.encode(&issue("r1", "c1", "u9")).unwrap(),
+        ),
     ];
     let mut cfg = fx.factory.base("test-producer");
     cfg.set("partitioner", "murmur2_random");
@@ -66,7 +75,9 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
             discount: None,
         },
     };
-    fx.produce(&[negative, issue("r2", "c1", "u2")]).await;
+    // ... and r1 sent again as it was: an upstream retry, decided once.
+    fx.produce(&[negative, issue("r1", "c1", "u1"), issue("r2", "c1", "u2")])
+        .await;
 
     let mut child = fx.spawn_pipeline("0", &[]);
     let decisions = fx.decisions(4, Duration::from_secs(60)).await;

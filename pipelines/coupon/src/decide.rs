@@ -9,7 +9,7 @@ use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome
 use surge_schemas::order::{CouponReply, CouponReplyOutcome, OrderReply, Reply};
 use surge_schemas::TopicCodec;
 
-use crate::ledger::{id_hash, CouponBook, CouponChange, Terms};
+use crate::ledger::{id_hash, CouponBook, CouponChange, Request, Seen, Terms};
 
 /// coupon-issue → coupon-result, and the answers to the order saga's
 /// redeem and release commands → order-replies.
@@ -54,7 +54,7 @@ impl Verdict {
     /// decided; the caller may set another change or a reply.
     fn plain(
         outcome: Outcome,
-        request: u128,
+        request: Request,
         book: &CouponBook,
         coupon: &str,
         reason: Option<String>,
@@ -78,7 +78,7 @@ impl Verdict {
 }
 
 /// The rules, as a pure function of the book and the command.
-fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
+fn judge(book: &CouponBook, cmd: &CouponCommand, request: Request) -> Verdict {
     let coupon = cmd.coupon_id.as_str();
     let at = cmd.requested_at.timestamp_millis();
     match &cmd.command {
@@ -258,6 +258,71 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: u128) -> Verdict {
     }
 }
 
+/// The dead-letter reason of a request id reused for another request
+/// (pre-registered at 0 in surge-engine's `poison_reasons`).
+pub const REQUEST_ID_REUSED: &str = "request_id_reused";
+
+/// Whether `cmd` is to be decided: `Some(request)` if its request id is new
+/// on this partition, `None` for an upstream retry of a decided request (the
+/// same content again, or an id decided by a version that kept no
+/// fingerprint), and poison for an id already decided for another request:
+/// dropping it would lose the request, and answering it with the first
+/// request's decision would tell its sender something false.
+fn admit(book: &CouponBook, cmd: &CouponCommand) -> Result<Option<Request>, Reject> {
+    let request = Request::of(cmd);
+    match book.seen(&request) {
+        Seen::New => Ok(Some(request)),
+        Seen::Retry | Seen::RetryUnchecked => Ok(None),
+        Seen::Reused => Err(Reject::Poison {
+            reason: REQUEST_ID_REUSED,
+            message: format!(
+                "request id {} was first used for a different request (its coupon, action, \
+                 user, order or terms differ); this one is coupon {} ({})",
+                cmd.request_id,
+                cmd.coupon_id,
+                describe(&cmd.command)
+            ),
+        }),
+    }
+}
+
+/// What an action asks for, in words, for a dead letter's message.
+fn describe(action: &CouponAction) -> String {
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(|| "-".to_string(), |t| t.timestamp_millis().to_string())
+    };
+    match action {
+        CouponAction::Issue { user_id } => format!("issue for user {user_id}"),
+        CouponAction::Create {
+            stock,
+            active_from,
+            active_until,
+            discount,
+        } => {
+            let discount = discount.map_or_else(
+                || "none".to_string(),
+                |d| match d.cap {
+                    Some(cap) => format!("{:?} {} capped at {}", d.kind, d.value.0, cap.0),
+                    None => format!("{:?} {}", d.kind, d.value.0),
+                },
+            );
+            format!(
+                "create with stock {stock}, active from {} until {} ms, discount {discount}",
+                time(active_from),
+                time(active_until)
+            )
+        }
+        CouponAction::AdjustStock { delta, reason } => match reason {
+            Some(r) => format!("adjust stock by {delta:+}, reason {r:?}"),
+            None => format!("adjust stock by {delta:+}"),
+        },
+        CouponAction::Redeem { order_id, user_id } => {
+            format!("redeem for order {order_id} with user {user_id}'s unit")
+        }
+        CouponAction::Release { order_id } => format!("release of order {order_id}'s unit"),
+    }
+}
+
 impl Processor for CouponProcessor {
     type Input = CouponCommand;
     type State = CouponBook;
@@ -268,12 +333,11 @@ impl Processor for CouponProcessor {
         input: Incoming<CouponCommand>,
     ) -> Result<(), Reject> {
         let cmd = input.message;
-        let request = id_hash(&cmd.request_id);
-        if book.state().already_decided(request) {
+        let Some(request) = admit(book.state(), &cmd)? else {
             // An upstream retry of a request already decided: no second decision.
             book.already_decided();
             return Ok(());
-        }
+        };
         let verdict = judge(book.state(), &cmd, request);
         let stock = verdict.terms.map_or(0, |t| t.stock);
         let order_id = cmd.command.order_id().map(str::to_string);
@@ -366,7 +430,7 @@ mod tests {
     fn run(book: &mut CouponBook, cmds: &[CouponCommand]) -> Vec<(Outcome, Option<i64>)> {
         cmds.iter()
             .map(|c| {
-                let v = judge(book, c, id_hash(&c.request_id));
+                let v = judge(book, c, Request::of(c));
                 book.apply(&v.change);
                 (v.outcome, v.sequence)
             })
@@ -508,6 +572,89 @@ mod tests {
         assert_eq!(book.coupon("c").unwrap().terms().unwrap().stock, 8);
     }
 
+    /// A changelog entry for `request` as versions before fingerprints wrote
+    /// it: key `r` + request hash, value empty or user + sequence + couponId.
+    fn old_entry(request: &str, issued: Option<(&str, i64)>) -> (Vec<u8>, Vec<u8>) {
+        let mut key = vec![b'r'];
+        key.extend_from_slice(&id_hash(request).to_be_bytes());
+        let mut value = Vec::new();
+        if let Some((user, sequence)) = issued {
+            value.extend_from_slice(&id_hash(user).to_be_bytes());
+            value.extend_from_slice(&sequence.to_be_bytes());
+            value.extend_from_slice(b"c");
+        }
+        (key, value)
+    }
+
+    fn reason(r: Result<Option<Request>, Reject>) -> Option<&'static str> {
+        match r {
+            Err(Reject::Poison { reason, .. }) => Some(reason),
+            Err(e) => panic!("{e}"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn an_id_decided_before_fingerprints_is_a_retry_whatever_it_asks() {
+        let mut book = CouponBook::default();
+        run(&mut book, &[create(5)]);
+        for (k, v) in [old_entry("r1", Some(("alice", 1))), old_entry("r2", None)] {
+            book.restore(&k, Some(&v)).unwrap();
+        }
+        run(&mut book, &[issue("r3", "carol")]);
+        let c = book.coupon("c").unwrap();
+        assert!(c.holds(id_hash("alice")) && c.issued() == 2);
+        for again in [
+            issue("r1", "alice"),
+            issue("r1", "bob"),
+            issue("r2", "dave"),
+            cmd(
+                "r2",
+                "other",
+                1_000,
+                CouponAction::Release {
+                    order_id: "o1".into(),
+                },
+            ),
+        ] {
+            assert!(
+                matches!(admit(&book, &again), Ok(None)),
+                "{again:?}: a silent duplicate, as before fingerprints"
+            );
+        }
+        // Decided by this version: a retry is silent, a reuse is poison.
+        assert!(matches!(admit(&book, &issue("r3", "carol")), Ok(None)));
+        assert_eq!(
+            reason(admit(&book, &issue("r3", "bob"))),
+            Some(REQUEST_ID_REUSED)
+        );
+        assert!(matches!(admit(&book, &issue("r4", "bob")), Ok(Some(_))));
+    }
+
+    #[test]
+    fn a_reused_id_is_named_with_what_the_new_request_asks() {
+        let mut book = CouponBook::default();
+        run(&mut book, &[create(5), issue("r1", "alice")]);
+        let Err(Reject::Poison { reason, message }) = admit(&book, &issue("r1", "bob")) else {
+            panic!("a reused id is poison");
+        };
+        assert_eq!(reason, "request_id_reused");
+        assert_eq!(
+            message,
+            "request id r1 was first used for a different request (its coupon, action, user, \
+             order or terms differ); this one is coupon c (issue for user bob)"
+        );
+        let Err(Reject::Poison { message, .. }) = admit(&book, &create(6)) else {
+            panic!("new terms under an admin request id already used are poison");
+        };
+        assert!(
+            message.ends_with(
+                "this one is coupon c (create with stock 6, active from - until - ms, discount none)"
+            ),
+            "{message}"
+        );
+    }
+
     #[test]
     fn stock_can_be_added_after_selling_out() {
         let mut book = CouponBook::default();
@@ -556,6 +703,13 @@ mod redemption {
 
     const RESULTS: &str = "coupon-result";
     const REPLIES: &str = "order-replies";
+
+    fn req(id: u128) -> Request {
+        Request {
+            id,
+            fingerprint: crate::ledger::Fingerprint::from_hash(id as u64 * 7 + 1),
+        }
+    }
 
     fn harness() -> Harness<CouponProcessor> {
         let p = CouponProcessor::new(
@@ -744,7 +898,7 @@ mod redemption {
     fn ledger_laws() {
         let changes = vec![
             CouponChange::Terms {
-                request: 1,
+                request: req(1),
                 coupon: "c".into(),
                 terms: Terms {
                     stock: 3,
@@ -755,25 +909,25 @@ mod redemption {
                 previous: None,
             },
             CouponChange::Issued {
-                request: 2,
+                request: req(2),
                 coupon: "c".into(),
                 user: 7,
                 sequence: 1,
             },
             CouponChange::Redeemed {
-                request: 3,
+                request: req(3),
                 coupon: "c".into(),
                 order: 11,
                 user: 7,
             },
             CouponChange::Released {
-                request: 4,
+                request: req(4),
                 coupon: "c".into(),
                 order: 11,
                 user: 7,
             },
             CouponChange::Redeemed {
-                request: 5,
+                request: req(5),
                 coupon: "c".into(),
                 order: 12,
                 user: 7,

@@ -7,21 +7,153 @@
 //!
 //! Changelog layout (compacted topic, one key per live fact):
 //! - `c` + couponId → terms: stock, active window (last value wins);
-//! - `r` + request hash → empty for a decided request, or user hash +
-//!   sequence + couponId for one that was ISSUED (rebuilds the holders);
+//! - `r` + request hash → the request's fingerprint (what it asked for, so a
+//!   restored book still tells a retry from a reused id), preceded, for one
+//!   that was ISSUED, by user hash + sequence + couponId (rebuilds the
+//!   holders); see `request_value` for the exact bytes and the layouts
+//!   written before fingerprints existed, which still restore;
 //! - `u` + order hash + couponId → the user hash whose unit that order
 //!   uses (a redemption); a tombstone when the order released it.
 
 use std::collections::{HashMap, HashSet};
+use std::num::{NonZeroU32, NonZeroU64};
 
-use surge_schemas::coupon::{Discount, DiscountKind};
+use surge_schemas::coupon::{CouponAction, CouponCommand, Discount, DiscountKind};
 use surge_schemas::Money;
+use xxhash_rust::xxh3::Xxh3Default;
 
 use surge_engine::{ChangelogRecord, PartitionState};
 
 /// 128-bit identity hash of a user or request id.
 pub fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// What a request asked for: xxh3-64 over a canonical encoding of its
+/// content ([`fingerprint`]). Never 0, so an unknown fingerprint costs no
+/// extra byte in the book (`Option<Fingerprint>` is 8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(NonZeroU64);
+
+impl Fingerprint {
+    /// A hash as a fingerprint (0, one value in 2^64, becomes 1).
+    pub fn from_hash(hash: u64) -> Self {
+        Self(NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN))
+    }
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// The fingerprint of `cmd`: its coupon, its action and every field of the
+/// action (user, order, stock, active window, discount, delta and its
+/// reason) — everything but the request id (the key it is kept under) and
+/// `requested_at` (an upstream retry carries a new one).
+///
+/// Fingerprints are persisted in the changelog: this encoding is frozen. A
+/// change to it would make every retry of a request decided before the
+/// upgrade look like a reused id. A field added to a command later must be
+/// left out when it has its default value, so that old fingerprints hold.
+///
+/// Encoding: a string is its length (u64 BE) then its bytes, a number i64
+/// BE, an optional value a byte 0 (none) or 1 followed by the value; then
+/// coupon id, one tag byte per action and the action's fields in order.
+/// Hashed in a streaming hasher on the stack: no allocation.
+pub fn fingerprint(cmd: &CouponCommand) -> Fingerprint {
+    struct Canon(Xxh3Default);
+    impl Canon {
+        fn tag(&mut self, t: u8) {
+            self.0.update(&[t]);
+        }
+        fn str(&mut self, s: &str) {
+            self.0.update(&(s.len() as u64).to_be_bytes());
+            self.0.update(s.as_bytes());
+        }
+        fn int(&mut self, v: i64) {
+            self.0.update(&v.to_be_bytes());
+        }
+        fn opt<T>(&mut self, v: Option<T>, mut f: impl FnMut(&mut Self, T)) {
+            match v {
+                None => self.tag(0),
+                Some(v) => {
+                    self.tag(1);
+                    f(self, v);
+                }
+            }
+        }
+    }
+    let mut c = Canon(Xxh3Default::new());
+    c.str(&cmd.coupon_id);
+    match &cmd.command {
+        CouponAction::Issue { user_id } => {
+            c.tag(b'I');
+            c.str(user_id);
+        }
+        CouponAction::Create {
+            stock,
+            active_from,
+            active_until,
+            discount,
+        } => {
+            c.tag(b'C');
+            c.int(*stock);
+            c.opt(active_from.map(|t| t.timestamp_millis()), Canon::int);
+            c.opt(active_until.map(|t| t.timestamp_millis()), Canon::int);
+            c.opt(discount.as_ref(), |c, d| {
+                c.tag(match d.kind {
+                    DiscountKind::Fixed => b'F',
+                    DiscountKind::Percent => b'P',
+                });
+                c.int(d.value.0);
+                c.opt(d.cap.map(|m| m.0), Canon::int);
+            });
+        }
+        CouponAction::AdjustStock { delta, reason } => {
+            c.tag(b'A');
+            c.int(*delta);
+            c.opt(reason.as_deref(), Canon::str);
+        }
+        CouponAction::Redeem { order_id, user_id } => {
+            c.tag(b'R');
+            c.str(order_id);
+            c.str(user_id);
+        }
+        CouponAction::Release { order_id } => {
+            c.tag(b'L');
+            c.str(order_id);
+        }
+    }
+    Fingerprint::from_hash(c.0.digest())
+}
+
+/// A request being decided: the hash of its id and what it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub id: u128,
+    pub fingerprint: Fingerprint,
+}
+
+impl Request {
+    pub fn of(cmd: &CouponCommand) -> Self {
+        Request {
+            id: id_hash(&cmd.request_id),
+            fingerprint: fingerprint(cmd),
+        }
+    }
+}
+
+/// What the book knows of a request id about to be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not decided on this partition yet.
+    New,
+    /// Decided, for the same content: an upstream retry.
+    Retry,
+    /// Decided by a version that kept no fingerprint (restored from an old
+    /// changelog entry): taken as a retry, as that version did.
+    RetryUnchecked,
+    /// Decided for a different content: the id was reused for another request.
+    Reused,
 }
 
 /// What an admin set for a coupon.
@@ -71,11 +203,41 @@ impl CouponLedger {
     }
 }
 
+/// A request hash as the book's key: its top 96 bits as three u32s, so an
+/// entry with its short fingerprint is 16 bytes, what a bare `u128` entry
+/// cost before fingerprints (a `u128` key is 16-aligned and would pad the
+/// entry to 32). 96 bits of xxh3 keep collisions negligible: about 10^-15
+/// for ten million requests on one partition.
+type Slot = [u32; 3];
+
+fn slot(request: u128) -> Slot {
+    [
+        (request >> 64) as u32,
+        (request >> 32) as u32,
+        request as u32,
+    ]
+}
+
+/// The book keeps a fingerprint folded to 32 bits (the changelog keeps all
+/// 64): a reused id passes for a retry only if two different requests agree
+/// on them, one chance in 4 billion.
+type ShortFingerprint = NonZeroU32;
+
+fn short(f: Fingerprint) -> ShortFingerprint {
+    let h = f.get();
+    NonZeroU32::new((h >> 32) as u32 ^ h as u32).unwrap_or(NonZeroU32::MIN)
+}
+
+/// One entry of `CouponBook::decided`.
+type DecidedEntry = (Slot, Option<ShortFingerprint>);
+
 /// All coupons of one partition and the request ids already decided there.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CouponBook {
     coupons: HashMap<String, CouponLedger>,
-    decided: HashSet<u128>,
+    /// Request hash → the fingerprint of what it asked for (`None`: decided
+    /// by a version that kept none).
+    decided: HashMap<Slot, Option<ShortFingerprint>>,
 }
 
 impl CouponBook {
@@ -83,7 +245,24 @@ impl CouponBook {
         self.coupons.get(id).filter(|c| c.terms.is_some())
     }
     pub fn already_decided(&self, request: u128) -> bool {
-        self.decided.contains(&request)
+        self.decided.contains_key(&slot(request))
+    }
+    /// Whether `request` is new here, a retry of one decided, or a reuse of
+    /// a decided request's id for something else.
+    pub fn seen(&self, request: &Request) -> Seen {
+        match self.decided.get(&slot(request.id)) {
+            None => Seen::New,
+            Some(None) => Seen::RetryUnchecked,
+            Some(Some(f)) if *f == short(request.fingerprint) => Seen::Retry,
+            Some(Some(_)) => Seen::Reused,
+        }
+    }
+    fn decide(&mut self, request: &Request) {
+        self.decided
+            .insert(slot(request.id), Some(short(request.fingerprint)));
+    }
+    fn undecide(&mut self, request: &Request) {
+        self.decided.remove(&slot(request.id));
     }
     pub fn issued_users(&self) -> usize {
         self.coupons.values().map(|c| c.holders.len()).sum()
@@ -94,31 +273,31 @@ impl CouponBook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CouponChange {
     /// A request was decided without issuing.
-    Decided { request: u128 },
+    Decided { request: Request },
     /// A unit was issued to `user` (the request is decided too).
     Issued {
-        request: u128,
+        request: Request,
         coupon: String,
         user: u128,
         sequence: i64,
     },
     /// Admin terms set (`previous` for the revert). The request is decided too.
     Terms {
-        request: u128,
+        request: Request,
         coupon: String,
         terms: Terms,
         previous: Option<Terms>,
     },
     /// `order` now uses `user`'s unit (the request is decided too).
     Redeemed {
-        request: u128,
+        request: Request,
         coupon: String,
         order: u128,
         user: u128,
     },
     /// `order` gave `user`'s unit back (the request is decided too).
     Released {
-        request: u128,
+        request: Request,
         coupon: String,
         order: u128,
         user: u128,
@@ -138,11 +317,60 @@ fn redemption_key(order: u128, coupon: &str) -> Vec<u8> {
     k
 }
 
-fn request_key(request: u128) -> Vec<u8> {
+fn request_key(request: &Request) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(KEY_REQUEST);
-    k.extend_from_slice(&request.to_be_bytes());
+    k.extend_from_slice(&request.id.to_be_bytes());
     k
+}
+
+/// Ends a request value that carries a fingerprint. 0xFF never occurs in
+/// UTF-8, which is what makes the layouts below unambiguous.
+const FINGERPRINTED: u8 = 0xFF;
+/// user hash (16) + sequence (8), before the couponId of an ISSUED value.
+const ISSUED_HEAD: usize = 24;
+/// fingerprint (8) + [`FINGERPRINTED`].
+const TRAILER: usize = 9;
+
+/// The value of a request's changelog entry: the payload, then the
+/// fingerprint (u64 BE) and the byte 0xFF. The payload is empty for a
+/// request that issued nothing, user hash (16) + sequence (i64 BE, 8) +
+/// couponId (UTF-8) for one that was ISSUED:
+///
+/// | written by | decided, nothing issued | ISSUED |
+/// |---|---|---|
+/// | this version | fingerprint, 0xFF: exactly 9 bytes | user, sequence, couponId, fingerprint, 0xFF: 33 bytes or more |
+/// | versions before fingerprints | empty | user, sequence, couponId: 24 bytes or more |
+///
+/// No old value is 9 bytes long, and an old value of 33 bytes or more ends
+/// inside its couponId, valid UTF-8, so never with 0xFF: a value is of this
+/// version exactly when it is 9 or at least 33 bytes long and ends with
+/// 0xFF (an old value of 24 bytes can end with 0xFF, in its sequence; its
+/// length tells it apart). See [`split_request_value`].
+fn request_value(request: &Request, issued: Option<(u128, i64, &str)>) -> Vec<u8> {
+    let payload = issued.map_or(0, |(_, _, coupon)| ISSUED_HEAD + coupon.len());
+    let mut v = Vec::with_capacity(payload + TRAILER);
+    if let Some((user, sequence, coupon)) = issued {
+        v.extend_from_slice(&user.to_be_bytes());
+        v.extend_from_slice(&sequence.to_be_bytes());
+        v.extend_from_slice(coupon.as_bytes());
+    }
+    v.extend_from_slice(&request.fingerprint.get().to_be_bytes());
+    v.push(FINGERPRINTED);
+    v
+}
+
+/// A request value's payload and fingerprint (`None` for a value written
+/// before fingerprints existed). See [`request_value`].
+fn split_request_value(value: &[u8]) -> Result<(&[u8], Option<Fingerprint>), String> {
+    let n = value.len();
+    if value.last() != Some(&FINGERPRINTED) || (n != TRAILER && n < ISSUED_HEAD + TRAILER) {
+        return Ok((value, None));
+    }
+    let (payload, trailer) = value.split_at(n - TRAILER);
+    let hash = u64::from_be_bytes(trailer[..8].try_into().expect("8 bytes"));
+    let fingerprint = NonZeroU64::new(hash).ok_or("request fingerprint of 0")?;
+    Ok((payload, Some(Fingerprint(fingerprint))))
 }
 
 impl PartitionState for CouponBook {
@@ -151,7 +379,7 @@ impl PartitionState for CouponBook {
     fn apply(&mut self, change: &CouponChange) {
         match change {
             CouponChange::Decided { request } => {
-                self.decided.insert(*request);
+                self.decide(request);
             }
             CouponChange::Issued {
                 request,
@@ -159,7 +387,7 @@ impl PartitionState for CouponBook {
                 user,
                 ..
             } => {
-                self.decided.insert(*request);
+                self.decide(request);
                 self.coupons
                     .entry(coupon.clone())
                     .or_default()
@@ -172,7 +400,7 @@ impl PartitionState for CouponBook {
                 terms,
                 ..
             } => {
-                self.decided.insert(*request);
+                self.decide(request);
                 self.coupons.entry(coupon.clone()).or_default().terms = Some(*terms);
             }
             CouponChange::Redeemed {
@@ -181,7 +409,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decided.insert(*request);
+                self.decide(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.insert(*order, *user);
                 c.used_by.insert(*user, *order);
@@ -192,7 +420,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decided.insert(*request);
+                self.decide(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.remove(order);
                 c.used_by.remove(user);
@@ -203,7 +431,7 @@ impl PartitionState for CouponBook {
     fn revert(&mut self, change: &CouponChange) {
         match change {
             CouponChange::Decided { request } => {
-                self.decided.remove(request);
+                self.undecide(request);
             }
             CouponChange::Issued {
                 request,
@@ -211,7 +439,7 @@ impl PartitionState for CouponBook {
                 user,
                 ..
             } => {
-                self.decided.remove(request);
+                self.undecide(request);
                 if let Some(c) = self.coupons.get_mut(coupon) {
                     c.holders.remove(user);
                 }
@@ -222,7 +450,7 @@ impl PartitionState for CouponBook {
                 previous,
                 ..
             } => {
-                self.decided.remove(request);
+                self.undecide(request);
                 match previous {
                     Some(p) => self.coupons.entry(coupon.clone()).or_default().terms = Some(*p),
                     None => {
@@ -236,7 +464,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decided.remove(request);
+                self.undecide(request);
                 if let Some(c) = self.coupons.get_mut(coupon) {
                     c.redemptions.remove(order);
                     c.used_by.remove(user);
@@ -248,7 +476,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decided.remove(request);
+                self.undecide(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.insert(*order, *user);
                 c.used_by.insert(*user, *order);
@@ -259,7 +487,7 @@ impl PartitionState for CouponBook {
     fn changelog_records(&self, change: &CouponChange, out: &mut Vec<ChangelogRecord>) {
         match change {
             CouponChange::Decided { request } => {
-                out.push((request_key(*request), Some(Vec::new())))
+                out.push((request_key(request), Some(request_value(request, None))))
             }
             CouponChange::Issued {
                 request,
@@ -267,11 +495,8 @@ impl PartitionState for CouponBook {
                 user,
                 sequence,
             } => {
-                let mut v = Vec::with_capacity(24 + coupon.len());
-                v.extend_from_slice(&user.to_be_bytes());
-                v.extend_from_slice(&sequence.to_be_bytes());
-                v.extend_from_slice(coupon.as_bytes());
-                out.push((request_key(*request), Some(v)));
+                let v = request_value(request, Some((*user, *sequence, coupon)));
+                out.push((request_key(request), Some(v)));
             }
             CouponChange::Terms {
                 request,
@@ -279,7 +504,7 @@ impl PartitionState for CouponBook {
                 terms,
                 ..
             } => {
-                out.push((request_key(*request), Some(Vec::new())));
+                out.push((request_key(request), Some(request_value(request, None))));
                 let mut k = Vec::with_capacity(1 + coupon.len());
                 k.push(KEY_TERMS);
                 k.extend_from_slice(coupon.as_bytes());
@@ -291,7 +516,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                out.push((request_key(*request), Some(Vec::new())));
+                out.push((request_key(request), Some(request_value(request, None))));
                 out.push((
                     redemption_key(*order, coupon),
                     Some(user.to_be_bytes().to_vec()),
@@ -303,7 +528,7 @@ impl PartitionState for CouponBook {
                 order,
                 ..
             } => {
-                out.push((request_key(*request), Some(Vec::new())));
+                out.push((request_key(request), Some(request_value(request, None))));
                 out.push((redemption_key(*order, coupon), None));
             }
         }
@@ -343,14 +568,15 @@ impl PartitionState for CouponBook {
                     hash.try_into()
                         .map_err(|_| "request key is not 16 bytes".to_string())?,
                 );
-                self.decided.insert(request);
-                if !value.is_empty() {
-                    if value.len() < 24 {
+                let (payload, fingerprint) = split_request_value(value)?;
+                self.decided.insert(slot(request), fingerprint.map(short));
+                if !payload.is_empty() {
+                    if payload.len() < ISSUED_HEAD {
                         return Err(format!("issued value of {} bytes", value.len()));
                     }
-                    let user = u128::from_be_bytes(value[..16].try_into().expect("16 bytes"));
-                    let coupon =
-                        std::str::from_utf8(&value[24..]).map_err(|e| format!("coupon id: {e}"))?;
+                    let user = u128::from_be_bytes(payload[..16].try_into().expect("16 bytes"));
+                    let coupon = std::str::from_utf8(&payload[ISSUED_HEAD..])
+                        .map_err(|e| format!("coupon id: {e}"))?;
                     self.coupons
                         .entry(coupon.to_string())
                         .or_default()
@@ -366,7 +592,7 @@ impl PartitionState for CouponBook {
     fn approx_bytes(&self) -> usize {
         // hashbrown: one control byte per bucket plus the value, buckets >= len.
         let set = |cap: usize, item: usize| cap * (item + 1);
-        self.decided.capacity() * 17
+        set(self.decided.capacity(), std::mem::size_of::<DecidedEntry>())
             + self
                 .coupons
                 .iter()
@@ -443,6 +669,46 @@ fn decode_terms(value: &[u8]) -> Result<Terms, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
+
+    fn req(id: u128) -> Request {
+        Request {
+            id,
+            fingerprint: Fingerprint::from_hash(id as u64 * 7 + 1),
+        }
+    }
+
+    fn command(request: &str, coupon: &str, at: i64, command: CouponAction) -> CouponCommand {
+        CouponCommand {
+            request_id: request.into(),
+            coupon_id: coupon.into(),
+            requested_at: DateTime::from_timestamp_millis(at).unwrap(),
+            command,
+        }
+    }
+
+    fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
+        command(
+            request,
+            coupon,
+            1_000,
+            CouponAction::Issue {
+                user_id: user.into(),
+            },
+        )
+    }
+
+    /// The value an entry had before fingerprints: empty, or user +
+    /// sequence + couponId for an ISSUED one.
+    fn old_value(issued: Option<(u128, i64, &str)>) -> Vec<u8> {
+        let mut v = Vec::new();
+        if let Some((user, sequence, coupon)) = issued {
+            v.extend_from_slice(&user.to_be_bytes());
+            v.extend_from_slice(&sequence.to_be_bytes());
+            v.extend_from_slice(coupon.as_bytes());
+        }
+        v
+    }
 
     fn replay(changes: &[CouponChange]) -> CouponBook {
         let mut book = CouponBook::default();
@@ -463,18 +729,18 @@ mod tests {
         };
         let changes = vec![
             CouponChange::Terms {
-                request: 1,
+                request: req(1),
                 coupon: "c".into(),
                 terms,
                 previous: None,
             },
             CouponChange::Issued {
-                request: 2,
+                request: req(2),
                 coupon: "c".into(),
                 user: id_hash("u1"),
                 sequence: 1,
             },
-            CouponChange::Decided { request: 3 },
+            CouponChange::Decided { request: req(3) },
         ];
         let mut live = CouponBook::default();
         changes.iter().for_each(|c| live.apply(c));
@@ -501,21 +767,21 @@ mod tests {
             discount: None,
         };
         let t2 = Terms { stock: 5, ..t1 };
-        let changes = vec![
+        let changes = [
             CouponChange::Terms {
-                request: 1,
+                request: req(1),
                 coupon: "c".into(),
                 terms: t1,
                 previous: None,
             },
             CouponChange::Issued {
-                request: 2,
+                request: req(2),
                 coupon: "c".into(),
                 user: 9,
                 sequence: 1,
             },
             CouponChange::Terms {
-                request: 3,
+                request: req(3),
                 coupon: "c".into(),
                 terms: t2,
                 previous: Some(t1),
@@ -528,5 +794,317 @@ mod tests {
         assert!(book.already_decided(1) && !book.already_decided(2) && !book.already_decided(3));
         book.revert(&changes[0]);
         assert!(book.coupon("c").is_none());
+    }
+
+    #[test]
+    fn fingerprints_cover_the_content_but_not_the_time() {
+        let base = issue("r1", "c1", "u1");
+        let f = fingerprint(&base);
+        let retry = command("r1", "c1", 99_999, base.command.clone());
+        assert_eq!(fingerprint(&retry), f, "a retry carries a new requested_at");
+        assert_eq!(
+            fingerprint(&issue("r2", "c1", "u1")),
+            f,
+            "the request id is the key, not the content"
+        );
+        let create = |stock, from: Option<i64>, discount| CouponAction::Create {
+            stock,
+            active_from: from.and_then(DateTime::from_timestamp_millis),
+            active_until: None,
+            discount,
+        };
+        let others = [
+            issue("r1", "c2", "u1"),
+            issue("r1", "c1", "u9"),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::Redeem {
+                    order_id: "o1".into(),
+                    user_id: "u1".into(),
+                },
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::Redeem {
+                    order_id: "o2".into(),
+                    user_id: "u1".into(),
+                },
+            ),
+            // Strings are length-prefixed: moving a byte across fields is another request.
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::Redeem {
+                    order_id: "o2u".into(),
+                    user_id: "1".into(),
+                },
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::Release {
+                    order_id: "o1".into(),
+                },
+            ),
+            command("r1", "c1", 1_000, create(5, None, None)),
+            command("r1", "c1", 1_000, create(6, None, None)),
+            command("r1", "c1", 1_000, create(5, Some(0), None)),
+            command("r1", "c1", 1_000, create(5, Some(1), None)),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                create(5, None, Some(Discount::fixed(Money(500)))),
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                create(5, None, Some(Discount::percent(Money(500), None))),
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                create(5, None, Some(Discount::percent(Money(500), Some(Money(1))))),
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::AdjustStock {
+                    delta: 1,
+                    reason: None,
+                },
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::AdjustStock {
+                    delta: -1,
+                    reason: None,
+                },
+            ),
+            command(
+                "r1",
+                "c1",
+                1_000,
+                CouponAction::AdjustStock {
+                    delta: 1,
+                    reason: Some(String::new()),
+                },
+            ),
+        ];
+        let mut seen = vec![f];
+        for (i, other) in others.iter().enumerate() {
+            let g = fingerprint(other);
+            assert!(!seen.contains(&g), "command {i} ({other:?}) collides");
+            seen.push(g);
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_encoding_is_frozen() {
+        // Persisted in the changelog: if this changes, every retry of a
+        // request decided before the upgrade would be dead-lettered as a
+        // reused id.
+        let redeem = command(
+            "r",
+            "c1",
+            0,
+            CouponAction::Redeem {
+                order_id: "o1".into(),
+                user_id: "u1".into(),
+            },
+        );
+        let create = command(
+            "r",
+            "c1",
+            0,
+            CouponAction::Create {
+                stock: 5,
+                active_from: DateTime::from_timestamp_millis(10),
+                active_until: None,
+                discount: Some(Discount::percent(Money(1000), Some(Money(500)))),
+            },
+        );
+        let got = [
+            fingerprint(&issue("r", "c1", "u1")).get(),
+            fingerprint(&redeem).get(),
+            fingerprint(&create).get(),
+        ];
+        // The documented bytes, hashed in one piece.
+        let s = |s: &str| [&(s.len() as u64).to_be_bytes()[..], s.as_bytes()].concat();
+        let i = |v: i64| v.to_be_bytes().to_vec();
+        let bytes = [
+            [s("c1"), b"I".to_vec(), s("u1")].concat(),
+            [s("c1"), b"R".to_vec(), s("o1"), s("u1")].concat(),
+            [
+                s("c1"),
+                b"C".to_vec(),
+                i(5),
+                vec![1],
+                i(10),
+                vec![0],
+                vec![1, b'P'],
+                i(1000),
+                vec![1],
+                i(500),
+            ]
+            .concat(),
+        ];
+        assert_eq!(got, bytes.map(|b| xxhash_rust::xxh3::xxh3_64(&b)));
+        assert_eq!(
+            got,
+            [
+                17245464051369417339,
+                16807520484313728075,
+                12812024416260024949
+            ]
+        );
+    }
+
+    #[test]
+    fn request_values_tell_the_old_layouts_from_the_new() {
+        let r = req(5);
+        let fp = Some(r.fingerprint);
+        let new = request_value(&r, None);
+        assert_eq!(new.len(), 9);
+        assert_eq!(split_request_value(&new).unwrap(), (&[][..], fp));
+        assert_eq!(split_request_value(&[]).unwrap(), (&[][..], None));
+        // Every coupon length, and sequences whose last byte is the marker.
+        let coupon = "c".repeat(40);
+        for len in 0..=40 {
+            let coupon = &coupon[..len];
+            for sequence in [0, 1, 255, -1, i64::MAX] {
+                for user in [0, u128::MAX, id_hash("u")] {
+                    let issued = Some((user, sequence, coupon));
+                    let old = old_value(issued);
+                    assert_eq!(split_request_value(&old).unwrap(), (&old[..], None));
+                    let new = request_value(&r, issued);
+                    assert_eq!(new.len(), 24 + len + 9);
+                    assert_eq!(split_request_value(&new).unwrap(), (&old[..], fp));
+                }
+            }
+        }
+        // Multi-byte UTF-8 couponIds end with continuation bytes, never 0xFF.
+        let old = old_value(Some((1, 2, "coupon-é€😀")));
+        assert_eq!(split_request_value(&old).unwrap(), (&old[..], None));
+    }
+
+    #[test]
+    fn a_restored_book_knows_what_each_request_asked_for() {
+        let create = command(
+            "admin",
+            "c1",
+            0,
+            CouponAction::Create {
+                stock: 5,
+                active_from: None,
+                active_until: None,
+                discount: None,
+            },
+        );
+        let (admin, first) = (Request::of(&create), Request::of(&issue("r1", "c1", "u1")));
+        let changes = vec![
+            CouponChange::Terms {
+                request: admin,
+                coupon: "c1".into(),
+                terms: Terms {
+                    stock: 5,
+                    active_from: None,
+                    active_until: None,
+                    discount: None,
+                },
+                previous: None,
+            },
+            CouponChange::Issued {
+                request: first,
+                coupon: "c1".into(),
+                user: id_hash("u1"),
+                sequence: 1,
+            },
+        ];
+        let (live, _) = surge_engine::laws::changelog_of::<CouponBook>(&changes);
+        let restored = replay(&changes);
+        assert_eq!(restored, live);
+        for book in [&live, &restored] {
+            assert_eq!(book.seen(&first), Seen::Retry);
+            assert_eq!(
+                book.seen(&Request::of(&issue("r1", "c1", "u1"))),
+                Seen::Retry
+            );
+            assert_eq!(
+                book.seen(&Request::of(&issue("r1", "c2", "u1"))),
+                Seen::Reused
+            );
+            assert_eq!(
+                book.seen(&Request::of(&issue("r1", "c1", "u9"))),
+                Seen::Reused
+            );
+            assert_eq!(
+                book.seen(&Request::of(&issue("admin", "c1", "u1"))),
+                Seen::Reused
+            );
+            assert_eq!(book.seen(&Request::of(&issue("r2", "c1", "u1"))), Seen::New);
+        }
+    }
+
+    #[test]
+    fn old_changelog_entries_restore_with_no_fingerprint() {
+        let key = |r: &str| request_key(&Request::of(&issue(r, "x", "x")));
+        let mut terms_key = vec![KEY_TERMS];
+        terms_key.extend_from_slice(b"c1");
+        let terms = Terms {
+            stock: 5,
+            active_from: None,
+            active_until: None,
+            discount: None,
+        };
+        // As a version before fingerprints wrote them, then one entry of this version.
+        let log: Vec<ChangelogRecord> = vec![
+            (key("admin"), Some(old_value(None))),
+            (terms_key, Some(encode_terms(&terms))),
+            (key("r1"), Some(old_value(Some((id_hash("u1"), 1, "c1"))))),
+            (key("r2"), Some(old_value(None))),
+            (
+                key("r3"),
+                Some(request_value(&Request::of(&issue("r3", "c1", "u3")), None)),
+            ),
+        ];
+        let book: CouponBook = surge_engine::laws::restore_from(&log);
+        let c1 = book.coupon("c1").unwrap();
+        assert_eq!(c1.terms(), Some(&terms));
+        assert!(c1.holds(id_hash("u1")) && c1.issued() == 1);
+        for r in ["admin", "r1", "r2"] {
+            assert!(book.already_decided(id_hash(r)));
+            for cmd in [issue(r, "c1", "u1"), issue(r, "c2", "u9")] {
+                assert_eq!(
+                    book.seen(&Request::of(&cmd)),
+                    Seen::RetryUnchecked,
+                    "{r}: decided with no fingerprint, any repeat is a retry"
+                );
+            }
+        }
+        assert_eq!(
+            book.seen(&Request::of(&issue("r3", "c1", "u3"))),
+            Seen::Retry
+        );
+        assert_eq!(
+            book.seen(&Request::of(&issue("r3", "c1", "u1"))),
+            Seen::Reused
+        );
+        let approx = book.approx_bytes();
+        assert!(
+            approx >= book.decided.capacity() * 17,
+            "a decided entry is 16 bytes and a control byte: {approx}"
+        );
     }
 }

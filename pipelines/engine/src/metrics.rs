@@ -231,6 +231,8 @@ const DECODE_DLQ_REASONS: [&str; 7] = [
 /// besides the decoding ones.
 fn poison_reasons(pipeline: &str) -> &'static [&'static str] {
     match pipeline {
+        // pipelines/coupon/src/decide.rs `REQUEST_ID_REUSED`.
+        "coupon" => &["request_id_reused"],
         "payment" => &["payment_id_reused"],
         _ => &[],
     }

@@ -1,0 +1,347 @@
+//! A request id identifies one request (issue 14): the same id with the same
+//! content again is an upstream retry, decided once and silently; the same
+//! id with another content is dead-lettered as `request_id_reused`, never
+//! dropped silently, and never answered with the first request's decision.
+//! Run through the engine's in-process harness (savepoints, commits,
+//! restarts from the committed changelog), no services.
+
+use chrono::DateTime;
+use surge_coupon::decide::REQUEST_ID_REUSED;
+use surge_coupon::ledger::id_hash;
+use surge_coupon::CouponProcessor;
+use surge_engine::harness::Harness;
+use surge_engine::Reject;
+use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount, Outcome};
+use surge_schemas::{Money, TopicCodec};
+
+const RESULTS: &str = "coupon-result";
+const REPLIES: &str = "order-replies";
+const PARTITIONS: i32 = 6;
+
+fn harness() -> Harness<CouponProcessor> {
+    let p = CouponProcessor::new(
+        TopicCodec::offline(1),
+        TopicCodec::offline(2),
+        RESULTS,
+        REPLIES,
+    );
+    Harness::new(
+        p,
+        &[("coupon-issue", PARTITIONS)],
+        &[(RESULTS, PARTITIONS), (REPLIES, PARTITIONS)],
+    )
+}
+
+fn cmd(request: &str, coupon: &str, at: i64, command: CouponAction) -> CouponCommand {
+    CouponCommand {
+        request_id: request.into(),
+        coupon_id: coupon.into(),
+        requested_at: DateTime::from_timestamp_millis(at).unwrap(),
+        command,
+    }
+}
+
+fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
+    cmd(
+        request,
+        coupon,
+        1_000,
+        CouponAction::Issue {
+            user_id: user.into(),
+        },
+    )
+}
+
+fn create(request: &str, coupon: &str, stock: i64) -> CouponCommand {
+    cmd(
+        request,
+        coupon,
+        0,
+        CouponAction::Create {
+            stock,
+            active_from: None,
+            active_until: None,
+            discount: None,
+        },
+    )
+}
+
+fn redeem(request: &str, coupon: &str, order: &str, user: &str) -> CouponCommand {
+    cmd(
+        request,
+        coupon,
+        2_000,
+        CouponAction::Redeem {
+            order_id: order.into(),
+            user_id: user.into(),
+        },
+    )
+}
+
+/// Feeds `c` where the engine would decide it: the partition owning its coupon.
+fn feed(h: &mut Harness<CouponProcessor>, c: CouponCommand) -> Result<(), Reject> {
+    let key = c.coupon_id.clone();
+    h.feed(0, &key, c, 1_000).map(|_| ())
+}
+
+/// Feeds `c` and expects it to be dead-lettered as a reused id; returns the message.
+fn feed_reused(h: &mut Harness<CouponProcessor>, c: CouponCommand) -> String {
+    let what = format!("{c:?}");
+    match feed(h, c) {
+        Err(Reject::Poison { reason, message }) => {
+            assert_eq!(reason, REQUEST_ID_REUSED, "{what}");
+            message
+        }
+        Err(e) => panic!("{what}: rejected for a retry: {e}"),
+        Ok(()) => panic!("{what}: a reused request id was not dead-lettered"),
+    }
+}
+
+/// Every decision on coupon-result (committed, then pending), in order.
+fn decisions(h: &Harness<CouponProcessor>) -> Vec<CouponDecision> {
+    let codec = TopicCodec::<CouponDecision>::offline(1);
+    h.committed()
+        .iter()
+        .chain(h.pending())
+        .filter(|s| s.topic == RESULTS)
+        .map(|s| futures::executor::block_on(codec.decode(s.payload.as_deref())).unwrap())
+        .collect()
+}
+
+fn decisions_of(
+    h: &Harness<CouponProcessor>,
+    request: &str,
+) -> Vec<(String, Option<String>, Outcome)> {
+    decisions(h)
+        .into_iter()
+        .filter(|d| d.request_id == request)
+        .map(|d| (d.coupon_id, d.user_id, d.outcome))
+        .collect()
+}
+
+/// A coupon id other than `of` on the partition that owns `of`.
+fn coupon_beside(h: &Harness<CouponProcessor>, of: &str) -> String {
+    let p = h.partition_of(0, of);
+    (0..)
+        .map(|n| format!("{of}-{n}"))
+        .find(|c| h.partition_of(0, c) == p)
+        .unwrap()
+}
+
+fn reason_counts(h: &Harness<CouponProcessor>) -> Vec<String> {
+    h.dead_letters().iter().map(|d| d.2.clone()).collect()
+}
+
+#[test]
+fn a_retry_with_the_same_content_is_decided_once_and_silently() {
+    let mut h = harness();
+    feed(&mut h, create("admin", "c1", 5)).unwrap();
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    feed(&mut h, redeem("o1/redeem", "c1", "o1", "u1")).unwrap();
+    h.commit();
+    let before = h.state(h.partition_of(0, "c1")).clone();
+    // Retries, one with a new requested_at as a client's retry carries.
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    feed(
+        &mut h,
+        cmd(
+            "r1",
+            "c1",
+            9_999,
+            CouponAction::Issue {
+                user_id: "u1".into(),
+            },
+        ),
+    )
+    .unwrap();
+    feed(&mut h, redeem("o1/redeem", "c1", "o1", "u1")).unwrap();
+    feed(&mut h, create("admin", "c1", 5)).unwrap();
+    h.commit();
+    assert_eq!(
+        decisions_of(&h, "r1"),
+        vec![("c1".into(), Some("u1".into()), Outcome::Issued)]
+    );
+    assert_eq!(decisions(&h).len(), 3, "one decision per request");
+    assert!(h.dead_letters().is_empty(), "{:?}", h.dead_letters());
+    assert_eq!(h.state(h.partition_of(0, "c1")), &before);
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_request_id_reused_for_another_coupon_is_dead_lettered() {
+    let mut h = harness();
+    let c2 = coupon_beside(&h, "c1");
+    let p = h.partition_of(0, "c1");
+    feed(&mut h, create("admin-1", "c1", 5)).unwrap();
+    feed(&mut h, create("admin-2", &c2, 5)).unwrap();
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    h.commit();
+    let before = h.state(p).clone();
+    let message = feed_reused(&mut h, issue("r1", &c2, "u1"));
+    assert!(
+        message.starts_with("request id r1 was first used for a different request")
+            && message.ends_with(&format!("this one is coupon {c2} (issue for user u1)")),
+        "{message}"
+    );
+    assert_eq!(h.dead_letters(), &[(0, p, REQUEST_ID_REUSED.to_string())]);
+    h.commit();
+    assert_eq!(
+        decisions_of(&h, "r1"),
+        vec![("c1".into(), Some("u1".into()), Outcome::Issued)],
+        "the first request's decision stands, and is the only one for r1"
+    );
+    assert_eq!(h.state(p), &before, "a dead letter changes nothing");
+    assert_eq!(h.state(p).coupon(&c2).unwrap().issued(), 0);
+    // The user can still ask for the other coupon under a request id of its own.
+    feed(&mut h, issue("r2", &c2, "u1")).unwrap();
+    assert_eq!(
+        decisions_of(&h, "r2"),
+        vec![(c2, Some("u1".into()), Outcome::Issued)]
+    );
+    h.commit();
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_request_id_reused_for_another_user_is_dead_lettered() {
+    let mut h = harness();
+    let p = h.partition_of(0, "c1");
+    feed(&mut h, create("admin", "c1", 5)).unwrap();
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    let message = feed_reused(&mut h, issue("r1", "c1", "u9"));
+    assert!(
+        message.contains("request id r1 ") && message.ends_with("(issue for user u9)"),
+        "{message}"
+    );
+    h.commit();
+    let c1 = h.state(p).coupon("c1").unwrap();
+    assert!(c1.holds(id_hash("u1")) && !c1.holds(id_hash("u9")));
+    assert_eq!(c1.issued(), 1);
+    assert_eq!(
+        decisions_of(&h, "r1"),
+        vec![("c1".into(), Some("u1".into()), Outcome::Issued)]
+    );
+    assert_eq!(reason_counts(&h), vec![REQUEST_ID_REUSED]);
+    h.assert_restore_law();
+}
+
+#[test]
+fn a_request_id_reused_for_another_action_order_or_terms_is_dead_lettered() {
+    let mut h = harness();
+    feed(&mut h, create("admin", "c1", 5)).unwrap();
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    feed(&mut h, redeem("o1/redeem", "c1", "o1", "u1")).unwrap();
+    feed(
+        &mut h,
+        cmd(
+            "adjust",
+            "c1",
+            0,
+            CouponAction::AdjustStock {
+                delta: 2,
+                reason: None,
+            },
+        ),
+    )
+    .unwrap();
+    h.commit();
+    let p = h.partition_of(0, "c1");
+    let before = h.state(p).clone();
+    let decided = decisions(&h).len();
+    let reuses = [
+        // Another action under an issue's id.
+        redeem("r1", "c1", "o1", "u1"),
+        // Another order under a redemption's id.
+        redeem("o1/redeem", "c1", "o2", "u1"),
+        // Another action for the same order.
+        cmd(
+            "o1/redeem",
+            "c1",
+            2_000,
+            CouponAction::Release {
+                order_id: "o1".into(),
+            },
+        ),
+        // Other admin terms under an admin request id.
+        create("admin", "c1", 6),
+        cmd(
+            "admin",
+            "c1",
+            0,
+            CouponAction::Create {
+                stock: 5,
+                active_from: None,
+                active_until: None,
+                discount: Some(Discount::fixed(Money(500))),
+            },
+        ),
+        cmd(
+            "adjust",
+            "c1",
+            0,
+            CouponAction::AdjustStock {
+                delta: -2,
+                reason: None,
+            },
+        ),
+    ];
+    let n = reuses.len();
+    for c in reuses {
+        feed_reused(&mut h, c);
+    }
+    h.commit();
+    assert_eq!(reason_counts(&h), vec![REQUEST_ID_REUSED; n]);
+    assert_eq!(decisions(&h).len(), decided, "no decision for any reuse");
+    assert_eq!(h.state(p), &before);
+    assert_eq!(h.state(p).coupon("c1").unwrap().terms().unwrap().stock, 7);
+}
+
+#[test]
+fn reuse_is_still_detected_after_a_restart_from_the_changelog() {
+    let mut h = harness();
+    let p = h.partition_of(0, "c1");
+    let c2 = coupon_beside(&h, "c1");
+    feed(&mut h, create("admin-1", "c1", 5)).unwrap();
+    feed(&mut h, create("admin-2", &c2, 5)).unwrap();
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    feed(&mut h, redeem("o1/redeem", "c1", "o1", "u1")).unwrap();
+    h.commit();
+    h.restart();
+    h.assert_restore_law();
+    feed_reused(&mut h, issue("r1", &c2, "u1"));
+    feed_reused(&mut h, issue("r1", "c1", "u9"));
+    feed_reused(&mut h, redeem("o1/redeem", "c1", "o2", "u1"));
+    feed_reused(&mut h, create("admin-1", "c1", 6));
+    // Retries are still silent.
+    feed(&mut h, issue("r1", "c1", "u1")).unwrap();
+    feed(&mut h, redeem("o1/redeem", "c1", "o1", "u1")).unwrap();
+    assert!(h.pending().is_empty(), "{:?}", h.pending());
+
+    // A crash with an uncommitted decision: the replay decides it again,
+    // and the restored book knows what it asked for.
+    feed(&mut h, issue("r2", "c1", "u2")).unwrap();
+    h.crash_and_restore();
+    h.commit();
+    assert_eq!(
+        decisions_of(&h, "r2"),
+        vec![("c1".into(), Some("u2".into()), Outcome::Issued)]
+    );
+    h.crash_and_restore();
+    feed_reused(&mut h, issue("r2", "c1", "u3"));
+    feed(&mut h, issue("r2", "c1", "u2")).unwrap();
+    h.commit();
+    // A reuse fed before a crash is dead-lettered again when replayed.
+    let dead = h.dead_letters().len();
+    feed_reused(&mut h, issue("r1", "c1", "u7"));
+    h.crash_and_restore();
+    assert_eq!(h.dead_letters().len(), dead + 2);
+    h.commit();
+    assert!(h.dead_letters().iter().all(|d| d.1 == p));
+    assert_eq!(
+        decisions_of(&h, "r1"),
+        vec![("c1".into(), Some("u1".into()), Outcome::Issued)]
+    );
+    let c1 = h.state(p).coupon("c1").unwrap();
+    assert_eq!(c1.issued(), 2, "u1 and u2, nobody else");
+    h.assert_restore_law();
+}
