@@ -53,6 +53,9 @@ enum Command {
     Chaos(commands::chaos::ChaosArgs),
     /// Measure surge against an at-least-once copy and the Redis-lock design (prints ratios, writes JSON + SVG).
     Bench(commands::bench::BenchArgs),
+    /// List dead letters (reasons, provenance) and replay chosen ones to their source exactly once.
+    #[command(subcommand)]
+    Dlq(commands::dlq::DlqCommand),
     /// Check Kafka (with a transactional round trip), the registry, PostgreSQL and Redis.
     Doctor(commands::doctor::DoctorArgs),
     /// Print the effective settings (defaults, file and environment merged) as TOML.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Schemas(cmd) => commands::schemas::run(cmd, &settings).await,
             Command::Topics(cmd) => commands::topics::run(cmd, &settings).await,
+            Command::Dlq(cmd) => commands::dlq::run(cmd, &settings).await,
             Command::Doctor(args) => commands::doctor::run(args, &settings).await,
             Command::Pipeline(args) => commands::pipeline::run(args, &settings).await,
             Command::Sink(args) => commands::sink::run(args, &settings).await,

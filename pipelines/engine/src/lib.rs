@@ -26,7 +26,7 @@
 mod changelog;
 mod commit;
 mod core;
-mod deadletter;
+pub mod deadletter;
 mod failure;
 mod fence;
 mod freeze;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod dlq;
 pub mod doctor;
 pub mod gateway;
 pub mod loadgen;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub mod coupon;
+pub mod dlq;
 pub mod gateway;
 pub mod orders;
 pub mod payments;
