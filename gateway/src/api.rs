@@ -13,7 +13,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use surge_schemas::Money;
@@ -213,6 +213,81 @@ pub fn string_if_present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strin
     String::deserialize(d).map(Some)
 }
 
+/// An integer as JSON Schema (and so the OpenAPI document's `"type":
+/// "integer"`) counts one: any JSON number whose value is whole, written
+/// `5`, `5.0` or `5e0`, within `T`'s range; serde alone refuses `5.0`
+/// although the document calls it valid. Read from the number's text, not
+/// through a float: `-9223372036854775809` is out of range even though it
+/// rounds to i64::MIN as a float. Fractions, other types and null are
+/// refused (serde names the field).
+pub fn integer<'de, D: Deserializer<'de>, T: Integer>(d: D) -> Result<T, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    let text = raw.get();
+    let expected = format!("{} (a whole number)", T::NAME);
+    let expected = expected.as_str();
+    let kind = match text.as_bytes().first() {
+        Some(b'"') => Some("string"),
+        Some(b'[') => Some("sequence"),
+        Some(b'{') => Some("map"),
+        Some(b't' | b'f') => Some("boolean"),
+        Some(b'n') => Some("null"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        return Err(D::Error::invalid_type(Unexpected::Other(kind), &expected));
+    }
+    whole_number(text)
+        .and_then(|v| i64::try_from(v).ok())
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| D::Error::invalid_value(Unexpected::Other(text), &expected))
+}
+
+/// The exact value of a JSON number's text when it is whole and at most
+/// 20 digits long; `None` otherwise.
+fn whole_number(text: &str) -> Option<i128> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e),
+        None => (unsigned, "0"),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some(0);
+    }
+    let trimmed = significant.trim_end_matches('0');
+    // An exponent too long for i64 is far out of range either way.
+    let exponent: i64 = exponent.parse().ok()?;
+    let scale =
+        i128::from(exponent) - fraction.len() as i128 + (significant.len() - trimmed.len()) as i128;
+    if scale < 0 || trimmed.len() as i128 + scale > 20 {
+        return None;
+    }
+    let value = trimmed.parse::<i128>().ok()? * 10i128.checked_pow(scale as u32)?;
+    Some(if negative { -value } else { value })
+}
+
+/// The integer types bodies carry.
+pub trait Integer: TryFrom<i64> {
+    const NAME: &'static str;
+}
+
+impl Integer for i32 {
+    const NAME: &'static str = "i32";
+}
+
+impl Integer for i64 {
+    const NAME: &'static str = "i64";
+}
+
 /// The route's one path parameter (named as in the contract), percent-
 /// decoded and checked with [`check_id`].
 pub struct PathId(pub String);
@@ -274,6 +349,46 @@ pub fn money_pattern() -> String {
     format!("^-?[0-9]{{1,{MONEY_INTEGER_DIGITS}}}(\\.[0-9]{{1,2}})?$")
 }
 
+/// An amount [`money`] reads as more than 0, as an ECMA-262 pattern: a
+/// FIXED discount's value, a PERCENT discount's cap (the contract's rules,
+/// `Discount::validate`). Leading zeros count among the 16 digits, as in
+/// [`money`], so the first non-zero digit's place is spelled out.
+pub fn positive_money_pattern() -> String {
+    let d = MONEY_INTEGER_DIGITS;
+    let whole: Vec<String> = (0..d)
+        .map(|zeros| {
+            let lead = if zeros == 0 {
+                String::new()
+            } else {
+                format!("0{{{zeros}}}")
+            };
+            let rest = d - 1 - zeros;
+            let tail = if rest == 0 {
+                String::new()
+            } else {
+                format!("[0-9]{{0,{rest}}}")
+            };
+            format!("{lead}[1-9]{tail}")
+        })
+        .collect();
+    format!(
+        "^(?:(?:{})(?:\\.[0-9]{{1,2}})?|0{{1,{d}}}\\.(?:0[1-9]|[1-9][0-9]?))$",
+        whole.join("|")
+    )
+}
+
+/// An amount [`money`] reads as more than 0 and at most 100: a PERCENT
+/// discount's value, as an ECMA-262 pattern.
+pub fn percent_pattern() -> String {
+    let d = MONEY_INTEGER_DIGITS;
+    format!(
+        "^(?:0{{0,{}}}100(?:\\.0{{1,2}})?|0{{0,{}}}[1-9](?:\\.[0-9]{{1,2}})?|0{{0,{}}}[1-9][0-9](?:\\.[0-9]{{1,2}})?|0{{1,{d}}}\\.(?:0[1-9]|[1-9][0-9]?))$",
+        d - 3,
+        d - 1,
+        d - 2
+    )
+}
+
 /// An amount as a decimal string — an optional `-`, 1 to 16 digits, then
 /// optionally `.` and 1 or 2 digits (`"12.50"`, `"3"`, `"0.5"`) — in minor
 /// units (cents). Exactly what `decimal(18,2)` can carry; whether an
@@ -328,28 +443,55 @@ pub fn path_segment(id: &str) -> String {
     out
 }
 
-/// An optional RFC 3339 timestamp in years 1..=9999 (UTC).
+/// An optional RFC 3339 `date-time` (the document's format) in years
+/// 1..=9999, so that every reader of the contract (Python's datetime among
+/// them) can hold it. Beyond the format: the year as written is 0001 to
+/// 9999; on the first and last day, 0001-01-01 and 9999-12-31, it is
+/// written in UTC (`Z` or `±00:00`), so no offset takes its instant out of
+/// those years; and no leap second (`:60`), which timestamp-millis cannot
+/// carry. [`timestamp_excluded_pattern`] says the same for the document.
 pub fn timestamp(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(v) = value else {
         return Ok(None);
     };
-    let t = DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            ApiError::field(
-                StatusCode::BAD_REQUEST,
-                field,
-                format!("{field} must be an RFC 3339 timestamp: {e}"),
-            )
-        })?;
-    if !(1..=9999).contains(&t.year()) {
-        return Err(ApiError::field(
+    let bad = |why: String| {
+        Err(ApiError::field(
             StatusCode::BAD_REQUEST,
             field,
-            format!("{field} must lie between {EARLIEST} and {LATEST}"),
+            format!("{field} {why}"),
+        ))
+    };
+    // chrono also takes a space for the T; RFC 3339's date-time does not.
+    if !matches!(v.as_bytes().get(10), Some(b'T' | b't')) {
+        return bad("must be an RFC 3339 timestamp: date, T, time and offset".into());
+    }
+    let t = match DateTime::parse_from_rfc3339(v) {
+        Ok(t) => t,
+        Err(e) => return bad(format!("must be an RFC 3339 timestamp: {e}")),
+    };
+    if t.nanosecond() >= 1_000_000_000 {
+        return bad("must not be a leap second (:60), which timestamps cannot carry".into());
+    }
+    let local = t.naive_local().date();
+    let edge = [(1, 1, 1), (9999, 12, 31)].contains(&(local.year(), local.month(), local.day()));
+    if !(1..=9999).contains(&local.year()) || (edge && t.offset().local_minus_utc() != 0) {
+        return bad(format!(
+            "must lie between {EARLIEST} and {LATEST}, written in UTC on the first and last day"
         ));
     }
+    let t = t.with_timezone(&Utc);
+    debug_assert!((1..=9999).contains(&t.year()));
     Ok(Some(t))
+}
+
+/// What [`timestamp`] refuses among RFC 3339 date-times, as one ECMA-262
+/// pattern (the document's `not`): year 0000, a leap second, or a non-zero
+/// offset on 0001-01-01 or 9999-12-31.
+pub fn timestamp_excluded_pattern() -> String {
+    let edge = "(?:0001-01-01|9999-12-31)[Tt].*[+-]";
+    format!(
+        "^(?:0000-|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[Tt][0-9]{{2}}:[0-9]{{2}}:60|{edge}(?:0[1-9]|1[0-9]|2[0-3]):[0-5][0-9]$|{edge}00:(?:0[1-9]|[1-5][0-9])$)"
+    )
 }
 
 /// 404 for paths no route serves.
@@ -509,6 +651,140 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_json_schema_integers() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Numbers {
+            #[serde(deserialize_with = "integer")]
+            small: i32,
+            #[serde(default, deserialize_with = "integer")]
+            big: i64,
+        }
+        let parse = |json: &str| {
+            let body = format!(r#"{{"small":{json}}}"#);
+            Json::<Numbers>::from_bytes(body.as_bytes())
+                .map(|Json(n)| n.small)
+                .map_err(from_rejection)
+        };
+        for (json, want) in [
+            ("5", 5),
+            ("5.0", 5),
+            ("5e0", 5),
+            ("0.5e1", 5),
+            ("-3.0", -3),
+            ("-0.0", 0),
+            ("2147483647", i32::MAX),
+            ("2147483647.0", i32::MAX),
+            ("-2147483648", i32::MIN),
+        ] {
+            assert_eq!(parse(json), Ok(want), "{json}");
+        }
+        for bad in [
+            "1.5",
+            "\"5\"",
+            "null",
+            "true",
+            "[]",
+            "2147483648",
+            "2147483648.0",
+            "-2147483649",
+            "1e300",
+            "18446744073709551615",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(e.field.as_deref(), Some("small"), "{bad}: {}", e.error);
+        }
+        let big = |json: &str| {
+            let body = format!(r#"{{"small":1,"big":{json}}}"#);
+            Json::<Numbers>::from_bytes(body.as_bytes())
+                .map(|Json(n)| n.big)
+                .map_err(from_rejection)
+        };
+        assert_eq!(big("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(big("-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(big("-9223372036854775808.0"), Ok(i64::MIN));
+        assert_eq!(big("4611686018427387905.0"), Ok((1 << 62) + 1), "exact");
+        assert_eq!(big("92233720368547758.07e2"), Ok(i64::MAX));
+        assert_eq!(big("-0.0000000000000000001e19"), Ok(-1));
+        assert_eq!(big("1000e-3"), Ok(1));
+        for bad in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "9223372036854775808.0",
+            "1e19",
+            "1e-1",
+            "1.0000000000000001",
+            "1e99999999999999999999",
+            "123456789012345678901234567890",
+        ] {
+            assert_eq!(big(bad).unwrap_err().field.as_deref(), Some("big"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_discount_patterns_are_the_contracts_rules() {
+        use surge_schemas::coupon::{Discount, DiscountKind};
+        let positive = regex_lite::Regex::new(&positive_money_pattern()).unwrap();
+        let percent = regex_lite::Regex::new(&percent_pattern()).unwrap();
+        let alphabet = ['0', '1', '9', '.', '-'];
+        let mut samples: Vec<String> = vec![String::new()];
+        let mut frontier = samples.clone();
+        for _ in 0..6 {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            samples.extend(frontier.iter().cloned());
+        }
+        for n in 12..=18 {
+            for body in [
+                "1", "100", "100.00", "100.01", "99.99", "101", "0.01", "0.00", "0", "1.5",
+            ] {
+                let padded = format!("{}{body}", "0".repeat(n));
+                samples.push(padded.clone());
+                samples.push(format!("-{padded}"));
+            }
+            samples.push(format!("9{}", "0".repeat(n)));
+            samples.push(format!("{}.99", "9".repeat(n)));
+        }
+        let valid = |kind, value: &str, cap: Option<&str>| {
+            let Ok(value) = money("v", value) else {
+                return false;
+            };
+            let cap = match cap.map(|c| money("c", c)) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(_)) => return false,
+                None => None,
+            };
+            Discount { kind, value, cap }.validate().is_ok()
+        };
+        for s in &samples {
+            assert_eq!(
+                positive.is_match(s),
+                valid(DiscountKind::Fixed, s, None),
+                "FIXED value {s:?} against {}",
+                positive_money_pattern()
+            );
+            assert_eq!(
+                positive.is_match(s),
+                valid(DiscountKind::Percent, "10", Some(s)),
+                "PERCENT cap {s:?}"
+            );
+            assert_eq!(
+                percent.is_match(s),
+                valid(DiscountKind::Percent, s, None),
+                "PERCENT value {s:?} against {}",
+                percent_pattern()
+            );
+        }
+        assert!(
+            !valid(DiscountKind::Fixed, "1", Some("1")),
+            "FIXED has no cap"
+        );
+    }
+
+    #[test]
     fn ids_become_path_segments() {
         assert_eq!(path_segment("0190a-b_c.d~e:f@g"), "0190a-b_c.d~e:f@g");
         assert_eq!(path_segment("a/b?c#d%e"), "a%2Fb%3Fc%23d%25e");
@@ -544,6 +820,57 @@ mod tests {
                 c as u32
             );
         }
+    }
+
+    #[test]
+    fn the_timestamp_rules_are_the_documented_ones() {
+        let excluded = regex_lite::Regex::new(&timestamp_excluded_pattern()).unwrap();
+        let dates = [
+            "0000-01-01",
+            "0000-12-31",
+            "0001-01-01",
+            "0001-01-02",
+            "2026-06-30",
+            "9999-12-30",
+            "9999-12-31",
+        ];
+        let times = [
+            "00:00:00",
+            "00:30:00",
+            "05:00:00.5",
+            "12:00:60",
+            "23:59:59.999",
+            "23:59:59.123456789123",
+            "23:59:60",
+        ];
+        let offsets = [
+            "Z", "z", "+00:00", "-00:00", "+00:01", "-00:01", "+01:00", "-01:00", "+23:59",
+            "-23:59",
+        ];
+        let mut checked = 0;
+        for date in dates {
+            for time in times {
+                for offset in offsets {
+                    for t in ["T", "t"] {
+                        let s = format!("{date}{t}{time}{offset}");
+                        assert_eq!(
+                            timestamp("activeFrom", Some(&s)).is_ok(),
+                            !excluded.is_match(&s),
+                            "{s} against {}",
+                            timestamp_excluded_pattern()
+                        );
+                        checked += 1;
+                    }
+                    // Not RFC 3339's date-time (chrono alone would take it).
+                    let spaced = format!("{date} {time}{offset}");
+                    let e = timestamp("activeFrom", Some(&spaced)).unwrap_err();
+                    assert_eq!(e.field.as_deref(), Some("activeFrom"), "{spaced}");
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 7 * 10 * 2);
+        assert!(excluded.is_match("0000-01-01T00:00:00Z"));
+        assert!(!excluded.is_match(EARLIEST) && !excluded.is_match(LATEST));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use surge_core::settings::GatewaySettings;
 
 use crate::api::{
-    money_pattern, EARLIEST, ID_FORBIDDEN, LATEST, MAX_ID_CHARS, MONEY_INTEGER_DIGITS,
+    money_pattern, percent_pattern, positive_money_pattern, timestamp_excluded_pattern, EARLIEST,
+    ID_FORBIDDEN, LATEST, MAX_ID_CHARS, MONEY_INTEGER_DIGITS,
 };
 
 /// Every path the router serves, with its methods (kept in one place so the
@@ -86,7 +87,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
             json!({
                 "202": {
                     "description": "Accepted: in the log, will be decided. Poll the Location.",
-                    "headers": { "Location": { "schema": { "type": "string" } } },
+                    "headers": { "Location": { "required": true, "description": "The poll path of the body", "schema": { "type": "string" } } },
                     "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{accepted}") } } }
                 },
                 "400": error("Malformed JSON, a body that is not a JSON object, or a field (named in `field`) that is missing, unknown, null, mistyped, empty, too long, out of range or with forbidden characters; or a bad id in the path or Idempotency-Key (named in `field`)"),
@@ -105,11 +106,12 @@ pub fn document(settings: &GatewaySettings) -> Value {
         with(
             write,
             json!({
-                "401": error("No Authorization header (with WWW-Authenticate: Bearer)"),
+                "401": with(&error("No Authorization header (with WWW-Authenticate: Bearer)"), json!({
+                    "headers": { "WWW-Authenticate": { "required": true, "schema": { "const": "Bearer" } } } })),
                 "403": error("Wrong token (not `Bearer <token>`; the scheme is case-insensitive), or admin disabled (no token configured)"),
                 "429": {
                     "description": format!("This client address sent {} wrong tokens in a burst; one more attempt is allowed per {}. Every admin request from it is refused until then, even with the right token.", settings.admin_auth_burst, secs(settings.admin_auth_refill)),
-                    "headers": { "Retry-After": { "description": "Seconds until the next attempt is allowed", "schema": { "type": "integer", "minimum": 1 } } },
+                    "headers": { "Retry-After": { "required": true, "description": "Seconds until the next attempt is allowed", "schema": { "type": "integer", "minimum": 1 } } },
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
                 },
             }),
@@ -127,8 +129,14 @@ pub fn document(settings: &GatewaySettings) -> Value {
         )
     };
     let timestamp = json!({ "type": "string", "format": "date-time",
-        "description": format!("RFC 3339, whose UTC instant lies between {EARLIEST} and {LATEST} (years 1 to 9999, readable by every Avro consumer); otherwise 400 naming the field. Omit it rather than send null.") });
-    let ops = |description: &str| with(&common, json!({ "200": { "description": description } }));
+        "not": { "pattern": timestamp_excluded_pattern() },
+        "description": format!("RFC 3339 (T between date and time), between {EARLIEST} and {LATEST} (years 1 to 9999, readable by every Avro consumer): the year as written is 0001 to 9999, on 0001-01-01 and 9999-12-31 the offset is Z or ±00:00 (the `not` pattern), and no leap second (:60); otherwise 400 naming the field. Omit it rather than send null.") });
+    let ops = |description: &str, media: &str, schema: Value| {
+        with(
+            &common,
+            json!({ "200": { "description": description, "content": { media: { "schema": schema } } } }),
+        )
+    };
     let health = with(
         &common,
         json!({
@@ -162,12 +170,20 @@ pub fn document(settings: &GatewaySettings) -> Value {
         json!({ "type": "string", "pattern": money_pattern(),
         "description": format!("{what}: a decimal string (an optional -, 1 to {MONEY_INTEGER_DIGITS} digits, then optionally . and 1 or 2 digits), not a JSON number") })
     };
-    let discount_schema = json!({ "type": "object", "additionalProperties": false, "required": ["kind", "value"],
-        "description": "What the coupon takes off an order redeemed with it. FIXED: value > 0 is the amount off, no cap. PERCENT: value in (0, 100] is the percentage, cap > 0 the most taken off. Otherwise 400 naming the field (discount.value, discount.cap).",
-        "properties": {
-            "kind": { "enum": ["FIXED", "PERCENT"] },
-            "value": decimal("The amount off (FIXED) or the percentage (PERCENT)"),
-            "cap": decimal("PERCENT only: the most taken off; omit it rather than send null") } });
+    // The contract's rules per kind (Discount::validate), as patterns:
+    // FIXED has a positive value and no cap; PERCENT a value in (0, 100]
+    // and optionally a positive cap.
+    let discount_schema = json!({ "type": "object",
+        "description": "What the coupon takes off an order redeemed with it. FIXED: value > 0 is the amount off, no cap. PERCENT: value in (0, 100] is the percentage, cap > 0 the most taken off. Otherwise 400 naming the field (discount.kind, discount.value, discount.cap).",
+        "oneOf": [
+            { "type": "object", "additionalProperties": false, "required": ["kind", "value"], "properties": {
+                "kind": { "const": "FIXED" },
+                "value": with(&decimal("The amount off, more than 0"), json!({ "pattern": positive_money_pattern() })) } },
+            { "type": "object", "additionalProperties": false, "required": ["kind", "value"], "properties": {
+                "kind": { "const": "PERCENT" },
+                "value": with(&decimal("The percentage, more than 0 and at most 100"), json!({ "pattern": percent_pattern() })),
+                "cap": with(&decimal("The most taken off, more than 0; omit it rather than send null"), json!({ "pattern": positive_money_pattern() })) } }
+        ] });
     let order_schema = json!({ "type": "object", "required": ["orderId", "status"], "properties": {
                     "orderId": { "type": "string" },
                     "status": { "enum": ["PENDING", "DECIDED"], "description": "PENDING: no store holds the order yet; only orderId and status are present" },
@@ -279,8 +295,8 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "responses": product_admin
             }},
             "/health": { "get": { "summary": "200 when Kafka answered in the last 10 s, else 503", "responses": health } },
-            "/metrics": { "get": { "summary": "Prometheus metrics (text exposition format)", "responses": ops("text/plain; version=0.0.4") } },
-            "/openapi.json": { "get": { "summary": "This document", "responses": ops("OpenAPI 3.1") } }
+            "/metrics": { "get": { "summary": "Prometheus metrics (text exposition format)", "responses": ops("The Prometheus text format, version 0.0.4 (Content-Type: text/plain; version=0.0.4)", "text/plain", json!({ "type": "string" })) } },
+            "/openapi.json": { "get": { "summary": "This document", "responses": ops("OpenAPI 3.1", "application/json", json!({ "type": "object", "required": ["openapi", "info", "paths"] })) } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
@@ -338,7 +354,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "AdjustStock": { "type": "object", "additionalProperties": false, "required": ["delta"], "properties": {
                     "delta": { "type": "integer", "minimum": i64::MIN, "maximum": i64::MAX, "not": { "const": 0 } },
                     "reason": { "type": "string", "description": "Omit it rather than send null." } } },
-                "Coupon": { "type": "object", "properties": {
+                "Coupon": { "type": "object", "required": ["couponId", "stock", "issued", "remaining", "source"], "properties": {
                     "couponId": { "type": "string" }, "stock": { "type": "integer" },
                     "issued": { "type": "integer" }, "remaining": { "type": "integer" },
                     "source": { "enum": ["redis", "postgres"] } } },
@@ -448,6 +464,31 @@ mod tests {
             op("/orders")["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/OrderAccepted"
         );
+    }
+
+    #[test]
+    fn coupon_bodies_say_what_the_server_enforces() {
+        let doc = document(&GatewaySettings::default());
+        let create = &doc["components"]["schemas"]["CreateCoupon"]["properties"];
+        for field in ["activeFrom", "activeUntil"] {
+            assert_eq!(create[field]["format"], "date-time");
+            assert_eq!(
+                create[field]["not"]["pattern"],
+                timestamp_excluded_pattern()
+            );
+        }
+        let kinds = create["discount"]["oneOf"].as_array().unwrap();
+        let fixed = &kinds[0]["properties"];
+        let percent = &kinds[1]["properties"];
+        assert_eq!(fixed["kind"]["const"], "FIXED");
+        assert_eq!(fixed["value"]["pattern"], positive_money_pattern());
+        assert!(fixed["cap"].is_null(), "a FIXED discount has no cap");
+        assert_eq!(percent["kind"]["const"], "PERCENT");
+        assert_eq!(percent["value"]["pattern"], percent_pattern());
+        assert_eq!(percent["cap"]["pattern"], positive_money_pattern());
+        for kind in kinds {
+            assert_eq!(kind["additionalProperties"], false);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 
 use super::coupons::{accepted, request_id};
 use crate::api::{
-    check_id, money, path_segment, string_if_present, timestamp, ApiError, Body, PathId,
+    check_id, integer, money, path_segment, string_if_present, timestamp, ApiError, Body, PathId,
 };
 use crate::state::AppState;
 use crate::submit;
@@ -128,6 +128,7 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateBody {
     coupon_id: String,
+    #[serde(deserialize_with = "integer")]
     stock: i64,
     #[serde(default, deserialize_with = "string_if_present")]
     active_from: Option<String>,
@@ -223,6 +224,7 @@ async fn create(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AdjustBody {
+    #[serde(deserialize_with = "integer")]
     delta: i64,
     #[serde(default, deserialize_with = "string_if_present")]
     reason: Option<String>,
@@ -258,6 +260,7 @@ async fn adjust(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct CreateProductBody {
     product_id: String,
+    #[serde(deserialize_with = "integer")]
     stock: i64,
 }
 
@@ -302,6 +305,7 @@ async fn create_product(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct AdjustProductBody {
+    #[serde(deserialize_with = "integer")]
     delta: i64,
     #[serde(default, deserialize_with = "string_if_present")]
     reason: Option<String>,

@@ -17,7 +17,9 @@ use serde_json::json;
 use surge_schemas::order::{OrderCancel, OrderCreate, OrderItem};
 
 use super::coupons::request_id;
-use crate::api::{check_id, money, path_segment, string_if_present, ApiError, Body, PathId};
+use crate::api::{
+    check_id, integer, money, path_segment, string_if_present, ApiError, Body, PathId,
+};
 use crate::state::AppState;
 use crate::submit;
 
@@ -107,6 +109,7 @@ pub(crate) struct CreateBody {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ItemBody {
     product_id: String,
+    #[serde(deserialize_with = "integer")]
     quantity: i32,
     /// A decimal string (`"12.50"`): JSON numbers are binary floats.
     unit_price: String,
