@@ -301,6 +301,12 @@ pub struct PipelineSettings {
     /// batch is aborted instead of committed, as if the processor had failed.
     #[serde(deserialize_with = "lenient_f64")]
     pub inject_abort_ratio: f64,
+    /// `[pipelines.coupon]` only: how long, in the input's log time, a
+    /// decided request id that issued nothing is remembered (a retry after
+    /// it is decided again); ISSUED ones are remembered forever. Unset: 7
+    /// days, coupon-issue's retention in config/topics.toml. Must be > 0.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Option<std::time::Duration>,
 }
 
 impl PipelineSettings {
@@ -313,6 +319,7 @@ impl PipelineSettings {
             transaction_call_timeout: std::time::Duration::from_secs(30),
             metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             inject_abort_ratio: 0.0,
+            dedupe_window: None,
         }
     }
 }
@@ -622,6 +629,30 @@ pub struct SettingsError {
 }
 
 impl Settings {
+    /// Rules across fields that serde cannot state.
+    fn checked(self) -> Result<Self, SettingsError> {
+        let p = &self.pipelines;
+        if p.coupon.dedupe_window.is_some_and(|w| w.is_zero()) {
+            return Err(SettingsError {
+                message: "pipelines.coupon.dedupe_window must be greater than 0".into(),
+            });
+        }
+        for (name, section) in [
+            ("inventory", &p.inventory),
+            ("order", &p.order),
+            ("payment", &p.payment),
+        ] {
+            if section.dedupe_window.is_some() {
+                return Err(SettingsError {
+                    message: format!(
+                        "pipelines.{name}.dedupe_window: only the coupon pipeline has a dedupe window"
+                    ),
+                });
+            }
+        }
+        Ok(self)
+    }
+
     /// Loads defaults, then `file` (when given, it must exist), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_from(file, std::env::vars())
@@ -650,7 +681,7 @@ impl Settings {
         loop {
             let attempt = figment.clone().merge(env_provider(&env, &raw));
             match attempt.extract::<Settings>() {
-                Ok(s) => return Ok(s),
+                Ok(s) => return s.checked(),
                 Err(e) => {
                     let var = env_var_for(&e.path);
                     let wants_string = matches!(&e.kind, figment::error::Kind::InvalidType(_, expected) if expected.contains("string"));
@@ -889,6 +920,46 @@ mod tests {
     fn the_shipped_config_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/surge.toml");
         Settings::load_from(Some(&path), no_env()).expect("config/surge.toml is valid");
+    }
+
+    #[test]
+    fn the_coupon_dedupe_window_is_positive_and_the_coupon_pipelines_alone() {
+        let s = Settings::load_from(None, no_env()).unwrap();
+        assert_eq!(
+            s.pipelines.coupon.dedupe_window, None,
+            "unset: the pipeline's 7 days"
+        );
+        let f = file("[pipelines.coupon]\ndedupe_window = \"36h\"\n");
+        let s = Settings::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(
+            s.pipelines.coupon.dedupe_window,
+            Some(std::time::Duration::from_secs(36 * 3600))
+        );
+        let env = vec![(
+            "SURGE_PIPELINES__COUPON__DEDUPE_WINDOW".to_string(),
+            "2d".to_string(),
+        )];
+        let s = Settings::load_from(None, env).unwrap();
+        assert_eq!(
+            s.pipelines.coupon.dedupe_window,
+            Some(std::time::Duration::from_secs(2 * 86400))
+        );
+        for (toml, why) in [
+            (
+                "[pipelines.coupon]\ndedupe_window = \"0s\"\n",
+                "greater than 0",
+            ),
+            (
+                "[pipelines.order]\ndedupe_window = \"1d\"\n",
+                "only the coupon pipeline",
+            ),
+        ] {
+            let f = file(toml);
+            let err = Settings::load_from(Some(f.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,48 @@ use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome
 use surge_schemas::order::{CouponReply, CouponReplyOutcome, OrderReply, Reply};
 use surge_schemas::TopicCodec;
 
-use crate::ledger::{id_hash, CouponBook, CouponChange, Request, Seen, Terms};
+use crate::ledger::{
+    id_hash, window_buckets, Bucket, CouponBook, CouponChange, Request, Seen, Terms,
+};
+
+/// How long a decided request id that issued nothing is remembered, in
+/// stream time, by default: the declared retention of coupon-issue
+/// (config/topics.toml, 7 days), past which the log holds no retry of it.
+pub const DEFAULT_DEDUPE_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Why `window` is too short for an input topic declared with `retention`
+/// (`None`: kept forever): a retry still in the log after the window would
+/// be decided again. `None` when the window covers the retention.
+pub fn window_shorter_than_retention(
+    window: std::time::Duration,
+    retention: Option<std::time::Duration>,
+) -> Option<String> {
+    let fmt = |d: std::time::Duration| format!("{}s", d.as_secs());
+    match retention {
+        Some(r) if window >= r => None,
+        Some(r) => Some(format!(
+            "dedupe_window {} is shorter than the input's retention {}: a retry of a request \
+             decided more than {} ago, still in the log, would be decided again",
+            fmt(window),
+            fmt(r),
+            fmt(window)
+        )),
+        None => Some(format!(
+            "the input is kept forever but the dedupe_window is {}: a retry of a request \
+             decided longer ago would be decided again",
+            fmt(window)
+        )),
+    }
+}
+
+/// Expirations per partition per tick: a tick stays short (a few ms).
+pub const EXPIRE_PER_TICK: usize = 10_000;
+
+/// Expirations per record decided, on top of the ticks: each record pays
+/// for more entries than it can add, so expiry keeps up with any input
+/// rate and a catch-up replay does not wait for ticks.
+pub const EXPIRE_PER_RECORD: usize = 2;
 
 /// coupon-issue → coupon-result, and the answers to the order saga's
 /// redeem and release commands → order-replies.
@@ -19,6 +60,8 @@ pub struct CouponProcessor {
     /// Resolved names of coupon-result and order-replies.
     results_topic: String,
     replies_topic: String,
+    /// The dedupe window in stream-clock buckets.
+    window: Bucket,
 }
 
 impl CouponProcessor {
@@ -33,6 +76,29 @@ impl CouponProcessor {
             replies,
             results_topic: results_topic.into(),
             replies_topic: replies_topic.into(),
+            window: window_buckets(DEFAULT_DEDUPE_WINDOW),
+        }
+    }
+
+    /// Remembers decided requests that issued nothing for `window` of
+    /// stream time (rounded up to whole minutes) instead of the default.
+    /// Panics on a zero window: every retry would be decided again.
+    pub fn with_dedupe_window(mut self, window: std::time::Duration) -> Self {
+        assert!(!window.is_zero(), "the dedupe window must be positive");
+        self.window = window_buckets(window);
+        self
+    }
+
+    /// Expires up to `limit` entries past the window, oldest first.
+    fn expire(&self, ctx: &mut Context<'_, CouponBook>, mut limit: usize) {
+        while limit > 0 {
+            let Some(change) = ctx.state().expire(self.window, limit) else {
+                return;
+            };
+            if let CouponChange::Expired { requests, .. } = &change {
+                limit -= requests.len().min(limit);
+            }
+            ctx.apply(change);
         }
     }
 }
@@ -333,11 +399,17 @@ impl Processor for CouponProcessor {
         input: Incoming<CouponCommand>,
     ) -> Result<(), Reject> {
         let cmd = input.message;
+        // Stream time first: every record moves it, a retry too.
+        if let Some(clock) = book.state().advance(input.timestamp) {
+            book.apply(clock);
+        }
+        self.expire(book, EXPIRE_PER_RECORD);
         let Some(request) = admit(book.state(), &cmd)? else {
             // An upstream retry of a request already decided: no second decision.
             book.already_decided();
             return Ok(());
         };
+        let request = request.at(book.state().clock());
         let verdict = judge(book.state(), &cmd, request);
         let stock = verdict.terms.map_or(0, |t| t.stock);
         let order_id = cmd.command.order_id().map(str::to_string);
@@ -396,6 +468,21 @@ impl Processor for CouponProcessor {
             payload,
         );
         book.outcome(verdict.outcome.symbol());
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(1))
+    }
+
+    /// Expires what the window left behind. Reads the book's stream clock,
+    /// never `now`: expiry is a function of the log.
+    fn tick(
+        &mut self,
+        ctx: &mut Context<'_, CouponBook>,
+        _now: surge_engine::Millis,
+    ) -> Result<(), Reject> {
+        self.expire(ctx, EXPIRE_PER_TICK);
         Ok(())
     }
 }
@@ -708,6 +795,7 @@ mod redemption {
         Request {
             id,
             fingerprint: crate::ledger::Fingerprint::from_hash(id as u64 * 7 + 1),
+            at: 0,
         }
     }
 
@@ -938,5 +1026,131 @@ mod redemption {
             let (state, log) = surge_engine::laws::changelog_of::<CouponBook>(&changes[..n]);
             surge_engine::laws::assert_restore_rebuilds(&state, &log);
         }
+    }
+
+    /// The laws over a run with the stream clock and expiry in it: a clock
+    /// that moves, requests decided in several buckets, an ISSUED one that
+    /// never expires, a bucket expired in two steps and a request decided
+    /// again after it expired.
+    #[test]
+    fn a_window_shorter_than_the_retention_is_reported() {
+        let d = |h: u64| std::time::Duration::from_secs(h * 3600);
+        assert_eq!(window_shorter_than_retention(d(168), Some(d(168))), None);
+        assert_eq!(window_shorter_than_retention(d(200), Some(d(168))), None);
+        assert!(window_shorter_than_retention(d(24), Some(d(168))).is_some());
+        assert!(window_shorter_than_retention(d(24), None).is_some());
+        assert_eq!(window_buckets(d(168)), 168 * 60);
+        assert_eq!(
+            window_buckets(std::time::Duration::from_millis(1)),
+            1,
+            "rounded up"
+        );
+    }
+
+    #[test]
+    fn ledger_laws_with_expiry() {
+        use surge_engine::PartitionState;
+        let window = 10;
+        let mut book = CouponBook::default();
+        let mut changes = Vec::new();
+        let mut push = |book: &mut CouponBook, c: CouponChange| {
+            book.apply(&c);
+            changes.push(c);
+        };
+        let at = |b: u32| i64::from(b) * crate::ledger::BUCKET_MS + 1;
+        let terms = Terms {
+            stock: 1,
+            active_from: None,
+            active_until: None,
+            discount: None,
+        };
+        let c = book.advance(at(100)).expect("the clock moves");
+        push(&mut book, c);
+        assert!(
+            book.advance(at(100)).is_none(),
+            "the same bucket: no change"
+        );
+        assert!(
+            book.advance(at(99)).is_none(),
+            "an earlier record: no change"
+        );
+        push(
+            &mut book,
+            CouponChange::Terms {
+                request: req(1).at(100),
+                coupon: "c".into(),
+                terms,
+                previous: None,
+            },
+        );
+        push(
+            &mut book,
+            CouponChange::Issued {
+                request: req(2).at(100),
+                coupon: "c".into(),
+                user: 7,
+                sequence: 1,
+            },
+        );
+        for r in 3..6 {
+            push(
+                &mut book,
+                CouponChange::Decided {
+                    request: req(r).at(100),
+                },
+            );
+        }
+        let c = book.advance(at(105)).unwrap();
+        push(&mut book, c);
+        push(
+            &mut book,
+            CouponChange::Decided {
+                request: req(6).at(105),
+            },
+        );
+        assert!(
+            book.expire(window, 100).is_none(),
+            "nothing is past the window yet"
+        );
+        let c = book.advance(at(111)).unwrap();
+        push(&mut book, c);
+        // Bucket 100 is due (111 > 100 + 10), in two steps; 105 is not.
+        let first = book.expire(window, 2).unwrap();
+        assert!(
+            matches!(&first, CouponChange::Expired { bucket: 100, requests } if requests.len() == 2)
+        );
+        push(&mut book, first);
+        let rest = book.expire(window, 100).unwrap();
+        assert!(
+            matches!(&rest, CouponChange::Expired { bucket: 100, requests } if requests.len() == 1)
+        );
+        push(&mut book, rest);
+        assert!(book.expire(window, 100).is_none());
+        assert!(book.already_decided(req(2).id), "ISSUED never expires");
+        assert!(
+            book.already_decided(req(1).id),
+            "accepted terms never expire"
+        );
+        assert!(!book.already_decided(req(5).id));
+        assert!(book.already_decided(req(6).id));
+        // Expired and decided again.
+        push(
+            &mut book,
+            CouponChange::Decided {
+                request: req(3).at(111),
+            },
+        );
+        assert_eq!((book.decided_len(), book.expirable_len()), (4, 2));
+
+        surge_engine::laws::assert_apply_revert_identity(&CouponBook::default(), &changes);
+        surge_engine::laws::assert_apply_revert_identity(&book, &changes[..0]);
+        for n in 0..=changes.len() {
+            let (state, log) = surge_engine::laws::changelog_of::<CouponBook>(&changes[..n]);
+            surge_engine::laws::assert_restore_rebuilds(&state, &log);
+            // And from a state mid-run: apply then revert the rest.
+            surge_engine::laws::assert_apply_revert_identity(&state, &changes[n..]);
+        }
+        let (state, _) = surge_engine::laws::changelog_of::<CouponBook>(&changes);
+        assert_eq!(state, book);
     }
 }

@@ -13,9 +13,31 @@
 //!   holders); see `request_value` for the exact bytes and the layouts
 //!   written before fingerprints existed, which still restore;
 //! - `u` + order hash + couponId → the user hash whose unit that order
-//!   uses (a redemption); a tombstone when the order released it.
+//!   uses (a redemption); a tombstone when the order released it;
+//! - `t` → the partition's stream clock (see [`Bucket`]): the latest
+//!   minute a record's log timestamp reached, and the first one.
+//!
+//! The dedupe window (issue 14). A request that issued a unit is remembered
+//! forever: its entry carries the holder, and there are at most `stock` of
+//! them; so is one that set a coupon's terms (CREATED, ADJUSTED: few, and a
+//! late retry of an AdjustStock must not apply its delta twice). Every
+//! other decided request (SOLD_OUT, DUPLICATE, NOT_ACTIVE, UNKNOWN_COUPON,
+//! INVALID, the saga's redeem and release) is remembered for the dedupe window
+//! of stream time (the input topic's retention), then forgotten: removed
+//! from the book and tombstoned in the changelog, so state and restore time
+//! stay flat as history grows. Expiry follows the log, never the wall
+//! clock: the stream clock is the latest record timestamp seen on the
+//! partition, in whole minutes ([`BUCKET_MS`]). Expiry runs in the
+//! processor's tick (at most `EXPIRE_PER_TICK` entries a tick) and a little
+//! on every record; its tombstones ride the transaction like any change.
+//! Request values of this version: 17 bytes (decision time, fingerprint,
+//! 0xFE; see [`stamped_request_value`]) for what expires or is kept for
+//! good without a holder, the 0xFF layout of [`request_value`] for ISSUED.
+//! Entries restored from a layout with no time count as decided when the
+//! clock first moved after the upgrade (see [`UNSTAMPED`]). Older versions
+//! cannot read this version's changelog (no downgrade).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::{NonZeroU32, NonZeroU64};
 
 use surge_schemas::coupon::{CouponAction, CouponCommand, Discount, DiscountKind};
@@ -126,11 +148,49 @@ pub fn fingerprint(cmd: &CouponCommand) -> Fingerprint {
     Fingerprint::from_hash(c.0.digest())
 }
 
-/// A request being decided: the hash of its id and what it asks for.
+/// Width of a stream-clock bucket: one minute of log time. Expiry works in
+/// whole buckets, so an entry lives between the window and the window plus
+/// two minutes of stream time. Fixed (not derived from the window): a
+/// restore knows no settings, and a bucket of the clock is a key of the
+/// expiry queue (about 10,000 of them for a 7-day window).
+pub const BUCKET_MS: i64 = 60_000;
+
+/// Stream time in whole minutes since the Unix epoch (u32: no wraparound
+/// before the year 10000; negative or absent timestamps count as 0).
+pub type Bucket = u32;
+
+/// The bucket of a log timestamp.
+pub fn bucket_of(ms: i64) -> Bucket {
+    (ms.max(0) / BUCKET_MS).min(Bucket::MAX as i64) as Bucket
+}
+
+/// The bucket of an entry decided before the clock ran: written by a
+/// version that kept no decision time (or decided at a log time in the
+/// first minute of 1970). It counts as decided at the partition's origin,
+/// the first bucket the clock reached, so it expires one window after the
+/// first record this version decided there.
+pub const UNSTAMPED: Bucket = 0;
+
+/// The bucket of an entry that never expires, in a stamped changelog
+/// value (accepted admin terms: there are few, and a late retry of an
+/// AdjustStock must never apply its delta twice).
+pub const NEVER: Bucket = Bucket::MAX;
+
+/// How many buckets a window spans, rounded up: an entry is kept for at
+/// least `window`.
+pub fn window_buckets(window: std::time::Duration) -> Bucket {
+    let ms = window.as_millis().min(i64::MAX as u128) as i64;
+    ((ms + BUCKET_MS - 1) / BUCKET_MS).min(Bucket::MAX as i64) as Bucket
+}
+
+/// A request being decided: the hash of its id, what it asks for, and the
+/// stream-clock bucket it is decided in (its entry expires from there; set
+/// by the processor, [`UNSTAMPED`] from [`Request::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     pub id: u128,
     pub fingerprint: Fingerprint,
+    pub at: Bucket,
 }
 
 impl Request {
@@ -138,7 +198,13 @@ impl Request {
         Request {
             id: id_hash(&cmd.request_id),
             fingerprint: fingerprint(cmd),
+            at: UNSTAMPED,
         }
+    }
+
+    /// The same request, decided in bucket `at`.
+    pub fn at(self, at: Bucket) -> Self {
+        Request { at, ..self }
     }
 }
 
@@ -231,6 +297,118 @@ fn short(f: Fingerprint) -> ShortFingerprint {
 /// One entry of `CouponBook::decided`.
 type DecidedEntry = (Slot, Option<ShortFingerprint>);
 
+/// The stream clock and the expirable entries of `CouponBook::decided`,
+/// oldest bucket first. Holds the full 128-bit request hash (the book keeps
+/// 96 bits), which the changelog tombstone needs for its key: 16 bytes per
+/// expirable entry on top of its book entry; permanent (ISSUED) entries
+/// cost nothing here.
+#[derive(Debug, Default, Clone)]
+struct Expiry {
+    /// The latest bucket a record's log timestamp reached on this partition.
+    clock: Bucket,
+    /// The first bucket the clock reached ([`UNSTAMPED`] entries count as
+    /// decided then); 0 until the clock first moves.
+    origin: Bucket,
+    /// Bucket → the requests decided in it, in decision order (expired from
+    /// the front, so a restore meets the tombstones at the front too).
+    queue: BTreeMap<Bucket, VecDeque<u128>>,
+}
+
+impl Expiry {
+    fn push(&mut self, bucket: Bucket, id: u128) {
+        self.queue.entry(bucket).or_default().push_back(id);
+    }
+
+    /// Removes `id` from `bucket` (searched from the back: a revert removes
+    /// the latest). Whether it was there.
+    fn remove_from(&mut self, bucket: Bucket, id: u128) -> bool {
+        let Some(q) = self.queue.get_mut(&bucket) else {
+            return false;
+        };
+        let found = if q.back() == Some(&id) {
+            q.pop_back();
+            true
+        } else if let Some(i) = q.iter().rposition(|r| *r == id) {
+            q.remove(i);
+            true
+        } else {
+            false
+        };
+        if q.is_empty() {
+            self.queue.remove(&bucket);
+        }
+        found
+    }
+
+    /// Removes `id` wherever it is: at the front of the oldest bucket when
+    /// a restore meets the tombstones expiry wrote (the usual case), else
+    /// by a scan (only after compaction reordered what a restore sees).
+    fn remove_anywhere(&mut self, id: u128) {
+        if let Some(mut first) = self.queue.first_entry() {
+            if first.get().front() == Some(&id) {
+                first.get_mut().pop_front();
+                if first.get().is_empty() {
+                    first.remove();
+                }
+                return;
+            }
+        }
+        let bucket = self
+            .queue
+            .iter()
+            .find(|(_, q)| q.contains(&id))
+            .map(|(b, _)| *b);
+        if let Some(b) = bucket {
+            self.remove_from(b, id);
+        }
+    }
+
+    /// The oldest bucket whose entries are past `window` buckets of stream
+    /// time: decided more than `window` whole buckets before the clock.
+    fn due(&self, window: Bucket) -> Option<Bucket> {
+        let (&bucket, _) = self.queue.first_key_value()?;
+        let decided = if bucket == UNSTAMPED {
+            self.origin
+        } else {
+            bucket
+        };
+        (decided != UNSTAMPED && u64::from(self.clock) > u64::from(decided) + u64::from(window))
+            .then_some(bucket)
+    }
+
+    fn len(&self) -> usize {
+        self.queue.values().map(VecDeque::len).sum()
+    }
+}
+
+/// Equal when the clock and each bucket's set of requests are: the order
+/// within a bucket is the order of decision live, the changelog's order
+/// after a restore, and the two differ when a request expired and was
+/// decided again in one transaction (the changelog writes its key once,
+/// where it was first written). Only which of a due bucket's entries goes
+/// first depends on it.
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        let sorted = |q: &VecDeque<u128>| {
+            let mut v: Vec<u128> = q.iter().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        self.clock == other.clock
+            && self.origin == other.origin
+            && self.queue.len() == other.queue.len()
+            && self
+                .queue
+                .iter()
+                .zip(&other.queue)
+                .all(|((a, qa), (b, qb))| {
+                    a == b && qa.len() == qb.len() && sorted(qa) == sorted(qb)
+                })
+    }
+}
+
+impl Eq for Expiry {}
+
 /// All coupons of one partition and the request ids already decided there.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CouponBook {
@@ -238,6 +416,8 @@ pub struct CouponBook {
     /// Request hash → the fingerprint of what it asked for (`None`: decided
     /// by a version that kept none).
     decided: HashMap<Slot, Option<ShortFingerprint>>,
+    /// Which of `decided` expire, and when.
+    expiry: Expiry,
 }
 
 impl CouponBook {
@@ -257,12 +437,55 @@ impl CouponBook {
             Some(Some(_)) => Seen::Reused,
         }
     }
+    /// Decides `request` for good (it issued a unit: never expires).
     fn decide(&mut self, request: &Request) {
         self.decided
             .insert(slot(request.id), Some(short(request.fingerprint)));
     }
     fn undecide(&mut self, request: &Request) {
         self.decided.remove(&slot(request.id));
+    }
+    /// Decides `request` until the window after its bucket has passed.
+    fn decide_for_now(&mut self, request: &Request) {
+        self.decide(request);
+        self.expiry.push(request.at, request.id);
+    }
+    fn undecide_for_now(&mut self, request: &Request) {
+        self.undecide(request);
+        self.expiry.remove_from(request.at, request.id);
+    }
+    /// Decided request ids remembered (permanent and expirable).
+    pub fn decided_len(&self) -> usize {
+        self.decided.len()
+    }
+    /// Decided request ids that will expire (all but ISSUED requests and
+    /// accepted admin terms).
+    pub fn expirable_len(&self) -> usize {
+        self.expiry.len()
+    }
+    /// The stream clock: the latest bucket a record reached here.
+    pub fn clock(&self) -> Bucket {
+        self.expiry.clock
+    }
+    /// The change that moves the stream clock to the bucket of log time
+    /// `timestamp`, if that is later than the clock.
+    pub fn advance(&self, timestamp: i64) -> Option<CouponChange> {
+        let to = bucket_of(timestamp);
+        (to > self.expiry.clock).then_some(CouponChange::Clock {
+            previous: self.expiry.clock,
+            now: to,
+        })
+    }
+    /// The change that expires up to `limit` requests of the oldest bucket
+    /// past `window` buckets of stream time, if there is one.
+    pub fn expire(&self, window: Bucket, limit: usize) -> Option<CouponChange> {
+        let bucket = self.expiry.due(window)?;
+        let requests: Vec<(u128, Option<NonZeroU32>)> = self.expiry.queue[&bucket]
+            .iter()
+            .take(limit)
+            .map(|id| (*id, self.decided.get(&slot(*id)).copied().flatten()))
+            .collect();
+        (!requests.is_empty()).then_some(CouponChange::Expired { bucket, requests })
     }
     pub fn issued_users(&self) -> usize {
         self.coupons.values().map(|c| c.holders.len()).sum()
@@ -302,11 +525,21 @@ pub enum CouponChange {
         order: u128,
         user: u128,
     },
+    /// The stream clock moved from bucket `previous` to `now` (later).
+    Clock { previous: Bucket, now: Bucket },
+    /// The first requests (in decision order) of `bucket` are forgotten:
+    /// their window has passed. Each with its book fingerprint, for the
+    /// revert.
+    Expired {
+        bucket: Bucket,
+        requests: Vec<(u128, Option<NonZeroU32>)>,
+    },
 }
 
 const KEY_TERMS: u8 = b'c';
 const KEY_REQUEST: u8 = b'r';
 const KEY_REDEMPTION: u8 = b'u';
+const KEY_CLOCK: u8 = b't';
 const NONE: i64 = i64::MIN;
 
 fn redemption_key(order: u128, coupon: &str) -> Vec<u8> {
@@ -318,10 +551,34 @@ fn redemption_key(order: u128, coupon: &str) -> Vec<u8> {
 }
 
 fn request_key(request: &Request) -> Vec<u8> {
+    request_id_key(request.id)
+}
+
+fn request_id_key(id: u128) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(KEY_REQUEST);
-    k.extend_from_slice(&request.id.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// Ends a request value that carries a decision time and a fingerprint
+/// (one that expires). 0xFE never occurs in UTF-8 either.
+const STAMPED: u8 = 0xFE;
+/// decision time (8) + fingerprint (8) + [`STAMPED`].
+const STAMPED_LEN: usize = 17;
+
+/// The value of an expirable request's entry (one that issued nothing):
+/// the start of its bucket (i64 BE, ms since the epoch), the fingerprint
+/// (u64 BE) and 0xFE, exactly 17 bytes. No other layout is 17 bytes long
+/// (see [`request_value`]: 0, 9, 24 or more), so a value is of this layout
+/// exactly when it is 17 bytes long and ends with 0xFE. The time is in
+/// milliseconds so the layout outlives a change of [`BUCKET_MS`].
+fn stamped_request_value(request: &Request) -> Vec<u8> {
+    let mut v = Vec::with_capacity(STAMPED_LEN);
+    v.extend_from_slice(&(i64::from(request.at) * BUCKET_MS).to_be_bytes());
+    v.extend_from_slice(&request.fingerprint.get().to_be_bytes());
+    v.push(STAMPED);
+    v
 }
 
 /// Ends a request value that carries a fingerprint. 0xFF never occurs in
@@ -332,7 +589,9 @@ const ISSUED_HEAD: usize = 24;
 /// fingerprint (8) + [`FINGERPRINTED`].
 const TRAILER: usize = 9;
 
-/// The value of a request's changelog entry: the payload, then the
+/// The value of an ISSUED request's changelog entry (expirable requests of
+/// this version are written by [`stamped_request_value`]; this version
+/// still reads every layout below): the payload, then the
 /// fingerprint (u64 BE) and the byte 0xFF. The payload is empty for a
 /// request that issued nothing, user hash (16) + sequence (i64 BE, 8) +
 /// couponId (UTF-8) for one that was ISSUED:
@@ -360,18 +619,33 @@ fn request_value(request: &Request, issued: Option<(u128, i64, &str)>) -> Vec<u8
     v
 }
 
-/// A request value's payload and fingerprint (`None` for a value written
-/// before fingerprints existed). See [`request_value`].
-fn split_request_value(value: &[u8]) -> Result<(&[u8], Option<Fingerprint>), String> {
+/// A request value's payload, fingerprint (`None` for a value written
+/// before fingerprints existed) and decision time in ms (`None` unless
+/// written by [`stamped_request_value`]). See [`request_value`].
+fn split_request_value(value: &[u8]) -> Result<SplitValue<'_>, String> {
     let n = value.len();
-    if value.last() != Some(&FINGERPRINTED) || (n != TRAILER && n < ISSUED_HEAD + TRAILER) {
-        return Ok((value, None));
+    let fingerprint_at = |i: usize| {
+        let hash = u64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+        NonZeroU64::new(hash)
+            .map(Fingerprint)
+            .ok_or("request fingerprint of 0".to_string())
+    };
+    if n == STAMPED_LEN && value.last() == Some(&STAMPED) {
+        let at = i64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+        return Ok((&[], Some(fingerprint_at(8)?), Some(at)));
     }
-    let (payload, trailer) = value.split_at(n - TRAILER);
-    let hash = u64::from_be_bytes(trailer[..8].try_into().expect("8 bytes"));
-    let fingerprint = NonZeroU64::new(hash).ok_or("request fingerprint of 0")?;
-    Ok((payload, Some(Fingerprint(fingerprint))))
+    if value.last() != Some(&FINGERPRINTED) || (n != TRAILER && n < ISSUED_HEAD + TRAILER) {
+        return Ok((value, None, None));
+    }
+    Ok((
+        &value[..n - TRAILER],
+        Some(fingerprint_at(n - TRAILER)?),
+        None,
+    ))
 }
+
+/// Payload, fingerprint and decision time (ms) of a request value.
+type SplitValue<'a> = (&'a [u8], Option<Fingerprint>, Option<i64>);
 
 impl PartitionState for CouponBook {
     type Change = CouponChange;
@@ -379,7 +653,7 @@ impl PartitionState for CouponBook {
     fn apply(&mut self, change: &CouponChange) {
         match change {
             CouponChange::Decided { request } => {
-                self.decide(request);
+                self.decide_for_now(request);
             }
             CouponChange::Issued {
                 request,
@@ -409,7 +683,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decide(request);
+                self.decide_for_now(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.insert(*order, *user);
                 c.used_by.insert(*user, *order);
@@ -420,10 +694,33 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.decide(request);
+                self.decide_for_now(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.remove(order);
                 c.used_by.remove(user);
+            }
+            CouponChange::Clock { now, .. } => {
+                if self.expiry.origin == UNSTAMPED {
+                    self.expiry.origin = *now;
+                }
+                self.expiry.clock = *now;
+            }
+            CouponChange::Expired { bucket, requests } => {
+                if let Some(q) = self.expiry.queue.get_mut(bucket) {
+                    for (id, _) in requests {
+                        if q.front() == Some(id) {
+                            q.pop_front();
+                        } else if let Some(i) = q.iter().position(|r| r == id) {
+                            q.remove(i);
+                        }
+                    }
+                    if q.is_empty() {
+                        self.expiry.queue.remove(bucket);
+                    }
+                }
+                for (id, _) in requests {
+                    self.decided.remove(&slot(*id));
+                }
             }
         }
     }
@@ -431,7 +728,7 @@ impl PartitionState for CouponBook {
     fn revert(&mut self, change: &CouponChange) {
         match change {
             CouponChange::Decided { request } => {
-                self.undecide(request);
+                self.undecide_for_now(request);
             }
             CouponChange::Issued {
                 request,
@@ -464,7 +761,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.undecide(request);
+                self.undecide_for_now(request);
                 if let Some(c) = self.coupons.get_mut(coupon) {
                     c.redemptions.remove(order);
                     c.used_by.remove(user);
@@ -476,10 +773,23 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                self.undecide(request);
+                self.undecide_for_now(request);
                 let c = self.coupons.entry(coupon.clone()).or_default();
                 c.redemptions.insert(*order, *user);
                 c.used_by.insert(*user, *order);
+            }
+            CouponChange::Clock { previous, .. } => {
+                self.expiry.clock = *previous;
+                if *previous == UNSTAMPED {
+                    self.expiry.origin = UNSTAMPED;
+                }
+            }
+            CouponChange::Expired { bucket, requests } => {
+                let q = self.expiry.queue.entry(*bucket).or_default();
+                for (id, fingerprint) in requests.iter().rev() {
+                    q.push_front(*id);
+                    self.decided.insert(slot(*id), *fingerprint);
+                }
             }
         }
     }
@@ -487,7 +797,7 @@ impl PartitionState for CouponBook {
     fn changelog_records(&self, change: &CouponChange, out: &mut Vec<ChangelogRecord>) {
         match change {
             CouponChange::Decided { request } => {
-                out.push((request_key(request), Some(request_value(request, None))))
+                out.push((request_key(request), Some(stamped_request_value(request))))
             }
             CouponChange::Issued {
                 request,
@@ -504,7 +814,8 @@ impl PartitionState for CouponBook {
                 terms,
                 ..
             } => {
-                out.push((request_key(request), Some(request_value(request, None))));
+                let never = request.at(NEVER);
+                out.push((request_key(request), Some(stamped_request_value(&never))));
                 let mut k = Vec::with_capacity(1 + coupon.len());
                 k.push(KEY_TERMS);
                 k.extend_from_slice(coupon.as_bytes());
@@ -516,7 +827,7 @@ impl PartitionState for CouponBook {
                 order,
                 user,
             } => {
-                out.push((request_key(request), Some(request_value(request, None))));
+                out.push((request_key(request), Some(stamped_request_value(request))));
                 out.push((
                     redemption_key(*order, coupon),
                     Some(user.to_be_bytes().to_vec()),
@@ -528,8 +839,18 @@ impl PartitionState for CouponBook {
                 order,
                 ..
             } => {
-                out.push((request_key(request), Some(request_value(request, None))));
+                out.push((request_key(request), Some(stamped_request_value(request))));
                 out.push((redemption_key(*order, coupon), None));
+            }
+            CouponChange::Clock { .. } => {
+                // The clock as it is at commit (the last value wins).
+                let mut v = Vec::with_capacity(16);
+                v.extend_from_slice(&(i64::from(self.expiry.clock) * BUCKET_MS).to_be_bytes());
+                v.extend_from_slice(&(i64::from(self.expiry.origin) * BUCKET_MS).to_be_bytes());
+                out.push((vec![KEY_CLOCK], Some(v)));
+            }
+            CouponChange::Expired { requests, .. } => {
+                out.extend(requests.iter().map(|(id, _)| (request_id_key(*id), None)));
             }
         }
     }
@@ -542,6 +863,15 @@ impl PartitionState for CouponBook {
                 if let Some(user) = c.redemptions.remove(&order) {
                     c.used_by.remove(&user);
                 }
+            }
+            return Ok(());
+        }
+        if let (Some((&KEY_REQUEST, hash)), None) = (key.split_first(), value) {
+            // An expired request: forget it (restore is in log order; it
+            // may have been compacted away already).
+            let request = request_hash(hash)?;
+            if self.decided.remove(&slot(request)).is_some() {
+                self.expiry.remove_anywhere(request);
             }
             return Ok(());
         }
@@ -563,14 +893,32 @@ impl PartitionState for CouponBook {
                 c.redemptions.insert(order, user);
                 c.used_by.insert(user, order);
             }
+            Some((&KEY_CLOCK, [])) => {
+                if value.len() != 16 {
+                    return Err(format!("clock value of {} bytes", value.len()));
+                }
+                let at = |i: usize| i64::from_be_bytes(value[i..i + 8].try_into().expect("8"));
+                self.expiry.clock = bucket_of(at(0));
+                self.expiry.origin = bucket_of(at(8));
+            }
             Some((&KEY_REQUEST, hash)) => {
-                let request = u128::from_be_bytes(
-                    hash.try_into()
-                        .map_err(|_| "request key is not 16 bytes".to_string())?,
-                );
-                let (payload, fingerprint) = split_request_value(value)?;
-                self.decided.insert(slot(request), fingerprint.map(short));
-                if !payload.is_empty() {
+                let request = request_hash(hash)?;
+                let (payload, fingerprint, at) = split_request_value(value)?;
+                if self
+                    .decided
+                    .insert(slot(request), fingerprint.map(short))
+                    .is_some()
+                {
+                    // Written twice with no tombstone between: keep the last.
+                    self.expiry.remove_anywhere(request);
+                }
+                if payload.is_empty() {
+                    // Issued nothing: expires, from its time if it has one.
+                    let bucket = at.map_or(UNSTAMPED, bucket_of);
+                    if bucket != NEVER {
+                        self.expiry.push(bucket, request);
+                    }
+                } else {
                     if payload.len() < ISSUED_HEAD {
                         return Err(format!("issued value of {} bytes", value.len()));
                     }
@@ -604,7 +952,20 @@ impl PartitionState for CouponBook {
                         + set(c.used_by.capacity(), 32)
                 })
                 .sum::<usize>()
+            + self
+                .expiry
+                .queue
+                .values()
+                .map(|q| 64 + q.capacity() * 16)
+                .sum::<usize>()
     }
+}
+
+fn request_hash(hash: &[u8]) -> Result<u128, String> {
+    Ok(u128::from_be_bytes(
+        hash.try_into()
+            .map_err(|_| "request key is not 16 bytes".to_string())?,
+    ))
 }
 
 fn split_redemption_key(rest: &[u8]) -> Result<(u128, &str), String> {
@@ -675,6 +1036,7 @@ mod tests {
         Request {
             id,
             fingerprint: Fingerprint::from_hash(id as u64 * 7 + 1),
+            at: 0,
         }
     }
 
@@ -975,28 +1337,58 @@ mod tests {
     fn request_values_tell_the_old_layouts_from_the_new() {
         let r = req(5);
         let fp = Some(r.fingerprint);
-        let new = request_value(&r, None);
-        assert_eq!(new.len(), 9);
-        assert_eq!(split_request_value(&new).unwrap(), (&[][..], fp));
-        assert_eq!(split_request_value(&[]).unwrap(), (&[][..], None));
-        // Every coupon length, and sequences whose last byte is the marker.
+        let unstamped = request_value(&r, None);
+        assert_eq!(unstamped.len(), 9);
+        assert_eq!(
+            split_request_value(&unstamped).unwrap(),
+            (&[][..], fp, None)
+        );
+        assert_eq!(split_request_value(&[]).unwrap(), (&[][..], None, None));
+        // The layout of this version for what expires: every bucket, and
+        // fingerprints whose bytes look like the other markers.
+        for at in [0, 1, 255, 0xFF_FF, Bucket::MAX] {
+            for f in [1, 0xFF, 0xFE, u64::MAX, 0xFEFE_FEFE_FEFE_FEFE] {
+                let r = Request {
+                    id: 7,
+                    fingerprint: Fingerprint::from_hash(f),
+                    at,
+                };
+                let v = stamped_request_value(&r);
+                assert_eq!(v.len(), 17);
+                let ms = i64::from(at) * BUCKET_MS;
+                assert_eq!(
+                    split_request_value(&v).unwrap(),
+                    (&[][..], Some(r.fingerprint), Some(ms))
+                );
+                assert_eq!(bucket_of(ms), at, "a bucket survives the round trip");
+            }
+        }
+        // Every coupon length, and sequences whose last byte is a marker.
         let coupon = "c".repeat(40);
         for len in 0..=40 {
             let coupon = &coupon[..len];
-            for sequence in [0, 1, 255, -1, i64::MAX] {
+            for sequence in [0, 1, 254, 255, -1, -2, i64::MAX] {
                 for user in [0, u128::MAX, id_hash("u")] {
                     let issued = Some((user, sequence, coupon));
                     let old = old_value(issued);
-                    assert_eq!(split_request_value(&old).unwrap(), (&old[..], None));
+                    assert_eq!(split_request_value(&old).unwrap(), (&old[..], None, None));
                     let new = request_value(&r, issued);
                     assert_eq!(new.len(), 24 + len + 9);
-                    assert_eq!(split_request_value(&new).unwrap(), (&old[..], fp));
+                    assert_eq!(split_request_value(&new).unwrap(), (&old[..], fp, None));
                 }
             }
         }
-        // Multi-byte UTF-8 couponIds end with continuation bytes, never 0xFF.
-        let old = old_value(Some((1, 2, "coupon-é€😀")));
-        assert_eq!(split_request_value(&old).unwrap(), (&old[..], None));
+        // Multi-byte UTF-8 couponIds end with continuation bytes, never 0xFE or 0xFF.
+        for coupon in ["coupon-é€😀", "é", "€", "😀"] {
+            let old = old_value(Some((1, 2, coupon)));
+            assert_eq!(split_request_value(&old).unwrap(), (&old[..], None, None));
+        }
+        // The only 17-byte layout ending with 0xFE is the stamped one: no
+        // old value is 17 bytes (0 or >= 24) and no other of this version
+        // (9 or >= 33).
+        for len in [0usize, 9, 24, 33] {
+            assert_ne!(len, STAMPED_LEN);
+        }
     }
 
     #[test]
@@ -1106,5 +1498,90 @@ mod tests {
             approx >= book.decided.capacity() * 17,
             "a decided entry is 16 bytes and a control byte: {approx}"
         );
+    }
+
+    /// Entries from layouts with no decision time count as decided when
+    /// the clock first moved (the first record this version decided on the
+    /// partition), so they expire one window after it, not at once; an
+    /// old ISSUED entry never expires.
+    #[test]
+    fn entries_without_a_time_expire_one_window_after_the_clock_started() {
+        let key = |r: &str| request_key(&Request::of(&issue(r, "x", "x")));
+        let legacy: Vec<ChangelogRecord> = vec![
+            (key("old-empty"), Some(old_value(None))),
+            (
+                key("old-issued"),
+                Some(old_value(Some((id_hash("u1"), 1, "c1")))),
+            ),
+            (
+                key("unstamped"),
+                Some(request_value(
+                    &Request::of(&issue("unstamped", "c1", "u3")),
+                    None,
+                )),
+            ),
+        ];
+        let mut book: CouponBook = surge_engine::laws::restore_from(&legacy);
+        assert_eq!((book.decided_len(), book.expirable_len()), (3, 2));
+        let window = 60;
+        assert!(
+            book.expire(window, 10).is_none(),
+            "a clock that never moved expires nothing"
+        );
+        let origin = 29_000_000; // minutes: 2025
+        let at = |b: u32| i64::from(b) * BUCKET_MS;
+        let mut changes = vec![book.advance(at(origin)).unwrap()];
+        book.apply(&changes[0]);
+        for (b, due) in [(origin + window, false), (origin + window + 1, true)] {
+            let c = book.advance(at(b)).unwrap();
+            book.apply(&c);
+            changes.push(c);
+            assert_eq!(
+                book.expire(window, 10).is_some(),
+                due,
+                "clock at origin + {}",
+                b - origin
+            );
+        }
+        let expired = book.expire(window, 10).unwrap();
+        book.apply(&expired);
+        changes.push(expired);
+        assert!(book.already_decided(id_hash("old-issued")));
+        assert!(
+            !book.already_decided(id_hash("old-empty"))
+                && !book.already_decided(id_hash("unstamped"))
+        );
+        assert!(book.coupon("c1").is_none(), "no terms restored");
+        assert_eq!(book.coupons["c1"].issued(), 1, "the old holder stays");
+        // The whole log (old entries, then what this version wrote) restores the book.
+        let mut log = legacy.clone();
+        for c in &changes {
+            book.changelog_records(c, &mut log);
+        }
+        assert!(log.contains(&(key("old-empty"), None)) && log.contains(&(key("unstamped"), None)));
+        assert!(
+            !log.contains(&(key("old-issued"), None)),
+            "an ISSUED entry is never tombstoned"
+        );
+        surge_engine::laws::assert_restore_rebuilds(&book, &log);
+        // As a restore meets it after compaction: the tombstones only.
+        let compacted: Vec<ChangelogRecord> = log
+            .iter()
+            .filter(|(k, v)| v.is_none() || (k != &key("old-empty") && k != &key("unstamped")))
+            .cloned()
+            .collect();
+        surge_engine::laws::assert_restore_rebuilds(&book, &compacted);
+        // Revert undoes it all, back to the restored legacy book.
+        for c in changes.iter().rev() {
+            book.revert(c);
+        }
+        assert_eq!(book, surge_engine::laws::restore_from(&legacy));
+    }
+
+    #[test]
+    fn an_entry_stays_twenty_bytes_or_less() {
+        // The book's entry is unchanged by expiry (16 bytes); an expirable
+        // entry adds its full hash (16) to the expiry queue.
+        assert_eq!(std::mem::size_of::<DecidedEntry>(), 16);
     }
 }

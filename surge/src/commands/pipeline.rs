@@ -121,6 +121,24 @@ async fn codec<T: Contract>(registry: &Registry, n: &Names) -> anyhow::Result<To
         .with_context(|| format!("registry: schema of {}", n.topic(T::TOPIC)))
 }
 
+/// Warns when the coupon pipeline's dedupe window is shorter than
+/// coupon-issue's declared retention (the topics file; not read when absent).
+fn coupon_window_check(settings: &Settings, n: &Names, window: std::time::Duration) {
+    let input = n.topic(CouponCommand::TOPIC);
+    match surge_kafka::topics::load(&settings.topics.file, &settings.topics) {
+        Ok(specs) => {
+            if let Some(spec) = specs.iter().find(|s| s.name == input) {
+                if let Some(why) =
+                    surge_coupon::decide::window_shorter_than_retention(window, spec.retention)
+                {
+                    tracing::warn!(topic = %input, "{why}");
+                }
+            }
+        }
+        Err(e) => tracing::debug!("dedupe window not checked against retention: {e}"),
+    }
+}
+
 pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let registry = Registry::new(&settings.registry.url);
     let n = Names::from_settings(settings);
@@ -130,12 +148,19 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
             let inputs = codec::<CouponCommand>(&registry, &n).await?;
             let results = codec::<CouponDecision>(&registry, &n).await?;
             let replies = codec::<OrderReply>(&registry, &n).await?;
+            let window = settings
+                .pipelines
+                .coupon
+                .dedupe_window
+                .unwrap_or(surge_coupon::decide::DEFAULT_DEDUPE_WINDOW);
+            coupon_window_check(settings, &n, window);
             let processor = surge_coupon::CouponProcessor::new(
                 results,
                 replies,
                 n.topic(CouponDecision::TOPIC),
                 n.topic(OrderReply::TOPIC),
-            );
+            )
+            .with_dedupe_window(window);
             launch(settings, spec, processor, inputs).await
         }
         PipelineName::Inventory => {
