@@ -6,84 +6,27 @@
 
 use std::time::Duration;
 
-use chrono::DateTime;
+mod common;
+
+use common::{create, decisions, feed_at, harness_of, issue, processor};
+
 use surge_coupon::ledger::{id_hash, BUCKET_MS};
 use surge_coupon::{CouponBook, CouponProcessor};
 use surge_engine::harness::Harness;
 use surge_engine::{Millis, Reject};
-use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
-use surge_schemas::TopicCodec;
+use surge_schemas::coupon::{CouponCommand, Outcome};
 
-const RESULTS: &str = "coupon-result";
-const REPLIES: &str = "order-replies";
-const PARTITIONS: i32 = 6;
 /// One hour: 60 buckets of a minute.
 const WINDOW_MS: Millis = 3_600_000;
 /// 2023-11-14T22:13:20Z plus 20 s: not on a bucket's edge.
 const T0: Millis = 1_700_000_000_000 + 20_000;
 
 fn harness() -> Harness<CouponProcessor> {
-    let p = CouponProcessor::new(
-        TopicCodec::offline(1),
-        TopicCodec::offline(2),
-        RESULTS,
-        REPLIES,
-    )
-    .with_dedupe_window(Duration::from_millis(WINDOW_MS as u64));
-    Harness::new(
-        p,
-        &[("coupon-issue", PARTITIONS)],
-        &[(RESULTS, PARTITIONS), (REPLIES, PARTITIONS)],
-    )
+    harness_of(processor().with_dedupe_window(Duration::from_millis(WINDOW_MS as u64)))
 }
 
-fn cmd(request: &str, coupon: &str, command: CouponAction) -> CouponCommand {
-    CouponCommand {
-        request_id: request.into(),
-        coupon_id: coupon.into(),
-        requested_at: DateTime::from_timestamp_millis(1_000).unwrap(),
-        command,
-    }
-}
-
-fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
-    cmd(
-        request,
-        coupon,
-        CouponAction::Issue {
-            user_id: user.into(),
-        },
-    )
-}
-
-fn create(request: &str, coupon: &str, stock: i64) -> CouponCommand {
-    cmd(
-        request,
-        coupon,
-        CouponAction::Create {
-            stock,
-            active_from: None,
-            active_until: None,
-            discount: None,
-        },
-    )
-}
-
-/// Feeds `c` at log time `at` where the engine would decide it.
 fn feed(h: &mut Harness<CouponProcessor>, c: CouponCommand, at: Millis) -> Result<(), Reject> {
-    let key = c.coupon_id.clone();
-    h.feed(0, &key, c, at).map(|_| ())
-}
-
-/// Every decision on coupon-result (committed, then pending), in order.
-fn decisions(h: &Harness<CouponProcessor>) -> Vec<CouponDecision> {
-    let codec = TopicCodec::<CouponDecision>::offline(1);
-    h.committed()
-        .iter()
-        .chain(h.pending())
-        .filter(|s| s.topic == RESULTS)
-        .map(|s| futures::executor::block_on(codec.decode(s.payload.as_deref())).unwrap())
-        .collect()
+    feed_at(h, c, at)
 }
 
 fn outcomes_of(h: &Harness<CouponProcessor>, request: &str) -> Vec<Outcome> {

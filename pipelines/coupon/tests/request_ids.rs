@@ -5,65 +5,20 @@
 //! Run through the engine's in-process harness (savepoints, commits,
 //! restarts from the committed changelog), no services.
 
-use chrono::DateTime;
 use surge_coupon::decide::REQUEST_ID_REUSED;
 use surge_coupon::ledger::id_hash;
 use surge_coupon::CouponProcessor;
 use surge_engine::harness::Harness;
 use surge_engine::Reject;
-use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Discount, Outcome};
-use surge_schemas::{Money, TopicCodec};
+use surge_schemas::coupon::{CouponAction, CouponCommand, Discount, Outcome};
+use surge_schemas::Money;
 
-const RESULTS: &str = "coupon-result";
-const REPLIES: &str = "order-replies";
-const PARTITIONS: i32 = 6;
+mod common;
+
+use common::{cmd, create, decisions, feed_at, harness_of, issue, processor};
 
 fn harness() -> Harness<CouponProcessor> {
-    let p = CouponProcessor::new(
-        TopicCodec::offline(1),
-        TopicCodec::offline(2),
-        RESULTS,
-        REPLIES,
-    );
-    Harness::new(
-        p,
-        &[("coupon-issue", PARTITIONS)],
-        &[(RESULTS, PARTITIONS), (REPLIES, PARTITIONS)],
-    )
-}
-
-fn cmd(request: &str, coupon: &str, at: i64, command: CouponAction) -> CouponCommand {
-    CouponCommand {
-        request_id: request.into(),
-        coupon_id: coupon.into(),
-        requested_at: DateTime::from_timestamp_millis(at).unwrap(),
-        command,
-    }
-}
-
-fn issue(request: &str, coupon: &str, user: &str) -> CouponCommand {
-    cmd(
-        request,
-        coupon,
-        1_000,
-        CouponAction::Issue {
-            user_id: user.into(),
-        },
-    )
-}
-
-fn create(request: &str, coupon: &str, stock: i64) -> CouponCommand {
-    cmd(
-        request,
-        coupon,
-        0,
-        CouponAction::Create {
-            stock,
-            active_from: None,
-            active_until: None,
-            discount: None,
-        },
-    )
+    harness_of(processor())
 }
 
 fn redeem(request: &str, coupon: &str, order: &str, user: &str) -> CouponCommand {
@@ -80,8 +35,7 @@ fn redeem(request: &str, coupon: &str, order: &str, user: &str) -> CouponCommand
 
 /// Feeds `c` where the engine would decide it: the partition owning its coupon.
 fn feed(h: &mut Harness<CouponProcessor>, c: CouponCommand) -> Result<(), Reject> {
-    let key = c.coupon_id.clone();
-    h.feed(0, &key, c, 1_000).map(|_| ())
+    feed_at(h, c, 1_000)
 }
 
 /// Feeds `c` and expects it to be dead-lettered as a reused id; returns the message.
@@ -95,17 +49,6 @@ fn feed_reused(h: &mut Harness<CouponProcessor>, c: CouponCommand) -> String {
         Err(e) => panic!("{what}: rejected for a retry: {e}"),
         Ok(()) => panic!("{what}: a reused request id was not dead-lettered"),
     }
-}
-
-/// Every decision on coupon-result (committed, then pending), in order.
-fn decisions(h: &Harness<CouponProcessor>) -> Vec<CouponDecision> {
-    let codec = TopicCodec::<CouponDecision>::offline(1);
-    h.committed()
-        .iter()
-        .chain(h.pending())
-        .filter(|s| s.topic == RESULTS)
-        .map(|s| futures::executor::block_on(codec.decode(s.payload.as_deref())).unwrap())
-        .collect()
 }
 
 fn decisions_of(
