@@ -530,8 +530,12 @@ impl OrderSaga {
             out.put(Some(&before), &o);
             return Ok(());
         }
+        // Nothing to wait for: before payment, or paid with nothing charged
+        // (fully discounted) — no money to give back, and a refund of 0
+        // would break payment-request's contract.
+        let uncharged = o.stage == Stage::Paid && o.payment_id.is_none();
         match o.stage {
-            Stage::Created => {
+            _ if o.stage == Stage::Created || uncharged => {
                 let mut o = out.release_all(o, &why)?;
                 o.reason = Some(why);
                 out.transition(Some(&before), o, Stage::Cancelled, Some(k.request_id))

@@ -785,6 +785,20 @@ fn a_fully_discounted_order_is_paid_without_a_charge() {
             ..
         }]
     ));
+
+    // Cancelled after: nothing was charged, so nothing is refunded (a refund
+    // of 0 would break payment-request's contract); stock and coupon go
+    // back at once.
+    let s = cancel(&mut h, "o1", "u", "k1");
+    assert!(s.payments.is_empty(), "no refund of a charge never made");
+    let st = &s.status[0];
+    assert_eq!(
+        (st.state, st.event, st.cancel_request_id.as_deref()),
+        (OrderState::Cancelled, OrderEvent::Transition, Some("k1"))
+    );
+    assert!(s.inventory.iter().all(is_release) && s.inventory.len() == 1 && releases_coupon(&s));
+    h.commit();
+    h.assert_restore_law();
 }
 
 #[test]
