@@ -234,6 +234,8 @@ fn poison_reasons(pipeline: &str) -> &'static [&'static str] {
         // pipelines/coupon/src/decide.rs `REQUEST_ID_REUSED`.
         "coupon" => &["request_id_reused"],
         "payment" => &["payment_id_reused"],
+        // pipelines/order/src/identity.rs `ORDER_ID_REUSED`.
+        "order" => &["order_id_reused"],
         _ => &[],
     }
 }
@@ -366,6 +368,7 @@ mod tests {
             ("inventory", "insufficient_stock", "contract_violation"),
             ("order", "PAYMENT_FAILED", "unknown_schema_id"),
             ("order", "payment_expired", "empty"),
+            ("order", "CANCELLED", "order_id_reused"),
             ("payment", "declined", "payment_id_reused"),
         ] {
             let text = exposition(&PipelineMetrics::new(pipeline));

@@ -4,7 +4,10 @@
 //! A change replaces one order's entry as a whole (`before` → `after`), so
 //! revert is exact and the changelog is one record per order: key orderId,
 //! value the entry as JSON (orders are small and rare next to coupon
-//! requests; a readable changelog is worth the bytes). Orders are never
+//! requests; a readable changelog is worth the bytes). Fields added since
+//! the first layout default when absent (`#[serde(default)]`), so every
+//! older entry still restores; an entry without `fingerprint` restores as
+//! an unchecked order (see [`crate::identity`]). Orders are never
 //! deleted: a repeated order-create must find its order, and a cancel of
 //! a finished order must be answered with its state.
 
@@ -13,6 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use surge_engine::{ChangelogRecord, Millis, PartitionState};
 use surge_schemas::order::OrderState;
+
+use crate::identity::Fingerprint;
 
 /// Where one product line's reservation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +150,13 @@ pub struct Order {
     /// replaces it with the order.
     #[serde(default)]
     pub awaiting_create: bool,
+    /// What the order-create that made this order asked for: a repeat with
+    /// another fingerprint is a reused order id. `None` for a placeholder,
+    /// and for an order restored from a changelog written before
+    /// fingerprints ("unchecked": any repeat is taken as a retry). Left out
+    /// of the JSON when `None`, so such entries keep their old layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl Order {
@@ -300,6 +312,7 @@ mod tests {
             refund: None,
             cancelling: None,
             awaiting_create: false,
+            fingerprint: Some(Fingerprint(0x5eed_0000_0000_0000_0000_0000_0000_0001)),
         }
     }
 
@@ -336,6 +349,79 @@ mod tests {
             let (state, log) = laws::changelog_of::<OrderBook>(&all[..n]);
             laws::assert_restore_rebuilds(&state, &log);
         }
+    }
+
+    /// An entry as the version before fingerprints wrote it (byte for byte
+    /// what `serde_json` made of its `Order`).
+    const BEFORE_FINGERPRINTS: &str = r#"{"order_id":"a","user_id":"u","currency":"KRW","lines":[{"product_id":"p","quantity":2,"unit_price":150,"stock":"Reserved"}],"coupon_id":"c","coupon":{"Redeemed":{"off":30}},"stage":"PaymentPending","version":2,"total":300,"payable":270,"payment_id":"pay_1","created_at":5,"reason":null,"cancels":["k"],"charge":"Asked","charge_asked_at":7,"refund_id":null,"refund":null,"cancelling":null,"awaiting_create":false}"#;
+
+    #[test]
+    fn an_entry_written_before_fingerprints_restores_unchecked() {
+        let mut book = OrderBook::default();
+        book.restore(b"a", Some(BEFORE_FINGERPRINTS.as_bytes()))
+            .unwrap();
+        let o = book.order("a").expect("restored");
+        assert_eq!(o.fingerprint, None, "unchecked: any repeat is a retry");
+        let mut expected = order("a", Stage::PaymentPending, 2, 5);
+        expected.lines[0].stock = LineStock::Reserved;
+        expected.payment_id = Some("pay_1".into());
+        expected.charge_asked_at = Some(7);
+        expected.fingerprint = None;
+        assert_eq!(o, &expected, "every other field as it was written");
+        // Written back unchanged: the old layout, with no fingerprint key.
+        let change = OrderChange {
+            before: None,
+            after: Box::new(o.clone()),
+        };
+        let mut out = Vec::new();
+        book.changelog_records(&change, &mut out);
+        assert_eq!(
+            out,
+            [(b"a".to_vec(), Some(BEFORE_FINGERPRINTS.as_bytes().to_vec()))]
+        );
+    }
+
+    #[test]
+    fn an_entry_of_the_first_layout_restores_unchecked() {
+        // Before payments, expiry, placeholders and fingerprints.
+        let first = r#"{"order_id":"b","user_id":"u","currency":"KRW","lines":[],"coupon_id":null,"coupon":null,"stage":"Rejected","version":1,"total":0,"payable":0,"payment_id":null,"created_at":3,"reason":"r","cancels":[]}"#;
+        let mut book = OrderBook::default();
+        book.restore(b"b", Some(first.as_bytes())).unwrap();
+        let o = book.order("b").unwrap();
+        assert_eq!(o.fingerprint, None);
+        assert!(!o.awaiting_create);
+        assert_eq!((o.stage, o.version), (Stage::Rejected, 1));
+    }
+
+    #[test]
+    fn an_entry_keeps_its_fingerprint_through_the_changelog() {
+        let a = order("a", Stage::Created, 1, 5);
+        let change = OrderChange {
+            before: None,
+            after: Box::new(a.clone()),
+        };
+        let mut book = OrderBook::default();
+        book.apply(&change);
+        let mut out = Vec::new();
+        book.changelog_records(&change, &mut out);
+        let value = out[0].1.clone().unwrap();
+        let text = String::from_utf8(value.clone()).unwrap();
+        assert!(
+            text.ends_with(
+                r#","awaiting_create":false,"fingerprint":"5eed0000000000000000000000000001"}"#
+            ),
+            "{text}"
+        );
+        let mut restored = OrderBook::default();
+        restored.restore(b"a", Some(&value)).unwrap();
+        assert_eq!(restored.order("a"), Some(&a));
+
+        // A damaged fingerprint is an error, never an unchecked order.
+        let bad = text.replace("5eed0000000000000000000000000001", "5eed");
+        let err = OrderBook::default()
+            .restore(b"a", Some(bad.as_bytes()))
+            .unwrap_err();
+        assert!(err.contains("fingerprint"), "{err}");
     }
 
     #[test]

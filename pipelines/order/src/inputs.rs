@@ -1,7 +1,5 @@
 //! The saga's three co-partitioned inputs, all keyed by orderId.
 
-use std::future::Future;
-
 use surge_engine::Inputs;
 use surge_schemas::order::{OrderCancel, OrderCreate, OrderReply};
 use surge_schemas::{Contract, DecodeError, TopicCodec};
@@ -33,18 +31,12 @@ pub struct SagaInputs {
 impl Inputs for SagaInputs {
     type Message = SagaInput;
 
-    fn decode(
-        &self,
-        input: usize,
-        bytes: Option<&[u8]>,
-    ) -> impl Future<Output = Result<SagaInput, DecodeError>> + Send {
-        async move {
-            Ok(match input {
-                CREATE => SagaInput::Create(self.create.decode(bytes).await?),
-                CANCEL => SagaInput::Cancel(self.cancel.decode(bytes).await?),
-                _ => SagaInput::Reply(self.replies.decode(bytes).await?),
-            })
-        }
+    async fn decode(&self, input: usize, bytes: Option<&[u8]>) -> Result<SagaInput, DecodeError> {
+        Ok(match input {
+            CREATE => SagaInput::Create(self.create.decode(bytes).await?),
+            CANCEL => SagaInput::Cancel(self.cancel.decode(bytes).await?),
+            _ => SagaInput::Reply(self.replies.decode(bytes).await?),
+        })
     }
 
     fn owner_key(message: &SagaInput) -> &str {

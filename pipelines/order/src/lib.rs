@@ -8,12 +8,14 @@
 //! last.
 //!
 //! `book` owns the per-partition state and its changelog; `saga` holds the
-//! rules and nothing else; `inputs` decodes the three inputs; `metrics` the
+//! rules and nothing else; `identity` tells a retried order-create from a
+//! reused order id; `inputs` decodes the three inputs; `metrics` the
 //! gauges derived from the state; `audit` checks the saga's invariants from
 //! the topics alone, for tests and `surge verify`.
 
 pub mod audit;
 pub mod book;
+pub mod identity;
 pub mod inputs;
 pub mod metrics;
 pub mod payment;
@@ -21,6 +23,7 @@ pub mod saga;
 pub mod scenario;
 
 pub use book::{Order, OrderBook, Stage};
+pub use identity::ORDER_ID_REUSED;
 pub use inputs::{SagaInput, SagaInputs};
 pub use metrics::SagaGauges;
 pub use payment::{charge_id, refund_id};

@@ -23,6 +23,7 @@ use surge_schemas::{Money, TopicCodec};
 use crate::book::{
     Cancelling, CouponUse, Line, LineStock, Order, OrderBook, OrderChange, PaymentStep, Stage,
 };
+use crate::identity::{fingerprint, repeat_of, reuse_message, Repeat, ORDER_ID_REUSED};
 use crate::inputs::SagaInput;
 use crate::metrics::SagaGauges;
 use crate::payment::charge_id;
@@ -384,11 +385,24 @@ impl Out<'_, '_, '_> {
 impl OrderSaga {
     fn create(&self, out: &mut Out<'_, '_, '_>, c: OrderCreate) -> Result<(), Reject> {
         let placeholder = out.ctx.state().order(&c.order_id).cloned();
-        if placeholder.as_ref().is_some_and(|o| !o.awaiting_create) {
-            // A repeated order-create: the order has its saga already.
-            out.ctx.already_decided();
-            return Ok(());
+        if let Some(order) = placeholder.as_ref().filter(|o| !o.awaiting_create) {
+            // A repeated order-create: the order has its saga already. The
+            // same order again is an upstream retry; another order under
+            // its id is dead-lettered: dropped as a retry it would be lost,
+            // and its sender would read the first order's states as its own.
+            return match repeat_of(order, &c) {
+                Repeat::Retry | Repeat::RetryUnchecked => {
+                    out.ctx.already_decided();
+                    Ok(())
+                }
+                Repeat::Reused => Err(Reject::Poison {
+                    reason: ORDER_ID_REUSED,
+                    message: reuse_message(order, &c),
+                }),
+            };
         }
+        // A placeholder (cancels read before any order-create) has no
+        // fingerprint: this order-create is the order, and gets its saga.
         // Cancels read before the order (refused as unknown) stay answered.
         let answered = placeholder
             .as_ref()
@@ -425,6 +439,7 @@ impl OrderSaga {
             refund: None,
             cancelling: None,
             awaiting_create: false,
+            fingerprint: Some(fingerprint(&c)),
         };
         if let Some(why) = invalid(&self.rules, &c) {
             // Nothing was asked, so nothing needs releasing.
@@ -488,6 +503,7 @@ impl OrderSaga {
                 refund: None,
                 cancelling: None,
                 awaiting_create: true,
+                fingerprint: None,
             };
             if let Some(p) = &known {
                 unknown.cancels = p.cancels.clone();

@@ -526,7 +526,6 @@ fn run(seed: u64) -> Run {
         };
         route(sent, &mut queues);
     }
-    drop(route);
 
     saga.assert_restore_law();
     stock.assert_restore_law();
