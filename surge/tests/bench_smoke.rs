@@ -2,7 +2,9 @@
 //! measured (positive), the ratios are the quotients of the figures they
 //! compare, every target is evaluated against the figure it names, and the
 //! JSON and SVG are written; the payments scenario's runs each charged
-//! exactly once per request. The figures mean nothing at this size; timing
+//! exactly once per request; the orders scenario measured both designs at
+//! both provider latencies, its audit held and the lock design's charges
+//! are in pg-sim's ledger. The figures mean nothing at this size; timing
 //! is never asserted.
 
 mod common;
@@ -29,7 +31,7 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
             "bench",
             "--quick",
             "--scenario",
-            "hot,spread,payments",
+            "hot,spread,payments,orders",
             "--out",
             out_json.to_str().unwrap(),
         ],
@@ -128,6 +130,63 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         f(&seq["paymentsPerSecond"]) / 20.0
     ));
 
+    let o = &report["orders"];
+    assert_eq!(o["orders"], 400, "{o}");
+    let runs = o["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| f(&r["providerLatencyMs"]))
+            .collect::<Vec<_>>(),
+        [0.0, 50.0]
+    );
+    for r in runs {
+        for design in ["surge", "redisLock"] {
+            let d = &r[design];
+            assert_eq!(d["orders"], 400, "{design}: {r}");
+            assert!(
+                close(f(&d["ordersPerSecond"]), f(&d["orders"]) / f(&d["seconds"])),
+                "{design}: {r}"
+            );
+            // Every order got exactly one final state.
+            let states: u64 = d["byState"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|n| n.as_u64().unwrap())
+                .sum();
+            assert_eq!(states, 400, "{design}: {r}");
+            assert!(
+                d["byState"]["PAID"].as_u64().unwrap_or(0) > 0,
+                "{design}: {r}"
+            );
+        }
+        assert!(close(
+            f(&r["ratioSurgeToRedisLock"]),
+            f(&r["surge"]["ordersPerSecond"]) / f(&r["redisLock"]["ordersPerSecond"])
+        ));
+        let l = &r["latency"];
+        assert!(f(&l["offeredRate"]) >= 10.0, "{r}");
+        for design in ["surge", "redisLock"] {
+            let d = &l[design];
+            assert!(d["samples"].as_u64().unwrap() > 0, "{design}: {r}");
+            assert!(
+                f(&d["p50Ms"]) > 0.0 && f(&d["p99Ms"]) >= f(&d["p50Ms"]),
+                "{design}: {r}"
+            );
+        }
+        assert!(f(&l["surge"]["p99WithWarmupMs"]) > 0.0, "{r}");
+        assert!(f(&l["redisLock"]["fromOfferedP99Ms"]) > 0.0, "{r}");
+        // The saga's audit held on both sales, and it saw every order.
+        assert_eq!(r["audit"]["holds"], true, "{r}");
+        let latency_orders = l["surge"]["samples"].as_u64().unwrap();
+        assert!(
+            r["audit"]["orders"].as_u64().unwrap() >= 400 + latency_orders,
+            "{r}"
+        );
+        // The lock design charged what it marked paid with money due, once.
+        assert!(r["redisLockLedgerCharges"].as_u64().unwrap() > 0, "{r}");
+    }
+
     // Three targets per coupon scenario, the state target and the payments
     // target, each judged on the figure reported above.
     let targets = report["targets"].as_array().unwrap();
@@ -175,6 +234,8 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         "surge/copy",
         "payments, 50 ms provider latency",
         "concurrent / sequential",
+        "orders, end to end",
+        "surge / redis lock",
     ] {
         assert!(text.contains(heading), "{heading}: {text}");
     }

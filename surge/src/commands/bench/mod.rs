@@ -22,17 +22,23 @@
 //! reported, never asserted.
 //!
 //! `--scenario payments` (not run by default) measures the payment pipeline
-//! behind a provider with 50 ms latency instead (see `payments`).
+//! behind a provider with 50 ms latency instead (see `payments`), and
+//! `--scenario orders` the whole order saga against a Redis lock per
+//! product, at 0 and 50 ms provider latency (see `orders`).
 
 mod chart;
+mod children;
 mod copy;
 mod latency;
+mod orders;
 mod payments;
 mod pipeline;
 mod redis_lock;
+mod redis_lock_orders;
 mod report;
 mod sandbox;
 mod state;
+mod visible;
 mod watch;
 
 use std::collections::HashSet;
@@ -92,6 +98,16 @@ pub struct BenchArgs {
     /// gets a twentieth of them, at least 50).
     #[arg(long, default_value_t = 5_000)]
     payments: usize,
+    /// Orders of the orders scenario's throughput run (its latency run gets
+    /// `--latency-seconds` of them at half the measured rate).
+    #[arg(long, default_value_t = 20_000)]
+    orders: usize,
+    /// Distinct users of the orders scenario (half of them ask for a coupon).
+    #[arg(long, default_value_t = 5_000)]
+    order_users: usize,
+    /// Products of the orders scenario.
+    #[arg(long, default_value_t = 20)]
+    order_products: usize,
     /// Seed of the generated requests (the same for every design).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -106,6 +122,8 @@ enum Kind {
     Spread,
     /// Payment throughput behind a 50 ms provider (pg-sim).
     Payments,
+    /// The order saga end to end vs a Redis lock per product, pg-sim at 0 and 50 ms.
+    Orders,
 }
 
 impl Kind {
@@ -114,6 +132,7 @@ impl Kind {
             Kind::Hot => "hot",
             Kind::Spread => "spread",
             Kind::Payments => "payments",
+            Kind::Orders => "orders",
         }
     }
 }
@@ -132,6 +151,9 @@ pub async fn run(
         args.clients = args.clients.min(16);
         args.state_users = args.state_users.min(2_000);
         args.payments = args.payments.min(300);
+        args.orders = args.orders.min(400);
+        args.order_users = args.order_users.min(200);
+        args.order_products = args.order_products.min(5);
     }
     let out_dir = args
         .out
@@ -143,9 +165,23 @@ pub async fn run(
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut scenarios = Vec::new();
     let mut payments = Value::Null;
+    let mut orders = Value::Null;
     for kind in args.scenario.clone() {
         if kind == Kind::Payments {
             payments = payments::run(settings, config, &out_dir, &run_id, args.payments).await?;
+            continue;
+        }
+        if kind == Kind::Orders {
+            let sizes = orders::OrderArgs {
+                orders: args.orders,
+                users: args.order_users,
+                products: args.order_products,
+                clients: args.clients,
+                rate: args.rate,
+                latency_seconds: args.latency_seconds,
+                seed: args.seed,
+            };
+            orders = orders::run(settings, config, &out_dir, &run_id, &sizes).await?;
             continue;
         }
         scenarios.push(scenario(&args, kind, settings, config, &out_dir, &run_id).await?);
@@ -174,6 +210,7 @@ pub async fn run(
         "scenarios": scenarios,
         "state": state,
         "payments": payments,
+        "orders": orders,
     });
     let mut targets = report::targets(&report);
     if let Some(all) = targets.as_array_mut() {
@@ -182,6 +219,7 @@ pub async fn run(
     report["targets"] = targets;
     report::print(&report);
     payments::print(&report["payments"]);
+    orders::print(&report["orders"]);
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     let svg = args.out.with_extension("svg");
     std::fs::write(&svg, chart::svg(&report))?;

@@ -18,8 +18,7 @@
 //! that charged twice (or not at all) means nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -27,12 +26,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use surge_core::{Names, Settings};
+use surge_core::Settings;
 use surge_kafka::partitioner::partition_for;
-use surge_kafka::{topics, ClientFactory, OrderedSender, QuietEofContext};
+use surge_kafka::{ClientFactory, OrderedSender, QuietEofContext};
 use surge_schemas::order::{OrderReply, PaymentKind, PaymentOutcome, PaymentRequest, Reply};
 use surge_schemas::{Contract, Money, Registry, TopicCodec};
 
+use super::children::{self, approved_charges, drop_schema};
 use super::latency::percentile;
 use super::sandbox::Sandbox;
 use super::say;
@@ -249,60 +249,25 @@ async fn drive(
     max_in_flight: usize,
 ) -> anyhow::Result<Run> {
     let names = &sandbox.names;
-    let partitions = declared_partitions(sandbox, PaymentRequest::TOPIC)?;
-    let reply_partitions = declared_partitions(sandbox, OrderReply::TOPIC)?;
+    let partitions = sandbox.partitions_of(PaymentRequest::TOPIC)?;
+    let reply_partitions = sandbox.partitions_of(OrderReply::TOPIC)?;
 
-    // A provider with latency and nothing else: no declines, errors or hangs,
-    // whatever the config file says.
-    let mut sim = Child::spawn(
+    // A provider with latency and nothing else: no declines, errors or hangs.
+    let (sim, address) =
+        children::pg_sim(config, schema, PROVIDER_LATENCY_MS, logs.join("pg-sim.log")).await?;
+    let mut pipeline = children::pipeline(
         config,
-        &["pg-sim"],
+        sandbox.prefix(),
+        surge_core::names::PAYMENT,
         &[
-            ("SURGE_PG_SIM__LISTEN", "127.0.0.1:0".into()),
-            ("SURGE_PG_SIM__SCHEMA", schema.into()),
-            (
-                "SURGE_PG_SIM__FAULTS__LATENCY_MEDIAN_MS",
-                PROVIDER_LATENCY_MS.to_string(),
-            ),
-            ("SURGE_PG_SIM__FAULTS__LATENCY_SIGMA", "0".into()),
-            ("SURGE_PG_SIM__FAULTS__DECLINE_RATIO", "0".into()),
-            ("SURGE_PG_SIM__FAULTS__ERROR_BEFORE_RATIO", "0".into()),
-            ("SURGE_PG_SIM__FAULTS__ERROR_AFTER_RATIO", "0".into()),
-            ("SURGE_PG_SIM__FAULTS__TIMEOUT_AFTER_RATIO", "0".into()),
-            ("SURGE_PG_SIM__FAULTS__CONFLICT_RATIO", "0".into()),
-        ],
-        logs.join("pg-sim.log"),
-    )?;
-    let address = sim
-        .wait_for("pg-sim listening address=", Duration::from_secs(60))
-        .await?;
-    let prefix = sandbox.prefix();
-    let mut pipeline = Child::spawn(
-        config,
-        &["pipeline", "payment"],
-        &[
-            ("SURGE_TOPICS__NAME_PREFIX", prefix.into()),
-            // Its own group and transactional identity (see pipeline.rs).
-            (
-                "SURGE_PIPELINES__PAYMENT__GROUP_ID",
-                Names::new(prefix).pipeline_group(surge_core::names::PAYMENT),
-            ),
-            ("SURGE_PIPELINES__PAYMENT__INSTANCE_ID", "bench".into()),
-            (
-                "SURGE_PIPELINES__PAYMENT__METRICS_LISTEN",
-                "127.0.0.1:0".into(),
-            ),
-            ("SURGE_PIPELINES__PAYMENT__INJECT_ABORT_RATIO", "0".into()),
             ("SURGE_PAYMENT__URL", format!("http://{address}")),
             ("SURGE_PAYMENT__MAX_IN_FLIGHT", max_in_flight.to_string()),
         ],
-        logs.join("pipeline.log"),
+        logs,
     )?;
     // Group join and restore are not what is measured: produce once the
     // pipeline owns its partitions.
-    pipeline
-        .wait_for("partitions assigned and restored", Duration::from_secs(120))
-        .await?;
+    children::until_assigned(&mut pipeline).await?;
 
     let registry = Registry::new(&sandbox.settings.registry.url);
     let codec =
@@ -407,7 +372,7 @@ async fn drive(
         .iter()
         .filter_map(|(id, at)| requested_ms.get(id).map(|r| (at - r) as f64))
         .collect();
-    let ledger_approved = approved_charges(&sandbox.settings.postgres.url, schema).await?;
+    let ledger_approved = approved_charges(&sandbox.settings.postgres.url, schema, "").await?;
     say(format!(
         "pg-sim ledger {schema}: {ledger_approved} approved charges for {requests} requests"
     ));
@@ -431,16 +396,6 @@ async fn drive(
         declined: seen.declined,
         ledger_approved,
     })
-}
-
-/// Partitions `base` was created with in the sandbox (the topics file).
-fn declared_partitions(sandbox: &Sandbox, base: &str) -> anyhow::Result<i32> {
-    let name = sandbox.topic(base);
-    topics::load(&sandbox.settings.topics.file, &sandbox.settings.topics)?
-        .into_iter()
-        .find(|s| s.name == name)
-        .map(|s| s.partitions)
-        .with_context(|| format!("{base} in the topics file"))
 }
 
 /// What the reply watcher saw.
@@ -528,114 +483,4 @@ fn watch_replies(
         }
     }
     Ok(seen)
-}
-
-/// Approved charges in pg-sim's ledger.
-async fn approved_charges(url: &str, schema: &str) -> anyhow::Result<i64> {
-    let pool = sqlx::PgPool::connect(url).await.context("postgres")?;
-    let count: Result<i64, _> = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM \"{schema}\".payments WHERE kind = 'CHARGE' AND status = 'APPROVED'"
-    ))
-    .fetch_one(&pool)
-    .await;
-    pool.close().await;
-    count.with_context(|| format!("reading pg-sim's ledger {schema}"))
-}
-
-/// Drops a run's ledger (best effort: a leftover is only rows).
-async fn drop_schema(url: &str, schema: &str) {
-    // Quiet: PostgreSQL notices each table the cascade drops.
-    let options = url
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .map(|o| o.options([("client_min_messages", "warning")]));
-    let outcome = match options {
-        Ok(o) => sqlx::PgPool::connect_with(o).await,
-        Err(e) => Err(e),
-    };
-    let outcome = match outcome {
-        Ok(pool) => {
-            let r = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&pool)
-                .await
-                .map(|_| ());
-            pool.close().await;
-            r
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = outcome {
-        say(format!("could not drop schema {schema}: {e}"));
-    }
-}
-
-/// A child process of this binary, configured through SURGE_* variables,
-/// its output in `log`. SIGTERM and wait when dropped, on every path out.
-struct Child {
-    child: std::process::Child,
-    log: PathBuf,
-    exited: bool,
-}
-
-impl Child {
-    fn spawn(
-        config: &Path,
-        args: &[&str],
-        env: &[(&str, String)],
-        log: PathBuf,
-    ) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()?;
-        Ok(Self {
-            child,
-            log,
-            exited: false,
-        })
-    }
-
-    /// Waits until the log has a line with `needle`; returns the word right
-    /// after it (e.g. the address after `address=`).
-    async fn wait_for(&mut self, needle: &str, within: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some((_, rest)) = text.split_once(needle) {
-                return Ok(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                self.exited = true;
-                bail!(
-                    "exited ({status}) before logging {needle:?}; see {}",
-                    self.log.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no {needle:?} within {within:?}; see {}",
-                    self.log.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.exited {
-            return;
-        }
-        // SAFETY: signalling our own child, whose pid stays ours until waited on.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
 }

@@ -81,12 +81,37 @@ pub fn print(report: &Value) {
     );
     println!("$ {}", report["command"].as_str().unwrap_or(""));
 
+    if !scenarios.is_empty() {
+        coupon_tables(report, &scenarios);
+    }
+    let targets = report["targets"].as_array().map_or(&[][..], Vec::as_slice);
+    if targets.is_empty() {
+        return;
+    }
+    println!("\ntargets");
+    for t in targets {
+        println!(
+            "  {:<10} {:<34} {:>10.2}  {}",
+            t["scope"].as_str().unwrap_or(""),
+            t["target"].as_str().unwrap_or(""),
+            f(&t["value"]),
+            if t["met"].as_bool() == Some(true) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+}
+
+/// Throughput, latency and memory of the coupon scenarios (hot, spread).
+fn coupon_tables(report: &Value, scenarios: &[&Value]) {
     println!("\nthroughput, records/s, same preloaded requests (ratio = surge / other)");
     println!(
         "{:<8} {:>9} {:>11} {:>11} {:>11} {:>11} {:>11}",
         "scenario", "requests", "copy ALOS", "surge EOS", "Redis lock", "surge/copy", "surge/lock"
     );
-    for s in &scenarios {
+    for s in scenarios {
         let t = &s["throughput"];
         println!(
             "{:<8} {:>9} {:>11.0} {:>11.0} {:>11.0} {:>11.2} {:>11.2}",
@@ -117,7 +142,7 @@ pub fn print(report: &Value) {
         "lock p99 offr",
         "lock served/s"
     );
-    for s in &scenarios {
+    for s in scenarios {
         let l = &s["latency"];
         println!(
             "{:<8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>13.1} {:>13.0}",
@@ -140,7 +165,7 @@ pub fn print(report: &Value) {
         "run", "peak RSS MiB", "state bytes", "issued", "B per issued"
     );
     let mib = |v: &Value| f(v) / 1_048_576.0;
-    for s in &scenarios {
+    for s in scenarios {
         let m = &s["memory"];
         println!(
             "{:<20} {:>13.1} {:>12.0} {:>9.0} {:>13.1}",
@@ -162,21 +187,6 @@ pub fn print(report: &Value) {
             f(&st["stateBytesPerIssuedUser"]),
             st["users"],
             st["coupons"],
-        );
-    }
-
-    println!("\ntargets");
-    for t in report["targets"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<10} {:<34} {:>10.2}  {}",
-            t["scope"].as_str().unwrap_or(""),
-            t["target"].as_str().unwrap_or(""),
-            f(&t["value"]),
-            if t["met"].as_bool() == Some(true) {
-                "met"
-            } else {
-                "NOT met"
-            }
         );
     }
 }

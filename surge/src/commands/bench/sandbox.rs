@@ -69,6 +69,16 @@ impl Sandbox {
         self.names.topic(base)
     }
 
+    /// Partitions `base` was created with in the sandbox (the topics file).
+    pub fn partitions_of(&self, base: &str) -> anyhow::Result<i32> {
+        let name = self.topic(base);
+        topics::load(&self.settings.topics.file, &self.settings.topics)?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.partitions)
+            .with_context(|| format!("{base} in the topics file"))
+    }
+
     /// Deletes the run's topics (best effort: a leftover is only disk).
     pub async fn drop_topics(self) {
         let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();

@@ -5,7 +5,7 @@
 
 pub mod gateway;
 pub mod kafka;
-mod orders;
+pub mod orders;
 pub mod traffic;
 
 use std::process::ExitCode;

@@ -17,7 +17,7 @@ use super::traffic::Progress;
 
 /// Produces `records` to their contract's topic, each keyed by its own key,
 /// in order; returns the records Kafka acknowledged.
-async fn produce<T: Contract>(
+pub(crate) async fn produce<T: Contract>(
     records: &[T],
     codec: &TopicCodec<T>,
     producer: &rdkafka::producer::FutureProducer,
@@ -41,7 +41,9 @@ async fn produce<T: Contract>(
         .with_context(|| format!("producing to {topic}"))
 }
 
-async fn codec<T: Contract>(settings: &Settings) -> anyhow::Result<(TopicCodec<T>, String)> {
+pub(crate) async fn codec<T: Contract>(
+    settings: &Settings,
+) -> anyhow::Result<(TopicCodec<T>, String)> {
     let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
     let subject = names.subject(T::TOPIC);

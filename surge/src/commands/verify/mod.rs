@@ -7,7 +7,7 @@
 //! coupon-result says. With `--orders`, invariant 5 instead (see
 //! `orders.rs`). Exits 0 only if all hold.
 
-mod orders;
+pub(crate) mod orders;
 mod stores;
 
 use std::process::ExitCode;

@@ -98,7 +98,7 @@ pub fn audited(e: surge_pgsim::ledger::LedgerEntry) -> LedgerPayment {
 }
 
 /// Reads everything and audits once.
-async fn check(
+pub(crate) async fn check(
     settings: &Settings,
     registry: &Registry,
     factory: &ClientFactory,
