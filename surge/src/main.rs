@@ -77,6 +77,16 @@ fn main() -> ExitCode {
         }
     };
     surge_core::telemetry::init_logging(&settings.log);
+    if cli.command.uses_kafka() {
+        // With TLS or SASL configured, a refused login stops the process at
+        // once, naming it (librdkafka alone would retry it forever, and its
+        // metadata calls report it as a transport failure).
+        let factory = surge_kafka::ClientFactory::new(settings.kafka.clone());
+        if let Err(refused) = factory.check_access(std::time::Duration::from_secs(10)) {
+            eprintln!("surge: {refused}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,6 +119,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("surge: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command's work goes through Kafka clients (and so
+    /// through `[kafka]`'s security settings).
+    fn uses_kafka(&self) -> bool {
+        match self {
+            Command::Topics(t) => matches!(t, commands::topics::TopicsCommand::Apply),
+            Command::Pipeline(_)
+            | Command::Sink(_)
+            | Command::Gateway(_)
+            | Command::Verify(_)
+            | Command::Chaos(_)
+            | Command::Bench(_)
+            | Command::Dlq(_) => true,
+            Command::Loadgen(args) => matches!(args.target, commands::loadgen::Target::Kafka),
+            // Doctor reports a refusal in its own Kafka line; the rest never
+            // touch Kafka.
+            Command::Doctor(_) | Command::Schemas(_) | Command::PgSim(_) | Command::Config => false,
         }
     }
 }

@@ -37,11 +37,22 @@ impl Fixture {
     }
 
     pub async fn with_env(what: &str, env: &[(&str, &str)]) -> Self {
+        Self::build(what, &[], env).await
+    }
+
+    /// Like [`Self::with_env`], but `surge topics apply` runs under `env`
+    /// too, so every surge process of the fixture has the same settings
+    /// (e.g. only the stack's SASL_SSL listener). The fixture's own clients
+    /// (produce, read_raw) keep the test's settings.
+    pub async fn through(what: &str, env: &[(&str, &str)]) -> Self {
+        Self::build(what, env, env).await
+    }
+
+    async fn build(what: &str, apply_env: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let prefix = format!("{}-", unique(what));
-        let out = super::surge(
-            &["topics", "apply"],
-            &[("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())],
-        );
+        let mut apply = apply_env.to_vec();
+        apply.push(("SURGE_TOPICS__NAME_PREFIX", prefix.as_str()));
+        let out = super::surge(&["topics", "apply"], &apply);
         assert!(out.status.success(), "topics apply failed");
         let mut fx = Self::reuse(&prefix).await;
         std::fs::create_dir_all(&fx.logs).unwrap();
