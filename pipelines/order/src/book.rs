@@ -22,6 +22,10 @@ use crate::identity::Fingerprint;
 /// Where one product line's reservation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LineStock {
+    /// Not asked yet: the order's coupon is asked first, and stock only once
+    /// it is redeemed, so an order refused for its coupon never holds units
+    /// that other orders of a flash sale are being refused for meanwhile.
+    Waiting,
     /// Reserve sent, no answer yet.
     Asked,
     Reserved,

@@ -309,6 +309,24 @@ impl Out<'_, '_, '_> {
         Ok(())
     }
 
+    /// Sends a Reserve for every line in `from` (`Asked` at create for an
+    /// order without a coupon, `Waiting` once its coupon is redeemed).
+    /// Returns the order with those lines asked.
+    pub(crate) fn ask_stock(&mut self, mut o: Order, from: LineStock) -> Result<Order, Reject> {
+        for i in 0..o.lines.len() {
+            if o.lines[i].stock == from {
+                let line = o.lines[i].clone();
+                let action = InventoryAction::Reserve {
+                    order_id: o.order_id.clone(),
+                    quantity: line.quantity,
+                };
+                self.inventory(&o, &line, action)?;
+                o.lines[i].stock = LineStock::Asked;
+            }
+        }
+        Ok(o)
+    }
+
     /// Gives back whatever the order asked for or holds: every line not
     /// refused or already released, and the coupon. Returns the order with
     /// those marked as releasing.
@@ -420,7 +438,11 @@ impl OrderSaga {
                     product_id: i.product_id.clone(),
                     quantity: i.quantity,
                     unit_price: i.unit_price.0,
-                    stock: LineStock::Asked,
+                    stock: if c.coupon_id.is_some() {
+                        LineStock::Waiting
+                    } else {
+                        LineStock::Asked
+                    },
                 })
                 .collect(),
             coupon_id: c.coupon_id.clone(),
@@ -450,13 +472,9 @@ impl OrderSaga {
             o.reason = Some(why);
             return out.transition(placeholder.as_ref(), o, Stage::Rejected, None);
         }
-        for line in o.lines.clone() {
-            let action = InventoryAction::Reserve {
-                order_id: o.order_id.clone(),
-                quantity: line.quantity,
-            };
-            out.inventory(&o, &line, action)?;
-        }
+        // With a coupon, its lines wait for the redemption (see
+        // `LineStock::Waiting`); without one they are asked now.
+        let o = out.ask_stock(o, LineStock::Asked)?;
         if let Some(coupon_id) = o.coupon_id.clone() {
             let action = CouponAction::Redeem {
                 order_id: o.order_id.clone(),
@@ -666,6 +684,12 @@ impl OrderSaga {
             o.reason = Some(why);
             return out.transition(Some(&before), o, Stage::Rejected, None);
         }
+        let o = if matches!(o.coupon, Some(CouponUse::Redeemed { .. })) {
+            // The coupon is held: now the stock it was waiting for.
+            out.ask_stock(o, LineStock::Waiting)?
+        } else {
+            o
+        };
         if o.all_held() {
             return out.request_payment(&before, o);
         }

@@ -192,6 +192,11 @@ fn reply(h: &mut Harness<Seeded>, reply: Reply) -> Vec<Sent> {
     feed(h, REPLIES, "o1", SagaInput::Reply(r), 1_500)
 }
 
+/// How many of `sent` went to `topic`.
+fn on(sent: &[Sent], topic: &str) -> usize {
+    sent.iter().filter(|s| s.topic == topic).count()
+}
+
 fn reserved(product: &str, quantity: i32) -> Reply {
     Reply::Stock(StockReply {
         product_id: product.into(),
@@ -290,10 +295,11 @@ fn the_same_order_again_is_a_retry_and_sends_nothing() {
     assert!(create_at(&mut h, again.clone(), 61_000).unwrap().is_empty());
     assert_eq!(o1(&h), book, "a retry changes nothing");
 
-    // Still a retry once the saga moved on.
+    // Still a retry once the saga moved on: the coupon first (its
+    // redemption asks both lines), then the stock.
+    assert_eq!(on(&reply(&mut h, redeemed()), INVENTORY), 2);
     reply(&mut h, reserved("p1", 2));
-    reply(&mut h, reserved("p2", 1));
-    let s = statuses(&reply(&mut h, redeemed()));
+    let s = statuses(&reply(&mut h, reserved("p2", 1)));
     assert_eq!((s[0].state, s[0].version), (OrderState::PaymentPending, 2));
     assert!(create_at(&mut h, again, 62_000).unwrap().is_empty());
     h.commit();
@@ -324,16 +330,18 @@ fn another_order_under_a_used_id_is_dead_lettered_and_changes_nothing() {
     }
     h.commit();
     assert_eq!(history(&h), [(OrderState::Created, 1)], "no order-status");
+    // A coupon order asks its coupon first: no Reserve yet.
     assert_eq!(
         h.committed().len(),
-        1 + 2 + 1,
-        "only the first order's status, reserves and redemption"
+        1 + 1,
+        "only the first order's status and redemption"
     );
+    assert_eq!(on(h.committed(), COUPONS), 1);
 
     // The first order's saga goes on as if nothing happened.
+    assert_eq!(on(&reply(&mut h, redeemed()), INVENTORY), 2);
     reply(&mut h, reserved("p1", 2));
     reply(&mut h, reserved("p2", 1));
-    reply(&mut h, redeemed());
     h.commit();
     assert_eq!(
         history(&h),
@@ -366,6 +374,8 @@ fn a_rejected_order_keeps_its_id() {
 fn reuse_is_told_after_a_restart_from_the_changelog() {
     let mut h = saga();
     create(&mut h, first());
+    // Mid-saga: redeemed (both lines asked), one line held.
+    assert_eq!(on(&reply(&mut h, redeemed()), INVENTORY), 2);
     reply(&mut h, reserved("p1", 2));
     h.commit();
     h.restart();
@@ -394,8 +404,7 @@ fn reuse_is_told_after_a_restart_from_the_changelog() {
     assert_eq!(o1(&h), restored);
 
     // The saga continues from the restored book.
-    reply(&mut h, reserved("p2", 1));
-    let s = statuses(&reply(&mut h, redeemed()));
+    let s = statuses(&reply(&mut h, reserved("p2", 1)));
     assert_eq!((s[0].state, s[0].version), (OrderState::PaymentPending, 2));
     h.commit();
     h.assert_restore_law();
@@ -427,10 +436,10 @@ fn an_order_restored_from_the_layout_before_fingerprints_is_unchecked() {
     assert!(create(&mut h, first()).is_empty());
     assert!(h.dead_letters().is_empty());
     assert_eq!(o1(&h), old);
-    // And the saga goes on.
+    // And the saga goes on: the coupon first, then the stock it asks.
+    assert_eq!(on(&reply(&mut h, redeemed()), INVENTORY), 2);
     reply(&mut h, reserved("p1", 2));
-    reply(&mut h, reserved("p2", 1));
-    let s = statuses(&reply(&mut h, redeemed()));
+    let s = statuses(&reply(&mut h, reserved("p2", 1)));
     assert_eq!((s[0].state, s[0].version), (OrderState::PaymentPending, 2));
     h.commit();
     h.assert_restore_law();
@@ -451,8 +460,9 @@ fn an_order_create_after_an_early_cancel_gets_its_saga_and_its_id() {
     let sent = create(&mut h, first());
     let s = statuses(&sent);
     assert_eq!((s[0].state, s[0].version), (OrderState::Created, 1));
-    assert_eq!(sent.iter().filter(|s| s.topic == INVENTORY).count(), 2);
-    assert_eq!(sent.iter().filter(|s| s.topic == COUPONS).count(), 1);
+    // A coupon order asks its coupon first: no Reserve yet.
+    assert_eq!(on(&sent, INVENTORY), 0);
+    assert_eq!(on(&sent, COUPONS), 1);
     let o = o1(&h);
     assert!(!o.awaiting_create && o.fingerprint.is_some());
     assert_eq!(o.cancels, ["k1"], "the early cancel stays answered");

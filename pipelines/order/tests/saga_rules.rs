@@ -201,32 +201,26 @@ fn held_stock_and_coupon_lead_to_one_charge_for_the_discounted_amount() {
         (s.status[0].state, s.status[0].version),
         (OrderState::Created, 1)
     );
-    let asked: Vec<_> = s
-        .inventory
-        .iter()
-        .map(|c| match &c.command {
-            InventoryAction::Reserve { order_id, quantity } => {
-                (c.product_id.as_str(), order_id.as_str(), *quantity)
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(asked, vec![("p1", "o1", 2), ("p2", "o1", 1)]);
+    // A coupon order asks its coupon first: no Reserve yet.
+    assert_eq!(s.inventory.len(), 0, "{:?}", s.inventory);
     assert!(matches!(
         &s.coupons[..],
         [CouponCommand { command: CouponAction::Redeem { order_id, user_id }, coupon_id, .. }]
             if order_id == "o1" && user_id == "alice" && coupon_id == "c"
     ));
 
-    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 2))));
-    assert!(sends_nothing(reply(
+    // Redeemed: now the Reserves, one per line, and no status yet.
+    let s = reply(
         &mut h,
         "o1",
         coupon(
             CouponReplyOutcome::Redeemed,
-            Some(Discount::percent(Money(1000), Some(Money(200))))
-        )
-    )));
+            Some(Discount::percent(Money(1000), Some(Money(200)))),
+        ),
+    );
+    assert_eq!(reserves(&s), vec![("p1", "o1", 2), ("p2", "o1", 1)]);
+    assert!(s.status.is_empty() && s.payments.is_empty() && s.coupons.is_empty());
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 2))));
     let s = reply(&mut h, "o1", reserved("p2", 1));
     assert_eq!(s.status.len(), 1);
     let st = &s.status[0];
@@ -246,6 +240,19 @@ fn sends_nothing(s: Sends) -> bool {
     s.status.is_empty() && s.payments.is_empty() && s.inventory.is_empty() && s.coupons.is_empty()
 }
 
+/// (product, order, quantity) of every inventory command sent, each a Reserve.
+fn reserves(s: &Sends) -> Vec<(&str, &str, i32)> {
+    s.inventory
+        .iter()
+        .map(|c| match &c.command {
+            InventoryAction::Reserve { order_id, quantity } => {
+                (c.product_id.as_str(), order_id.as_str(), *quantity)
+            }
+            other => panic!("not a Reserve: {other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn out_of_stock_rejects_and_releases_everything_else_at_once() {
     let mut h = saga();
@@ -257,6 +264,12 @@ fn out_of_stock_rejects_and_releases_everything_else_at_once() {
             &[("p1", 1, 100), ("p2", 1, 100), ("p3", 1, 100)],
             Some("c"),
         ),
+    );
+    // The coupon first; its redemption asks the three lines.
+    let s = reply(&mut h, "o1", coupon(CouponReplyOutcome::Redeemed, None));
+    assert_eq!(
+        reserves(&s),
+        vec![("p1", "o1", 1), ("p2", "o1", 1), ("p3", "o1", 1)]
     );
     reply(&mut h, "o1", reserved("p1", 1));
     let s = reply(
@@ -282,6 +295,8 @@ fn out_of_stock_rejects_and_releases_everything_else_at_once() {
         .map(|c| c.product_id.as_str())
         .collect();
     assert_eq!(released, vec!["p1", "p3"]);
+    assert_eq!(s.inventory.len(), 2, "releases only: {:?}", s.inventory);
+    // The redeemed coupon is given back.
     assert!(matches!(
         &s.coupons[..],
         [CouponCommand {
@@ -290,7 +305,7 @@ fn out_of_stock_rejects_and_releases_everything_else_at_once() {
         }]
     ));
     assert!(s.payments.is_empty());
-    // Late answers change nothing visible.
+    // Late answers change nothing visible (the coupon's is a repeat now).
     assert!(sends_nothing(reply(&mut h, "o1", reserved("p3", 1))));
     assert!(sends_nothing(reply(
         &mut h,
@@ -309,7 +324,12 @@ fn out_of_stock_rejects_and_releases_everything_else_at_once() {
 #[test]
 fn a_coupon_not_held_or_used_twice_rejects_with_its_reason() {
     let mut h = saga();
-    create(&mut h, order("o1", "u", &[("p1", 1, 100)], Some("c")));
+    let s = create(&mut h, order("o1", "u", &[("p1", 1, 100)], Some("c")));
+    assert_eq!(
+        (s.inventory.len(), s.coupons.len()),
+        (0, 1),
+        "a coupon order asks its coupon first: no Reserve yet"
+    );
     let s = reply(
         &mut h,
         "o1",
@@ -324,11 +344,23 @@ fn a_coupon_not_held_or_used_twice_rejects_with_its_reason() {
             .contains("coupon already used"),
         "{st:?}"
     );
-    assert_eq!(s.inventory.iter().filter(|c| is_release(c)).count(), 1);
+    // No stock was asked (the line waited for the coupon), so none is
+    // released: no inventory command at all.
+    assert_eq!(s.inventory.len(), 0, "{:?}", s.inventory);
     assert!(
         s.coupons.is_empty(),
         "a refused redemption holds nothing to release"
     );
+    assert!(s.payments.is_empty());
+    // A stray stock answer for the line never asked changes nothing.
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 1))));
+    h.commit();
+    assert_eq!(
+        h.committed_on(INVENTORY).count(),
+        0,
+        "never any stock asked"
+    );
+    h.assert_restore_law();
 }
 
 #[test]
@@ -359,7 +391,10 @@ fn replies_twice_and_replies_for_unknown_orders_change_nothing() {
 fn cancel_before_payment_releases_once_and_a_second_cancel_is_answered() {
     let mut h = saga();
     create(&mut h, order("o1", "alice", &[("p1", 1, 100)], Some("c")));
-    reply(&mut h, "o1", reserved("p1", 1));
+    // The coupon is redeemed, which asks p1; the cancel comes while p1's
+    // Reserve is in flight (still CREATED).
+    let s = reply(&mut h, "o1", coupon(CouponReplyOutcome::Redeemed, None));
+    assert_eq!(reserves(&s), vec![("p1", "o1", 1)]);
     let s = cancel(&mut h, "o1", "alice", "k1");
     let st = &s.status[0];
     assert_eq!(
@@ -368,7 +403,8 @@ fn cancel_before_payment_releases_once_and_a_second_cancel_is_answered() {
     );
     assert_eq!(st.cancel_request_id.as_deref(), Some("k1"));
     assert_eq!(s.inventory.iter().filter(|c| is_release(c)).count(), 1);
-    assert_eq!(s.coupons.len(), 1, "the coupon asked is released");
+    assert_eq!(s.inventory.len(), 1, "only the release of p1");
+    assert!(releases_coupon(&s), "the coupon redeemed is released");
     // The same request again: nothing at all.
     assert!(sends_nothing(cancel(&mut h, "o1", "alice", "k1")));
     // Another cancel: answered with the reason, never applied.
@@ -380,7 +416,9 @@ fn cancel_before_payment_releases_once_and_a_second_cancel_is_answered() {
     );
     assert!(st.reason.as_deref().unwrap().contains("already CANCELLED"));
     assert!(s.inventory.is_empty() && s.coupons.is_empty());
-    // Replies after the cancel start no payment.
+    // Replies after the cancel start no payment: the Reserve's answer
+    // (which would have held everything) and a repeated redemption.
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 1))));
     assert!(sends_nothing(reply(
         &mut h,
         "o1",
@@ -454,9 +492,12 @@ fn pay(h: &mut Harness<OrderSaga>, order: &str, kind: PaymentKind, approved: boo
 }
 
 fn pending(h: &mut Harness<OrderSaga>, id: &str, user: &str) {
-    create(h, order(id, user, &[("p1", 1, 100)], Some("c")));
-    reply(h, id, reserved("p1", 1));
+    let s = create(h, order(id, user, &[("p1", 1, 100)], Some("c")));
+    assert!(s.inventory.is_empty(), "the coupon first");
     let s = reply(h, id, coupon(CouponReplyOutcome::Redeemed, None));
+    assert_eq!(reserves(&s), vec![("p1", id, 1)]);
+    assert!(s.status.is_empty());
+    let s = reply(h, id, reserved("p1", 1));
     assert_eq!(s.status[0].state, OrderState::PaymentPending);
 }
 
@@ -762,7 +803,6 @@ fn a_repeated_order_create_gets_no_second_saga() {
 fn a_fully_discounted_order_is_paid_without_a_charge() {
     let mut h = saga();
     create(&mut h, order("o1", "u", &[("p1", 1, 300)], Some("c")));
-    reply(&mut h, "o1", reserved("p1", 1));
     let s = reply(
         &mut h,
         "o1",
@@ -771,6 +811,10 @@ fn a_fully_discounted_order_is_paid_without_a_charge() {
             Some(Discount::fixed(Money(500))),
         ),
     );
+    // Redeemed: p1 is asked now; nothing is decided before its answer.
+    assert_eq!(reserves(&s), vec![("p1", "o1", 1)]);
+    assert!(s.status.is_empty() && s.payments.is_empty());
+    let s = reply(&mut h, "o1", reserved("p1", 1));
     assert_eq!(
         (s.status[0].state, s.status[0].total),
         (OrderState::Paid, Money(0))
@@ -845,14 +889,18 @@ fn versions_rise_by_one_and_each_order_ends_once() {
                 cancel(&mut h, &id, "u", "k");
             }
             1 => {
+                if i % 2 == 0 {
+                    // A coupon order asks its stock once the coupon is redeemed.
+                    reply(&mut h, &id, coupon(CouponReplyOutcome::Redeemed, None));
+                }
                 reply(&mut h, &id, stock("p1", StockOutcome::UnknownProduct, 1));
             }
             _ => {
-                reply(&mut h, &id, reserved("p2", 1));
-                reply(&mut h, &id, reserved("p1", 1));
                 if i % 2 == 0 {
                     reply(&mut h, &id, coupon(CouponReplyOutcome::Redeemed, None));
                 }
+                reply(&mut h, &id, reserved("p2", 1));
+                reply(&mut h, &id, reserved("p1", 1));
             }
         }
         cancel(&mut h, &id, "u", "late");
@@ -882,6 +930,157 @@ fn versions_rise_by_one_and_each_order_ends_once() {
             ends, 1,
             "{id}: one terminal or PAYMENT_PENDING outcome: {history:?}"
         );
+        // Each path reached the outcome it was played for, coupon or not.
+        let i: usize = id[1..].parse().unwrap();
+        let expected = match i % 5 {
+            0 => OrderState::Cancelled,
+            1 => OrderState::Rejected,
+            _ => OrderState::PaymentPending,
+        };
+        assert_eq!(history.last().unwrap().state, expected, "{id}: {history:?}");
     }
+    h.assert_restore_law();
+}
+
+/// The order of a coupon order's steps: the coupon is asked alone, and
+/// stock only once it is redeemed, so an order refused for its coupon (or
+/// cancelled before) never holds units another order is refused for.
+#[test]
+fn a_coupon_order_asks_its_coupon_first_and_holds_no_stock_until_redeemed() {
+    let mut h = saga();
+    let s = create(
+        &mut h,
+        order(
+            "o1",
+            "alice",
+            &[("p1", 2, 1_000), ("p2", 1, 500)],
+            Some("c"),
+        ),
+    );
+    assert_eq!(
+        s.status
+            .iter()
+            .map(|st| (st.state, st.version))
+            .collect::<Vec<_>>(),
+        [(OrderState::Created, 1)]
+    );
+    assert_eq!(s.inventory.len(), 0, "no stock asked: {:?}", s.inventory);
+    assert!(matches!(
+        &s.coupons[..],
+        [CouponCommand { command: CouponAction::Redeem { order_id, user_id }, coupon_id, .. }]
+            if order_id == "o1" && user_id == "alice" && coupon_id == "c"
+    ));
+    assert!(s.payments.is_empty());
+
+    // A stock answer before the redemption answers nothing asked: ignored.
+    let p = h.partition_of(CREATE, "o1");
+    let book = h.state(p).clone();
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 2))));
+    assert_eq!(h.state(p), &book, "the waiting line is not held by it");
+
+    // Redeemed: one Reserve per line, for its product and quantity; no
+    // status until the stock answers.
+    let s = reply(
+        &mut h,
+        "o1",
+        coupon(
+            CouponReplyOutcome::Redeemed,
+            Some(Discount::fixed(Money(300))),
+        ),
+    );
+    assert_eq!(reserves(&s), vec![("p1", "o1", 2), ("p2", "o1", 1)]);
+    assert!(s.status.is_empty() && s.payments.is_empty() && s.coupons.is_empty());
+    // A repeated redemption asks nothing twice.
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o1",
+        coupon(CouponReplyOutcome::Redeemed, None)
+    )));
+
+    // Every line held: PAYMENT_PENDING, one charge for the discounted amount.
+    assert!(sends_nothing(reply(&mut h, "o1", reserved("p1", 2))));
+    let s = reply(&mut h, "o1", reserved("p2", 1));
+    let st = &s.status[0];
+    assert_eq!(s.status.len(), 1);
+    assert_eq!((st.state, st.version), (OrderState::PaymentPending, 2));
+    // 2 500 total less the fixed 300.
+    assert_eq!(st.total, Money(2_200));
+    assert!(matches!(
+        &s.payments[..],
+        [PaymentRequest { kind: PaymentKind::Charge, amount: Money(2_200), payment_id, order_id, .. }]
+            if *payment_id == charge_id("o1") && order_id == "o1"
+    ));
+    assert!(s.inventory.is_empty() && s.coupons.is_empty());
+
+    // o2 is refused by its coupon: REJECTED at once, nothing asked of the
+    // inventory, and a later stock answer changes nothing.
+    let s = create(&mut h, order("o2", "bob", &[("p1", 1, 100)], Some("c")));
+    assert_eq!((s.inventory.len(), s.coupons.len()), (0, 1));
+    assert!(sends_nothing(reply(&mut h, "o2", reserved("p1", 1))));
+    let s = reply(
+        &mut h,
+        "o2",
+        coupon(CouponReplyOutcome::RedeemRejected, None),
+    );
+    let st = &s.status[0];
+    assert_eq!((st.state, st.version), (OrderState::Rejected, 2));
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap()
+            .contains("coupon c cannot be used"),
+        "{st:?}"
+    );
+    assert!(s.inventory.is_empty(), "nothing was reserved");
+    assert!(s.coupons.is_empty(), "the refused coupon holds nothing");
+    assert!(s.payments.is_empty());
+    assert!(sends_nothing(reply(&mut h, "o2", reserved("p1", 1))));
+
+    // o3 is cancelled before its redemption: CANCELLED, its coupon released,
+    // and no inventory command (its lines were never asked).
+    let s = create(
+        &mut h,
+        order("o3", "carol", &[("p1", 1, 100), ("p2", 1, 100)], Some("c")),
+    );
+    assert_eq!((s.inventory.len(), s.coupons.len()), (0, 1));
+    let s = cancel(&mut h, "o3", "carol", "k1");
+    let st = &s.status[0];
+    assert_eq!(
+        (
+            st.state,
+            st.version,
+            st.event,
+            st.cancel_request_id.as_deref()
+        ),
+        (OrderState::Cancelled, 2, OrderEvent::Transition, Some("k1"))
+    );
+    assert!(matches!(
+        &s.coupons[..],
+        [CouponCommand { command: CouponAction::Release { order_id }, coupon_id, .. }]
+            if order_id == "o3" && coupon_id == "c"
+    ));
+    assert_eq!(s.inventory.len(), 0, "no Release of stock never asked");
+    assert!(s.payments.is_empty());
+    // The redemption answered after the cancel asks no stock either (the
+    // coupon Release follows it on the coupon's partition).
+    assert!(sends_nothing(reply(
+        &mut h,
+        "o3",
+        coupon(CouponReplyOutcome::Redeemed, None)
+    )));
+
+    h.commit();
+    let mut asked: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in h.committed_on(INVENTORY) {
+        let c: InventoryCommand = decode(&readers().inventory, s);
+        *asked
+            .entry(c.command.order_id().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        asked.into_iter().collect::<Vec<_>>(),
+        [("o1".to_string(), 2)],
+        "only o1's two Reserves, ever"
+    );
     h.assert_restore_law();
 }

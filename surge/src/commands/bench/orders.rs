@@ -32,7 +32,7 @@ use surge_kafka::OrderedSender;
 use surge_order::scenario::{OrderSale, OrderScenario};
 use surge_schemas::coupon::{CouponCommand, CouponDecision};
 use surge_schemas::inventory::{InventoryCommand, InventoryEvent};
-use surge_schemas::order::{OrderCreate, OrderStatus};
+use surge_schemas::order::{OrderCreate, OrderState, OrderStatus};
 use surge_schemas::{Contract, Registry};
 
 use super::children::{self, approved_charges, drop_schema};
@@ -43,6 +43,8 @@ use super::{say, visible};
 use crate::commands::loadgen::orders::{codec, produce};
 use crate::commands::loadgen::traffic::{Pace, Progress};
 use crate::commands::verify::orders::{check, Ledger};
+use surge_order::audit::OrderAudit;
+use surge_sink::views::StockView;
 
 /// pg-sim's latency per call in each run (sigma 0: every call takes exactly this).
 const PROVIDER_LATENCIES_MS: [f64; 2] = [0.0, 50.0];
@@ -152,7 +154,7 @@ async fn side_by_side(
         "{label}: 1/4 surge, {} orders as fast as they go",
         args.orders
     ));
-    let max = drive(sandbox, &max_sale, 0).await?;
+    let mut max = drive(sandbox, &max_sale, 0).await?;
     let rate = args.rate.unwrap_or((max.rate() / 2.0) as u64).max(10);
     let lat_sale = OrderScenario {
         prefix: format!("l{run_id}"),
@@ -166,11 +168,19 @@ async fn side_by_side(
         "{label}: 2/4 surge at {rate} orders/s for {} s",
         args.latency_seconds
     ));
-    let lat = drive(sandbox, &lat_sale, rate).await?;
+    let mut lat = drive(sandbox, &lat_sale, rate).await?;
     say(format!(
         "{label}: 3/4 the order audit (verify --orders, with the ledger)"
     ));
-    let audit = audit(sandbox, schema).await?;
+    let (audit, stock) = audit(sandbox, schema).await?;
+    let sold = |sale: &OrderSale| {
+        sale.products
+            .iter()
+            .filter_map(|p| stock.get(&p.product_id))
+            .map(|s| s.sold)
+            .sum::<i64>()
+    };
+    (max.units_sold, lat.units_sold) = (sold(&max_sale), sold(&lat_sale));
     drop(pipelines);
 
     say(format!(
@@ -276,6 +286,10 @@ struct SurgeRun {
     /// Orders produced per second (below the offered rate if the sender lagged).
     achieved_rate: f64,
     by_state: BTreeMap<&'static str, usize>,
+    /// REJECTED orders by what refused them.
+    rejected_by: BTreeMap<&'static str, usize>,
+    /// Units sold to this sale's orders (filled in after the audit).
+    units_sold: i64,
     /// (requestedAt, requestedAt → terminal status visible), ms.
     timed: Vec<(i64, f64)>,
     first_produce_ms: i64,
@@ -292,6 +306,8 @@ impl SurgeRun {
             "seconds": self.seconds,
             "ordersPerSecond": self.rate(),
             "byState": self.by_state,
+            "rejectedBy": self.rejected_by,
+            "unitsSold": self.units_sold,
         })
     }
 
@@ -363,10 +379,16 @@ async fn drive(sandbox: &Sandbox, sale: &OrderSale, rate: u64) -> anyhow::Result
         );
     }
     let mut by_state = BTreeMap::new();
+    let mut rejected_by = BTreeMap::new();
     let mut timed = Vec::with_capacity(orders);
     let mut last_ms = first_produce_ms;
     for (id, v) in &seen {
         *by_state.entry(v.record.state.symbol()).or_default() += 1;
+        if v.record.state == OrderState::Rejected {
+            *rejected_by
+                .entry(refusal(v.record.reason.as_deref()))
+                .or_default() += 1;
+        }
         last_ms = last_ms.max(v.at_ms);
         if let Some(at) = requested_ms.get(id) {
             timed.push((*at, (v.at_ms - at) as f64));
@@ -377,14 +399,28 @@ async fn drive(sandbox: &Sandbox, sale: &OrderSale, rate: u64) -> anyhow::Result
         seconds: (last_ms - first_produce_ms).max(1) as f64 / 1000.0,
         achieved_rate,
         by_state,
+        rejected_by,
+        units_sold: 0,
         timed,
         first_produce_ms,
     })
 }
 
+/// What refused an order, from the saga's reason.
+fn refusal(reason: Option<&str>) -> &'static str {
+    match reason.unwrap_or("") {
+        r if r.starts_with("out of stock") => "stock",
+        r if r.starts_with("coupon") => "coupon",
+        _ => "other",
+    }
+}
+
 /// `surge verify --orders` on the sandbox, with pg-sim's ledger, until the
 /// invariants hold or [`AUDIT_WAIT`] ran out (then the run fails).
-async fn audit(sandbox: &Sandbox, schema: &str) -> anyhow::Result<surge_order::audit::OrderAudit> {
+async fn audit(
+    sandbox: &Sandbox,
+    schema: &str,
+) -> anyhow::Result<(OrderAudit, BTreeMap<String, StockView>)> {
     let registry = Registry::new(&sandbox.settings.registry.url);
     let ledger = Ledger {
         postgres_url: sandbox.settings.postgres.url.clone(),
@@ -392,7 +428,7 @@ async fn audit(sandbox: &Sandbox, schema: &str) -> anyhow::Result<surge_order::a
     };
     let deadline = Instant::now() + AUDIT_WAIT;
     loop {
-        let (report, _) = check(
+        let (report, stock) = check(
             &sandbox.settings,
             &registry,
             &sandbox.factory,
@@ -401,7 +437,7 @@ async fn audit(sandbox: &Sandbox, schema: &str) -> anyhow::Result<surge_order::a
         )
         .await?;
         if report.holds() {
-            return Ok(report);
+            return Ok((report, stock));
         }
         if Instant::now() >= deadline {
             bail!(
@@ -420,6 +456,8 @@ fn lock_json(run: &LockOrders) -> Value {
         "seconds": run.seconds,
         "ordersPerSecond": run.orders as f64 / run.seconds,
         "byState": run.by_state,
+        "rejectedBy": run.rejected_by,
+        "unitsSold": run.units_sold,
         "lockRetries": run.lock_retries,
     })
 }
@@ -442,12 +480,19 @@ pub fn print(orders: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     let states = |v: &Value| {
-        v.as_object().map_or(String::new(), |m| {
-            m.iter()
-                .map(|(k, c)| format!("{k} {}", n(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
+        let listed = |m: &Value| {
+            m.as_object().map_or(String::new(), |m| {
+                m.iter()
+                    .map(|(k, c)| format!("{k} {}", n(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        format!(
+            "{} (rejected by {})",
+            listed(&v["byState"]),
+            listed(&v["rejectedBy"])
+        )
     };
     println!(
         "\norders, end to end: order-create -> first terminal order-status visible to read_committed;\n\
@@ -458,8 +503,8 @@ pub fn print(orders: &Value) {
         n(&orders["clients"]),
     );
     println!(
-        "{:<9} {:<11} {:>9} {:>9} | {:>9} {:>8} {:>8}  final states",
-        "provider", "design", "orders/s", "seconds", "offered/s", "p50 ms", "p99 ms"
+        "{:<9} {:<11} {:>9} {:>9} {:>10} | {:>9} {:>8} {:>8}  final states",
+        "provider", "design", "orders/s", "seconds", "units sold", "offered/s", "p50 ms", "p99 ms"
     );
     for run in orders["runs"].as_array().into_iter().flatten() {
         let provider = format!("{:.0} ms", f(&run["providerLatencyMs"]));
@@ -469,15 +514,16 @@ pub fn print(orders: &Value) {
             ("redis lock", &run["redisLock"], &lat["redisLock"]),
         ] {
             println!(
-                "{:<9} {:<11} {:>9.1} {:>9.2} | {:>9} {:>8.1} {:>8.1}  {}",
+                "{:<9} {:<11} {:>9.1} {:>9.2} {:>10} | {:>9} {:>8.1} {:>8.1}  {}",
                 provider,
                 name,
                 f(&max["ordersPerSecond"]),
                 f(&max["seconds"]),
+                n(&max["unitsSold"]),
                 n(&lat["offeredRate"]),
                 f(&l["p50Ms"]),
                 f(&l["p99Ms"]),
-                states(&max["byState"]),
+                states(max),
             );
         }
         println!(

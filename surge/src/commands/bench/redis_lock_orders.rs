@@ -45,6 +45,10 @@ pub struct LockOrders {
     pub seconds: f64,
     /// Final state of each order, by name (PAID, REJECTED, PAYMENT_FAILED).
     pub by_state: BTreeMap<&'static str, usize>,
+    /// REJECTED orders by what refused them (stock, coupon).
+    pub rejected_by: BTreeMap<&'static str, usize>,
+    /// Units taken from stock by the orders it kept (initial − left).
+    pub units_sold: i64,
     /// Approved charges made (orders with something to pay that were paid).
     pub charged: usize,
     /// Per order: from the client taking it to its final state written.
@@ -85,8 +89,10 @@ pub async fn run(
     let client = redis::Client::open(url).context("redis URL")?;
     let mut setup = client.get_multiplexed_async_connection().await?;
     let mut products = Vec::new();
+    let mut initial = 0;
     for p in &sale.products {
         if let InventoryAction::CreateProduct { stock } = p.command {
+            initial += stock;
             let key = format!("{ns}:stock:{}", p.product_id);
             let _: () = redis::cmd("SET")
                 .arg(&key)
@@ -153,6 +159,9 @@ pub async fn run(
         for (state, n) in done.by_state {
             *run.by_state.entry(state).or_default() += n;
         }
+        for (why, n) in done.rejected_by {
+            *run.rejected_by.entry(why).or_default() += n;
+        }
         run.charged += done.charged;
         run.lock_retries += done.lock_retries;
         run.latencies_ms.extend(done.latencies_ms);
@@ -160,12 +169,15 @@ pub async fn run(
     }
     run.seconds = shared.started.elapsed().as_secs_f64();
     run.orders = shared.orders.len();
+    let mut left = 0;
     for key in &products {
         let stock: i64 = redis::cmd("GET").arg(key).query_async(&mut setup).await?;
         if stock < 0 {
             bail!("the Redis-lock design oversold: {key} is {stock}");
         }
+        left += stock;
     }
+    run.units_sold = initial - left;
     // Leave nothing behind.
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{ns}:*"))
@@ -264,9 +276,10 @@ async fn client_loop(
             .map_or(t0, |g| (shared.started + g.mul_f64(i as f64)).min(t0));
         let keys = locks(ns, order);
         locker.lock(&mut conn, &keys).await?;
-        let reserved = reserve(&mut conn, ns, order).await;
+        let refused = reserve(&mut conn, ns, order).await;
         locker.unlock(&mut conn, &keys).await?;
-        let state = if !reserved? {
+        let state = if let Some(why) = refused? {
+            *done.rejected_by.entry(why).or_default() += 1;
             "REJECTED"
         } else {
             let total = Money(
@@ -306,19 +319,20 @@ async fn client_loop(
 }
 
 /// Under the order's locks: every line in stock and the coupon held and
-/// unused, then all of it taken; or nothing taken.
+/// unused, then all of it taken (`None`); or nothing taken, and what
+/// refused it (`stock`, `coupon`).
 async fn reserve(
     conn: &mut MultiplexedConnection,
     ns: &str,
     order: &OrderCreate,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<&'static str>> {
     for line in &order.items {
         let stock: Option<i64> = redis::cmd("GET")
             .arg(format!("{ns}:stock:{}", line.product_id))
             .query_async(conn)
             .await?;
         if stock.unwrap_or(0) < i64::from(line.quantity) {
-            return Ok(false);
+            return Ok(Some("stock"));
         }
     }
     if let Some(c) = &order.coupon_id {
@@ -333,7 +347,7 @@ async fn reserve(
             .query_async(conn)
             .await?;
         if !held || used {
-            return Ok(false);
+            return Ok(Some("coupon"));
         }
         let _: i64 = redis::cmd("SADD")
             .arg(format!("{ns}:used:{c}"))
@@ -348,7 +362,7 @@ async fn reserve(
             .query_async(conn)
             .await?;
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// Under the order's locks again: what [`reserve`] took, given back.
