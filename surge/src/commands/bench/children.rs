@@ -170,6 +170,10 @@ impl Child {
         })
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the log has a line with `needle`; returns the word right
     /// after it (e.g. the address after `address=`).
     pub async fn wait_for(&mut self, needle: &str, within: Duration) -> anyhow::Result<String> {
@@ -198,14 +202,33 @@ impl Child {
 }
 
 impl Drop for Child {
+    /// SIGTERM (a pipeline commits or aborts and leaves its group), then
+    /// SIGKILL if it has not exited within [`STOP_WITHIN`]: one stuck in a
+    /// commit against a broker that is gone must not hang the bench.
     fn drop(&mut self) {
         if self.exited {
             return;
         }
+        let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child, whose pid stays ours until waited on.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(pid, libc::SIGTERM);
         }
+        let deadline = Instant::now() + STOP_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        say(format!(
+            "pid {pid} did not stop within {STOP_WITHIN:?} of SIGTERM: killed; see {}",
+            self.log.display()
+        ));
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long a child may take to stop after SIGTERM.
+const STOP_WITHIN: Duration = Duration::from_secs(30);

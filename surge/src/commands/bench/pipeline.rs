@@ -3,20 +3,18 @@
 //! (the bench prefix, its own group, metrics on a free port). Measured from
 //! outside: its /metrics and its peak RSS from /proc.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
 use anyhow::bail;
-use surge_core::Names;
 use surge_schemas::coupon::CouponDecision;
 use surge_schemas::Contract;
 
+use super::children::{self, Child};
 use super::sandbox::Sandbox;
 use super::watch::{self, Seen};
 
 pub struct PipelineProcess {
     child: Child,
-    log: PathBuf,
 }
 
 /// What the pipeline reports about itself after a run.
@@ -34,33 +32,14 @@ pub struct PipelineFigures {
 
 impl PipelineProcess {
     /// Starts the pipeline on the topics under `prefix`; its output goes to
-    /// `<logs>/pipeline.log`.
+    /// `<logs>/pipeline-coupon.log`.
     pub fn spawn(config: &Path, prefix: &str, logs: &Path) -> anyhow::Result<Self> {
-        let log = logs.join("pipeline.log");
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("--config")
-            .arg(config)
-            .args(["pipeline", "coupon"])
-            .env("SURGE_TOPICS__NAME_PREFIX", prefix)
-            // Its own group and transactional identity, whatever the caller's
-            // environment says, so it never joins (or fences) a real instance.
-            .env(
-                "SURGE_PIPELINES__COUPON__GROUP_ID",
-                Names::new(prefix).pipeline_group(surge_core::names::COUPON),
-            )
-            .env("SURGE_PIPELINES__COUPON__INSTANCE_ID", "bench")
-            .env("SURGE_PIPELINES__COUPON__METRICS_LISTEN", "127.0.0.1:0")
-            .env("SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()?;
-        Ok(Self { child, log })
+        let child = children::pipeline(config, prefix, surge_core::names::COUPON, &[], logs)?;
+        Ok(Self { child })
     }
 
     pub fn log(&self) -> &Path {
-        &self.log
+        &self.child.log
     }
 
     /// Scrapes /metrics (address from the log, since the port is the OS's
@@ -92,7 +71,7 @@ impl PipelineProcess {
     }
 
     async fn scrape(&self) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log).ok()?;
+        let text = std::fs::read_to_string(&self.child.log).ok()?;
         let (_, rest) = text.rsplit_once("metrics and health address=")?;
         let addr = rest.split_whitespace().next()?;
         reqwest::get(format!("http://{addr}/metrics"))
@@ -104,12 +83,8 @@ impl PipelineProcess {
     }
 
     /// SIGTERM (the pipeline commits or aborts and leaves the group) and wait.
-    pub fn stop(mut self) {
-        // SAFETY: signalling our own child, whose pid stays ours until waited on.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
+    pub fn stop(self) {
+        drop(self.child);
     }
 }
 

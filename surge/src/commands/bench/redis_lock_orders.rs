@@ -9,8 +9,15 @@
 //! kinder version of this design; holding them across it would serialise
 //! every order of a product behind the provider's latency.
 //!
-//! The coupon sale itself is not what this measures: its outcome (the first
-//! `stock` users who asked for each coupon hold it) is loaded before the
+//! The locks of an order are taken all at once by one Lua script (all or
+//! none, retried as a set), so a client never holds one while it waits for
+//! another and a lock cannot expire under it while it waits; the unlock
+//! counts locks found lost (expired and taken by another client), and any
+//! such loss fails the run, since the check-and-decrement it guarded may
+//! then have raced.
+//!
+//! The coupon sale itself is not what this measures: its outcome, the
+//! holders the coupon pipeline ISSUED in the same run, is loaded before the
 //! clock starts, as the lock design's own coupon step would have left it.
 //! Same orders as the pipelines, many concurrent clients, one Redis.
 
@@ -51,15 +58,50 @@ pub struct LockOrders {
     pub units_sold: i64,
     /// Approved charges made (orders with something to pay that were paid).
     pub charged: usize,
-    /// Per order: from the client taking it to its final state written.
-    pub latencies_ms: Vec<f64>,
-    /// From the moment the order was offered (its slot at the rate): adds
-    /// the wait for a free client when the design falls behind.
-    pub offered_latencies_ms: Vec<f64>,
+    /// Per order: when it was offered (ms after the clients started; its
+    /// slot at the rate, or when a client took it), the time from a client
+    /// taking it to its final state written, and the time from its offer
+    /// (adds the wait for a free client when the design falls behind).
+    pub samples: Vec<Sample>,
     pub lock_retries: usize,
+    /// Locks found expired and taken by another client at unlock.
+    pub lost_locks: i64,
 }
 
-const UNLOCK: &str = r#"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"#;
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub offered_ms: f64,
+    pub latency_ms: f64,
+    pub from_offered_ms: f64,
+}
+
+/// Takes every key or none: 1 when taken (each with ARGV[1] as owner,
+/// expiring after ARGV[2] ms), 0 when any is held.
+const LOCK_ALL: &str = r#"
+for _, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 1 then return 0 end
+end
+for _, k in ipairs(KEYS) do
+  redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"#;
+
+/// Deletes the keys still owned by ARGV[1]; returns how many were.
+const UNLOCK_ALL: &str = r#"
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Lock expiry: far above an order's time under its locks (a few Redis
+/// round trips; the payment call is made outside them).
+const LOCK_PX_MS: u64 = 1_000;
 
 /// What every client reads: the orders, and the coupons' discounts (the
 /// coupon definitions a backend would cache).
@@ -75,19 +117,61 @@ struct Shared {
 }
 
 /// Runs the sale's orders with `clients` concurrent clients, offered at
-/// `rate` per second (0: as fast as they go), charging through `provider`.
-/// Keys under `ns`, removed after. Fails if any product's stock went below
-/// zero.
+/// `rate` per second (0: as fast as they go), charging through `provider`;
+/// `holders` are the (coupon, user) pairs the coupon sale issued. Keys
+/// under `ns`, removed after on every path. Fails if any product's stock
+/// went below zero or any lock was lost.
 pub async fn run(
     url: &str,
     ns: &str,
     sale: &OrderSale,
+    holders: &[(String, String)],
     provider: &str,
     clients: usize,
     rate: u64,
 ) -> anyhow::Result<LockOrders> {
     let client = redis::Client::open(url).context("redis URL")?;
     let mut setup = client.get_multiplexed_async_connection().await?;
+    let outcome = drive(
+        &client, &mut setup, ns, sale, holders, provider, clients, rate,
+    )
+    .await;
+    // Leave nothing behind, whatever happened.
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{ns}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut setup)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut setup)
+                .await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    client: &redis::Client,
+    setup: &mut MultiplexedConnection,
+    ns: &str,
+    sale: &OrderSale,
+    holders: &[(String, String)],
+    provider: &str,
+    clients: usize,
+    rate: u64,
+) -> anyhow::Result<LockOrders> {
     let mut products = Vec::new();
     let mut initial = 0;
     for p in &sale.products {
@@ -97,42 +181,34 @@ pub async fn run(
             let _: () = redis::cmd("SET")
                 .arg(&key)
                 .arg(stock)
-                .query_async(&mut setup)
+                .query_async(setup)
                 .await?;
             products.push(key);
         }
     }
-    let mut discounts = HashMap::new();
-    let mut left: HashMap<&str, i64> = HashMap::new();
-    let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
-    for c in &sale.coupons {
-        match &c.command {
-            CouponAction::Create {
-                stock, discount, ..
-            } => {
-                discounts.insert(c.coupon_id.clone(), *discount);
-                left.insert(&c.coupon_id, *stock);
-            }
-            CouponAction::Issue { user_id } => {
-                let units = left.entry(&c.coupon_id).or_insert(0);
-                let held = holders.entry(&c.coupon_id).or_default();
-                if *units > 0 && !held.contains(&user_id.as_str()) {
-                    *units -= 1;
-                    held.push(user_id);
-                }
-            }
-            _ => {}
-        }
+    let discounts: HashMap<String, Option<Discount>> = sale
+        .coupons
+        .iter()
+        .filter_map(|c| match &c.command {
+            CouponAction::Create { discount, .. } => Some((c.coupon_id.clone(), *discount)),
+            _ => None,
+        })
+        .collect();
+    for (coupon, user) in holders {
+        let _: i64 = redis::cmd("SADD")
+            .arg(format!("{ns}:holders:{coupon}"))
+            .arg(user)
+            .query_async(setup)
+            .await?;
     }
-    for (coupon, users) in &holders {
-        for chunk in users.chunks(1000) {
-            let _: () = redis::cmd("SADD")
-                .arg(format!("{ns}:holders:{coupon}"))
-                .arg(chunk)
-                .query_async(&mut setup)
-                .await?;
-        }
+    // One connection per client, like one pool slot per request thread;
+    // all open before the clock starts.
+    let mut conns = Vec::with_capacity(clients.max(1));
+    for _ in 0..clients.max(1) {
+        conns.push(client.get_multiplexed_async_connection().await?);
     }
+    let gateway =
+        HttpGateway::new(provider, Duration::from_secs(10)).map_err(|e| anyhow::anyhow!(e))?;
     let shared = Arc::new(Shared {
         orders: sale.creates().cloned().collect(),
         discounts,
@@ -140,22 +216,19 @@ pub async fn run(
         pace: Pace::new(rate),
         started: Instant::now(),
         gap: (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64)),
-        gateway: HttpGateway::new(provider, Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!(e))?,
+        gateway,
         ns: ns.to_string(),
     });
-    let mut tasks = Vec::new();
-    for _ in 0..clients.max(1) {
-        // One connection per client, like one pool slot per request thread.
-        let conn = client.get_multiplexed_async_connection().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for conn in conns {
         let shared = shared.clone();
-        tasks.push(tokio::spawn(
-            async move { client_loop(conn, &shared).await },
-        ));
+        tasks.spawn(async move { client_loop(conn, &shared).await });
     }
     let mut run = LockOrders::default();
-    for t in tasks {
-        let done = t.await??;
+    let mut lost = 0;
+    while let Some(done) = tasks.join_next().await {
+        // The first failure stops every other client (dropping the set aborts them).
+        let done = done??;
         for (state, n) in done.by_state {
             *run.by_state.entry(state).or_default() += n;
         }
@@ -164,28 +237,23 @@ pub async fn run(
         }
         run.charged += done.charged;
         run.lock_retries += done.lock_retries;
-        run.latencies_ms.extend(done.latencies_ms);
-        run.offered_latencies_ms.extend(done.offered_latencies_ms);
+        run.samples.extend(done.samples);
+        lost += done.lost_locks;
     }
     run.seconds = shared.started.elapsed().as_secs_f64();
     run.orders = shared.orders.len();
+    if lost > 0 {
+        bail!("the Redis-lock design lost {lost} locks to expiry: its figures mean nothing");
+    }
     let mut left = 0;
     for key in &products {
-        let stock: i64 = redis::cmd("GET").arg(key).query_async(&mut setup).await?;
+        let stock: i64 = redis::cmd("GET").arg(key).query_async(setup).await?;
         if stock < 0 {
             bail!("the Redis-lock design oversold: {key} is {stock}");
         }
         left += stock;
     }
     run.units_sold = initial - left;
-    // Leave nothing behind.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{ns}:*"))
-        .query_async(&mut setup)
-        .await?;
-    for chunk in keys.chunks(1000) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut setup).await?;
-    }
     Ok(run)
 }
 
@@ -203,9 +271,12 @@ fn locks(ns: &str, order: &OrderCreate) -> BTreeSet<String> {
 }
 
 struct Locker {
+    lock: Script,
     unlock: Script,
     token: String,
     retries: usize,
+    /// Locks found expired and taken by another client at unlock.
+    lost: i64,
 }
 
 impl Locker {
@@ -214,39 +285,35 @@ impl Locker {
         conn: &mut MultiplexedConnection,
         keys: &BTreeSet<String>,
     ) -> anyhow::Result<()> {
-        for key in keys {
-            loop {
-                let got: Option<String> = redis::cmd("SET")
-                    .arg(key)
-                    .arg(&self.token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(1000)
-                    .query_async(conn)
-                    .await?;
-                if got.is_some() {
-                    break;
-                }
-                self.retries += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        loop {
+            let mut call = self.lock.prepare_invoke();
+            for k in keys {
+                call.key(k);
             }
+            let got: i64 = call
+                .arg(&self.token)
+                .arg(LOCK_PX_MS)
+                .invoke_async(conn)
+                .await?;
+            if got == 1 {
+                return Ok(());
+            }
+            self.retries += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(())
     }
 
     async fn unlock(
-        &self,
+        &mut self,
         conn: &mut MultiplexedConnection,
         keys: &BTreeSet<String>,
     ) -> anyhow::Result<()> {
-        for key in keys.iter().rev() {
-            let _: i64 = self
-                .unlock
-                .key(key)
-                .arg(&self.token)
-                .invoke_async(conn)
-                .await?;
+        let mut call = self.unlock.prepare_invoke();
+        for k in keys {
+            call.key(k);
         }
+        let released: i64 = call.arg(&self.token).invoke_async(conn).await?;
+        self.lost += keys.len() as i64 - released;
         Ok(())
     }
 }
@@ -256,9 +323,11 @@ async fn client_loop(
     shared: &Shared,
 ) -> anyhow::Result<LockOrders> {
     let mut locker = Locker {
-        unlock: Script::new(UNLOCK),
+        lock: Script::new(LOCK_ALL),
+        unlock: Script::new(UNLOCK_ALL),
         token: uuid::Uuid::new_v4().to_string(),
         retries: 0,
+        lost: 0,
     };
     let ns = &shared.ns;
     let mut done = LockOrders::default();
@@ -266,6 +335,7 @@ async fn client_loop(
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         let Some(order) = shared.orders.get(i) else {
             done.lock_retries = locker.retries;
+            done.lost_locks = locker.lost;
             return Ok(done);
         };
         shared.pace.slot(i).await;
@@ -273,7 +343,8 @@ async fn client_loop(
         // The pacer may release a slot up to a millisecond early.
         let offered_at = shared
             .gap
-            .map_or(t0, |g| (shared.started + g.mul_f64(i as f64)).min(t0));
+            .map_or(t0, |g| (shared.started + g.mul_f64(i as f64)).min(t0))
+            .max(shared.started);
         let keys = locks(ns, order);
         locker.lock(&mut conn, &keys).await?;
         let refused = reserve(&mut conn, ns, order).await;
@@ -312,9 +383,11 @@ async fn client_loop(
             .query_async(&mut conn)
             .await?;
         *done.by_state.entry(state).or_default() += 1;
-        done.latencies_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        done.offered_latencies_ms
-            .push(offered_at.elapsed().as_secs_f64() * 1000.0);
+        done.samples.push(Sample {
+            offered_ms: (offered_at - shared.started).as_secs_f64() * 1000.0,
+            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            from_offered_ms: offered_at.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 }
 

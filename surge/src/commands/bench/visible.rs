@@ -8,6 +8,8 @@
 //! produced afterwards is always in view and the backlog is never read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,18 +29,45 @@ pub struct Visible<T> {
     pub record: T,
 }
 
+/// What a watcher found: the first record of each picked key.
+pub type Picked<T> = HashMap<String, Visible<T>>;
+
+/// A running watcher. Dropped before [`Watcher::finish`] (a failed run),
+/// it stops polling at once instead of running out its timeout on a thread
+/// the runtime would wait for at exit.
+pub struct Watcher<T> {
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<Picked<T>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<T> Watcher<T> {
+    /// Waits until it has seen what it wants or timed out.
+    pub async fn finish(mut self) -> anyhow::Result<Picked<T>> {
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => anyhow::bail!("the watcher was already finished"),
+        }
+    }
+}
+
+impl<T> Drop for Watcher<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Watches `T`'s topic of `sandbox` from its current end, off the async
 /// workers, until `want` distinct keys were picked or `timeout` passed.
 /// `pick` names the key a record counts for (`None`: not counted); only
 /// the first record of a key is kept. Returns once the watcher has fetched
-/// its start offsets, with the handle to await the records.
+/// its start offsets.
 pub async fn watch<T, F>(
     sandbox: &Sandbox,
     want: usize,
     timeout: Duration,
     label: &'static str,
     pick: F,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<HashMap<String, Visible<T>>>>>
+) -> anyhow::Result<Watcher<T>>
 where
     T: Contract + Send + 'static,
     F: FnMut(&T) -> Option<String> + Send + 'static,
@@ -53,6 +82,8 @@ where
     let (factory, topic) = (sandbox.factory.clone(), sandbox.topic(T::TOPIC));
     let (ready, started) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     let handle = tokio::task::spawn_blocking(move || {
         let cfg =
             factory.read_committed_consumer_config("bench-watch", &format!("{topic}-bench-watch"));
@@ -64,10 +95,15 @@ where
         }
         consumer.assign(&tpl)?;
         let _ = ready.send(());
-        follow(&consumer, &runtime, &codec, want, timeout, label, pick)
+        follow(
+            &consumer, &runtime, &codec, want, timeout, &stopped, label, pick,
+        )
     });
     match started.await {
-        Ok(()) => Ok(handle),
+        Ok(()) => Ok(Watcher {
+            handle: Some(handle),
+            stop,
+        }),
         // The watcher failed before it was positioned: its error says why.
         Err(_) => Err(handle.await?.err().unwrap_or_else(|| {
             anyhow::anyhow!("the {label} watcher stopped before it was positioned")
@@ -75,19 +111,21 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn follow<T: Contract, F: FnMut(&T) -> Option<String>>(
     consumer: &BaseConsumer<QuietEofContext>,
     runtime: &tokio::runtime::Handle,
     codec: &TopicCodec<T>,
     want: usize,
     timeout: Duration,
+    stop: &AtomicBool,
     label: &str,
     mut pick: F,
-) -> anyhow::Result<HashMap<String, Visible<T>>> {
+) -> anyhow::Result<Picked<T>> {
     let deadline = Instant::now() + timeout;
     let mut reported = Instant::now();
     let mut seen = HashMap::with_capacity(want);
-    while seen.len() < want && Instant::now() < deadline {
+    while seen.len() < want && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 // Visible now: taken before decoding, which is the watcher's cost.
