@@ -78,9 +78,12 @@ fn main() -> ExitCode {
     };
     surge_core::telemetry::init_logging(&settings.log);
     if cli.command.uses_kafka() {
-        // With TLS or SASL configured, a refused login stops the process at
-        // once, naming it (librdkafka alone would retry it forever, and its
-        // metadata calls report it as a transport failure).
+        // With TLS or SASL configured, a refused login or TLS handshake, or
+        // a client librdkafka cannot create (e.g. a missing CA file), stops
+        // the process at once, naming it and the settings to check
+        // (librdkafka alone would retry a refusal forever, and its metadata
+        // calls report it as a transport failure; a creation error would
+        // surface later as a generic failure of whichever client came first).
         let factory = surge_kafka::ClientFactory::new(settings.kafka.clone());
         if let Err(refused) = factory.check_access(std::time::Duration::from_secs(10)) {
             eprintln!("surge: {refused}");

@@ -6,14 +6,18 @@
 //! coupon created and requests sent through the gateway are decided by the
 //! pipeline, written by the sink and read back through the gateway from
 //! PostgreSQL: if any of them failed to connect, nothing would be decided.
-//! A wrong password stops each process at once with exit 78, naming SASL.
+//! A wrong password stops each process at once with exit 78, naming SASL;
+//! so does a CA that did not sign the broker's certificate (naming the
+//! failed TLS handshake in librdkafka's words) and a missing CA file
+//! (naming the file).
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::coupon::Fixture;
+use common::coupon::{Fixture, Instance};
 use common::gateway::spawn_gateway;
 use common::repo_root;
 use serde_json::json;
@@ -67,6 +71,59 @@ fn sasl_ssl_env() -> Vec<(String, String)> {
 
 fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Waits for `process` to stop by itself before `deadline`; its exit status
+/// and log (`<fx.logs>/<name>.log`).
+fn exits_by_itself(
+    fx: &Fixture,
+    name: &str,
+    process: &mut Instance,
+    deadline: Instant,
+    why: &str,
+) -> (ExitStatus, String) {
+    let status = loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still runs 30 s after starting with {why}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(fx.logs.join(format!("{name}.log"))).unwrap();
+    (status, log)
+}
+
+/// A CA file that did not sign the stack's broker certificate: the system
+/// bundle (which cannot hold the CA `scripts/stack` made), or else a
+/// throwaway CA made with openssl in `dir`.
+fn a_foreign_ca(stack_ca: &Path, dir: &Path) -> PathBuf {
+    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let ours = std::fs::read_to_string(stack_ca).unwrap();
+    if let Ok(bundle) = std::fs::read_to_string(system) {
+        if bundle.contains("BEGIN CERTIFICATE") && !bundle.contains(ours.trim()) {
+            return system.to_path_buf();
+        }
+    }
+    let (key, ca) = (dir.join("other-ca.key"), dir.join("other-ca.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "1"])
+        .args(["-newkey", "rsa:2048"])
+        .args(["-subj", "/CN=not the surge stack CA"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl (scripts/stack installs it) to make a throwaway CA");
+    assert!(
+        made.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    ca
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -150,17 +207,7 @@ async fn a_wrong_password_stops_each_process_naming_sasl() {
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     for (name, process) in &mut processes {
-        let status = loop {
-            if let Some(status) = process.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} still runs 30 s after starting with a wrong password"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let log = std::fs::read_to_string(fx.logs.join(format!("{name}.log"))).unwrap();
+        let (status, log) = exits_by_itself(&fx, name, process, deadline, "a wrong password");
         assert_eq!(status.code(), Some(78), "{name}: {log}");
         assert!(
             log.contains("SASL authentication error")
@@ -168,5 +215,60 @@ async fn a_wrong_password_stops_each_process_naming_sasl() {
                 && log.contains("refused the client"),
             "{name} did not name the refused SASL login: {log}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_ca_or_a_missing_ca_file_stops_each_process_naming_tls() {
+    let owned = sasl_ssl_env();
+    let env = refs(&owned);
+    let stack_ca = env
+        .iter()
+        .find(|(k, _)| *k == "SURGE_KAFKA__SSL_CA_LOCATION")
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = a_foreign_ca(&stack_ca, tmp.path());
+    let missing = tmp.path().join("no-such-ca.pem");
+    let (foreign, missing) = (foreign.to_str().unwrap(), missing.to_str().unwrap());
+
+    // Topics (through SASL_SSL, the right CA) for the processes to start on.
+    let fx = Fixture::through("sasl-ssl-ca", &env).await;
+    let commands: [(&str, &[&str]); 2] = [
+        ("topics-apply", &["topics", "apply"]),
+        ("gateway", &["gateway", "--listen", "127.0.0.1:0"]),
+    ];
+    // Later settings win: the CA below replaces the file's.
+    for (ca, why) in [(foreign, "a foreign CA"), (missing, "a missing CA file")] {
+        let mut processes: Vec<(String, Instance)> = commands
+            .iter()
+            .map(|(name, args)| {
+                let name = format!("{name}-{}", why.replace(' ', "-"));
+                let process = fx.spawn(&name, args, &[("SURGE_KAFKA__SSL_CA_LOCATION", ca)]);
+                (name, process)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (name, process) in &mut processes {
+            let (status, log) = exits_by_itself(&fx, name, process, deadline, why);
+            assert_eq!(status.code(), Some(78), "{name}: {log}");
+            if ca == foreign {
+                // librdkafka's words for the handshake the broker's certificate failed.
+                assert!(
+                    log.contains("SSL handshake failed")
+                        && log.contains("certificate verify failed")
+                        && log.contains("refused the client"),
+                    "{name} did not name the failed TLS handshake: {log}"
+                );
+            } else {
+                // librdkafka's property, and the file named.
+                assert!(
+                    log.contains("ssl.ca.location failed")
+                        && log.contains("kafka.ssl_ca_location")
+                        && log.contains(&format!("{missing}, which cannot be opened")),
+                    "{name} did not name the missing CA file: {log}"
+                );
+            }
+        }
     }
 }

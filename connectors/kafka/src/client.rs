@@ -128,16 +128,28 @@ impl ClientFactory {
 
     /// Checks that the cluster answers (metadata within `timeout`); blocking.
     /// A refused login or TLS handshake is named as such, not as the
-    /// transport failure librdkafka's metadata call reports for it.
+    /// transport failure librdkafka's metadata call reports for it; so is a
+    /// client librdkafka cannot create with TLS or SASL configured (e.g. an
+    /// ssl.ca.location file that is missing or unreadable).
     pub fn ping(&self, timeout: Duration) -> Result<usize, PingError> {
-        let producer = self.door_client("ping")?;
+        let producer = match self.door_client("ping") {
+            Ok(p) => p,
+            Err(KafkaError::ClientCreation(reason)) if self.secured() => {
+                return Err(PingError::Refused(self.not_created(reason)));
+            }
+            Err(e) => return Err(PingError::Kafka(e)),
+        };
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let answer = producer
                 .client()
                 .fetch_metadata(None, left.min(Duration::from_millis(500)));
-            producer.poll(Duration::ZERO);
+            // Serve every queued callback, not just one: rdkafka's poll
+            // handles a single event per call when its timeout has passed
+            // (poll(ZERO)), and the refusal may be queued behind many log
+            // events (under load it then surfaced only after the deadline).
+            producer.poll(Duration::from_millis(100));
             if let Some(refused) = self.refusal(producer.context()) {
                 return Err(PingError::Refused(refused));
             }
@@ -150,21 +162,28 @@ impl ClientFactory {
     }
 
     /// For a process about to start its clients: with TLS or SASL
-    /// configured, connects once and returns `Err` only if the cluster
-    /// turned the client away (SASL authentication or the TLS handshake
-    /// failed: a wrong password, user or mechanism, a CA that did not sign
-    /// the broker's certificate), which retrying cannot mend. An unreachable
-    /// cluster is not judged here: after `timeout` it returns `Ok` and the
-    /// process's own outage handling takes over. Plaintext: `Ok` at once.
-    /// Blocking.
+    /// configured, connects once and returns `Err` only if the settings
+    /// cannot work, which retrying cannot mend: the cluster turned the
+    /// client away (SASL authentication or the TLS handshake failed: a
+    /// wrong password, user or mechanism, a CA that did not sign the
+    /// broker's certificate), or librdkafka could not even create the
+    /// client (e.g. a missing or unreadable ssl.ca.location file). An
+    /// unreachable cluster is not judged here: after `timeout` it returns
+    /// `Ok` and the process's own outage handling takes over. Plaintext:
+    /// `Ok` at once. Blocking.
     pub fn check_access(&self, timeout: Duration) -> Result<(), AccessRefused> {
-        if self.settings.security_protocol == SecurityProtocol::Plaintext {
+        if !self.secured() {
             return Ok(());
         }
         match self.ping(timeout) {
             Err(PingError::Refused(r)) => Err(r),
-            _ => Ok(()),
+            Ok(_) | Err(PingError::Kafka(_)) => Ok(()),
         }
+    }
+
+    /// TLS or SASL is configured.
+    fn secured(&self) -> bool {
+        self.settings.security_protocol != SecurityProtocol::Plaintext
     }
 
     fn door_client(&self, role: &str) -> KafkaResult<BaseProducer<DoorContext>> {
@@ -174,46 +193,114 @@ impl ClientFactory {
 
     fn refusal(&self, door: &DoorContext) -> Option<AccessRefused> {
         let (code, reason) = door.refused.lock().unwrap().clone()?;
+        let check = if code == RDKafkaErrorCode::Authentication {
+            SASL_SETTINGS.to_string()
+        } else {
+            "kafka.ssl_ca_location (the CA that signed the brokers' certificates) and the bootstrap host names".to_string()
+        };
+        Some(AccessRefused {
+            servers: self.settings.bootstrap_servers.clone(),
+            how: self.how(),
+            what: "refused the client",
+            reason,
+            check,
+        })
+    }
+
+    /// librdkafka could not create a client with these settings (it checks
+    /// the TLS files and the SASL mechanism then): `reason` is its words,
+    /// e.g. "ssl.ca.location failed: ...". Names the settings (and the
+    /// file, as librdkafka was given it) to check.
+    fn not_created(&self, reason: String) -> AccessRefused {
+        // The effective values: the raw librdkafka map may override them.
+        let config = self.plain_config("ping");
+        let file = |property: &str, setting: &str, what: &str| {
+            let env = setting.to_uppercase();
+            match config.get(property) {
+                None => format!("kafka.{setting} (SURGE_KAFKA__{env}), not set: {what}"),
+                Some(path) => {
+                    // librdkafka's reason may say no more than "system lib".
+                    let opened = match std::fs::File::open(path) {
+                        Ok(_) => String::new(),
+                        Err(e) => format!(", which cannot be opened ({e})"),
+                    };
+                    format!("kafka.{setting} (SURGE_KAFKA__{env}) = {path}{opened}: {what}")
+                }
+            }
+        };
+        let check = if reason.contains("ssl.ca.location") {
+            file(
+                "ssl.ca.location",
+                "ssl_ca_location",
+                "a readable PEM file with the CA that signed the brokers' certificates",
+            )
+        } else if reason.contains("ssl.certificate.location") {
+            file(
+                "ssl.certificate.location",
+                "ssl_certificate_location",
+                "a readable PEM file with the client's certificate",
+            )
+        } else if reason.contains("ssl.key.location") {
+            file(
+                "ssl.key.location",
+                "ssl_key_location",
+                "a readable PEM file with the client certificate's private key",
+            )
+        } else if reason.to_ascii_lowercase().contains("sasl") {
+            SASL_SETTINGS.to_string()
+        } else {
+            "kafka.security_protocol, kafka.ssl_ca_location, kafka.ssl_certificate_location, \
+             kafka.ssl_key_location, the kafka.sasl_* settings and [kafka.librdkafka]"
+                .to_string()
+        };
+        AccessRefused {
+            servers: self.settings.bootstrap_servers.clone(),
+            how: self.how(),
+            what: "cannot be used: librdkafka could not create a client",
+            reason,
+            check,
+        }
+    }
+
+    /// The security protocol, and the SASL mechanism and user when SASL is used.
+    fn how(&self) -> String {
         let k = &self.settings;
-        let sasl = matches!(
+        let mut how = k.security_protocol.as_librdkafka().to_string();
+        if matches!(
             k.security_protocol,
             SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        );
-        let mut how = k.security_protocol.as_librdkafka().to_string();
-        if sasl {
+        ) {
             how += &format!(
                 ", {} as user {}",
                 k.sasl_mechanism.as_deref().unwrap_or("GSSAPI"),
                 k.sasl_username.as_deref().unwrap_or("(none)")
             );
         }
-        let check = if code == RDKafkaErrorCode::Authentication {
-            "kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password (SURGE_KAFKA__SASL_PASSWORD)"
-        } else {
-            "kafka.ssl_ca_location (the CA that signed the brokers' certificates) and the bootstrap host names"
-        };
-        Some(AccessRefused {
-            servers: k.bootstrap_servers.clone(),
-            how,
-            reason,
-            check,
-        })
+        how
     }
 }
 
-/// The cluster turned a client away at the door: SASL authentication or
-/// the TLS handshake failed. A configuration error, not an outage.
+const SASL_SETTINGS: &str =
+    "kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password (SURGE_KAFKA__SASL_PASSWORD)";
+
+/// The cluster turned a client away at the door (SASL authentication or
+/// the TLS handshake failed), or librdkafka could not create a client with
+/// the TLS/SASL settings (e.g. a missing CA file). A configuration error,
+/// not an outage.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("Kafka at {servers} refused the client ({how}): {reason}; check {check}")]
+#[error("Kafka at {servers} {what} ({how}): {reason}; check {check}")]
 pub struct AccessRefused {
     pub servers: String,
     /// Security protocol, and the SASL mechanism and user when SASL is used.
     pub how: String,
     /// librdkafka's words, e.g. "SASL authentication error: Authentication
     /// failed during authentication due to invalid credentials with SASL
-    /// mechanism SCRAM-SHA-512".
+    /// mechanism SCRAM-SHA-512", or "ssl.ca.location failed: ...".
     pub reason: String,
-    check: &'static str,
+    /// "refused the client", or that no client could be created.
+    what: &'static str,
+    /// The settings to check (and the file, when one is at fault).
+    check: String,
 }
 
 /// Why [`ClientFactory::ping`] failed.
@@ -261,13 +348,20 @@ mod tests {
     use super::*;
     use surge_core::settings::SecurityProtocol;
 
+    /// SCRAM-SHA-512 as user `u` with password `password`.
+    fn scram(protocol: SecurityProtocol, password: &str) -> KafkaSettings {
+        KafkaSettings {
+            security_protocol: protocol,
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("u".into()),
+            sasl_password: Some(password.into()),
+            ..KafkaSettings::default()
+        }
+    }
+
     #[test]
     fn security_and_raw_settings_reach_every_client() {
-        let mut k = KafkaSettings::default();
-        k.security_protocol = SecurityProtocol::SaslSsl;
-        k.sasl_mechanism = Some("SCRAM-SHA-512".into());
-        k.sasl_username = Some("u".into());
-        k.sasl_password = Some("p".into());
+        let mut k = scram(SecurityProtocol::SaslSsl, "p");
         k.librdkafka.insert("acks".into(), "1".into());
         let f = ClientFactory::new(k);
         let c = f.transactional_producer_config("coupon", "tx-1");
@@ -283,21 +377,23 @@ mod tests {
 
     #[test]
     fn plaintext_skips_the_access_check_and_an_unreachable_cluster_is_not_a_refusal() {
-        let mut k = KafkaSettings::default();
-        k.bootstrap_servers = "127.0.0.1:1".into(); // nothing listens there
+        let nowhere = "127.0.0.1:1".to_string(); // nothing listens there
+        let k = KafkaSettings {
+            bootstrap_servers: nowhere.clone(),
+            ..KafkaSettings::default()
+        };
         let started = Instant::now();
-        assert!(ClientFactory::new(k.clone())
+        assert!(ClientFactory::new(k)
             .check_access(Duration::from_secs(30))
             .is_ok());
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "no connection tried"
         );
-        k.security_protocol = SecurityProtocol::SaslPlaintext;
-        k.sasl_mechanism = Some("SCRAM-SHA-512".into());
-        k.sasl_username = Some("u".into());
-        k.sasl_password = Some("p".into());
-        let f = ClientFactory::new(k);
+        let f = ClientFactory::new(KafkaSettings {
+            bootstrap_servers: nowhere,
+            ..scram(SecurityProtocol::SaslPlaintext, "p")
+        });
         assert!(
             f.check_access(Duration::from_secs(1)).is_ok(),
             "down is not refused"
@@ -306,5 +402,55 @@ mod tests {
             f.ping(Duration::from_secs(1)),
             Err(PingError::Kafka(_))
         ));
+    }
+
+    #[test]
+    fn a_client_librdkafka_cannot_create_is_refused_naming_the_file() {
+        let missing =
+            std::env::temp_dir().join(format!("surge-no-such-dir-{}/ca.pem", std::process::id()));
+        for protocol in [SecurityProtocol::Ssl, SecurityProtocol::SaslSsl] {
+            let f = ClientFactory::new(KafkaSettings {
+                bootstrap_servers: "127.0.0.1:1".into(), // never reached
+                ssl_ca_location: Some(missing.clone()),
+                ..scram(protocol, "s3cret-pw")
+            });
+            let started = Instant::now();
+            let refused = f
+                .check_access(Duration::from_secs(30))
+                .expect_err("a missing CA file is not an outage");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "judged at client creation, without waiting for the cluster"
+            );
+            let said = refused.to_string();
+            // librdkafka's own words name the property; ours the setting and file.
+            assert!(said.contains("ssl.ca.location failed"), "{said}");
+            assert!(said.contains("could not create a client"), "{said}");
+            assert!(
+                said.contains("kafka.ssl_ca_location (SURGE_KAFKA__SSL_CA_LOCATION)"),
+                "{said}"
+            );
+            assert!(said.contains(&missing.display().to_string()), "{said}");
+            assert!(said.contains("No such file or directory"), "{said}");
+            assert!(!said.contains("s3cret-pw"), "no password in it: {said}");
+            // doctor's ping reports it the same way.
+            assert!(matches!(
+                f.ping(Duration::from_secs(1)),
+                Err(PingError::Refused(_))
+            ));
+        }
+        // A file named in the raw librdkafka map (applied last) is the one named.
+        let mut k = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            security_protocol: SecurityProtocol::Ssl,
+            ..KafkaSettings::default()
+        };
+        k.librdkafka
+            .insert("ssl.ca.location".into(), missing.display().to_string());
+        let said = ClientFactory::new(k)
+            .check_access(Duration::from_secs(30))
+            .expect_err("a missing CA file")
+            .to_string();
+        assert!(said.contains(&missing.display().to_string()), "{said}");
     }
 }
