@@ -37,7 +37,7 @@ use surge_schemas::{Contract, Registry};
 
 use super::children::{self, approved_charges, drop_schema};
 use super::latency::{percentile, Latency, WARMUP};
-use super::redis_lock_orders::{self, LockOrders, CHARGE_KEY_PREFIX};
+use super::redis_lock_orders::{self, LockOrders, Plan, CHARGE_KEY_PREFIX};
 use super::sandbox::Sandbox;
 use super::{say, visible};
 use crate::commands::loadgen::orders::{codec, produce};
@@ -189,29 +189,21 @@ async fn side_by_side(
     ));
     let ns = format!("bench:{run_id}:{label}");
     let url = &sandbox.settings.redis.url;
-    let lock_max = redis_lock_orders::run(
-        url,
-        &ns,
-        &max_sale,
-        &max_holders,
-        &provider,
-        args.clients,
-        0,
-    )
-    .await?;
+    let plan = |ns, sale, holders, rate| Plan {
+        ns,
+        sale,
+        holders,
+        provider: &provider,
+        clients: args.clients,
+        rate,
+    };
+    let lock_max = redis_lock_orders::run(url, &plan(&ns, &max_sale, &max_holders, 0)).await?;
     say(format!(
         "{label}: latency of the Redis-lock design at {rate}/s"
     ));
-    let lock_lat = redis_lock_orders::run(
-        url,
-        &format!("{ns}:lat"),
-        &lat_sale,
-        &lat_holders,
-        &provider,
-        args.clients,
-        rate,
-    )
-    .await?;
+    let lat_ns = format!("{ns}:lat");
+    let lock_lat =
+        redis_lock_orders::run(url, &plan(&lat_ns, &lat_sale, &lat_holders, rate)).await?;
     let ledger =
         approved_charges(&sandbox.settings.postgres.url, schema, CHARGE_KEY_PREFIX).await?;
     let marked = (lock_max.charged + lock_lat.charged) as i64;

@@ -88,14 +88,30 @@ pub async fn run(
     run.seconds = started.elapsed().as_secs_f64();
     run.requests = requests.len();
     // Leave nothing behind.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{ns}:*"))
-        .query_async(&mut setup)
-        .await?;
-    for chunk in keys.chunks(1000) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut setup).await?;
-    }
+    remove_namespace(&mut setup, ns).await?;
     Ok(run)
+}
+
+/// Removes every key under `ns:` (SCAN, not KEYS: the Redis is shared).
+pub async fn remove_namespace(conn: &mut MultiplexedConnection, ns: &str) -> anyhow::Result<()> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{ns}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 async fn client_loop(

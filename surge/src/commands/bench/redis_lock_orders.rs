@@ -36,6 +36,7 @@ use surge_schemas::inventory::InventoryAction;
 use surge_schemas::order::OrderCreate;
 use surge_schemas::Money;
 
+use super::redis_lock::remove_namespace;
 use crate::commands::loadgen::traffic::Pace;
 
 /// Idempotency keys of this design's charges start with it (pg-sim's ledger
@@ -116,62 +117,45 @@ struct Shared {
     ns: String,
 }
 
-/// Runs the sale's orders with `clients` concurrent clients, offered at
-/// `rate` per second (0: as fast as they go), charging through `provider`;
-/// `holders` are the (coupon, user) pairs the coupon sale issued. Keys
-/// under `ns`, removed after on every path. Fails if any product's stock
-/// went below zero or any lock was lost.
-pub async fn run(
-    url: &str,
-    ns: &str,
-    sale: &OrderSale,
-    holders: &[(String, String)],
-    provider: &str,
-    clients: usize,
-    rate: u64,
-) -> anyhow::Result<LockOrders> {
+/// One run of the lock design.
+pub struct Plan<'a> {
+    /// Every key of the run starts with it (removed after).
+    pub ns: &'a str,
+    pub sale: &'a OrderSale,
+    /// The (coupon, user) pairs the coupon sale issued.
+    pub holders: &'a [(String, String)],
+    /// pg-sim's base URL.
+    pub provider: &'a str,
+    pub clients: usize,
+    /// Orders offered per second (0: as fast as the clients go).
+    pub rate: u64,
+}
+
+/// Runs the plan's orders with its concurrent clients, charging through
+/// its provider; its keys are removed after on every path. Fails if any
+/// product's stock went below zero or any lock was lost.
+pub async fn run(url: &str, plan: &Plan<'_>) -> anyhow::Result<LockOrders> {
     let client = redis::Client::open(url).context("redis URL")?;
     let mut setup = client.get_multiplexed_async_connection().await?;
-    let outcome = drive(
-        &client, &mut setup, ns, sale, holders, provider, clients, rate,
-    )
-    .await;
+    let outcome = drive(&client, &mut setup, plan).await;
     // Leave nothing behind, whatever happened.
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{ns}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut setup)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut setup)
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    remove_namespace(&mut setup, plan.ns).await?;
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     client: &redis::Client,
     setup: &mut MultiplexedConnection,
-    ns: &str,
-    sale: &OrderSale,
-    holders: &[(String, String)],
-    provider: &str,
-    clients: usize,
-    rate: u64,
+    plan: &Plan<'_>,
 ) -> anyhow::Result<LockOrders> {
+    let Plan {
+        ns,
+        sale,
+        holders,
+        provider,
+        clients,
+        rate,
+    } = *plan;
     let mut products = Vec::new();
     let mut initial = 0;
     for p in &sale.products {
