@@ -84,3 +84,94 @@ async fn apply_creates_then_changes_nothing_then_reports_drift() {
     assert!(again.status.success());
     assert!(stdout(&again).contains(&format!("0 created, {} unchanged, 0 drift", declared.len())));
 }
+
+/// A changelog made before it declared `segment` (or by hand) gets the
+/// declared segment.ms from `apply`, with every other config set on the
+/// topic kept — AlterConfigs replaces a topic's whole dynamic config, so a
+/// careless set would reset an operator's settings — and is then unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_configs() {
+    use rdkafka::admin::ResourceSpecifier;
+
+    let prefix = format!("{}-", unique("topics"));
+    let env = [("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())];
+    let declared = surge_kafka::topics::load(
+        &common::repo_root().join("config/topics.toml"),
+        &Default::default(),
+    )
+    .unwrap();
+    let changelog = declared
+        .iter()
+        .find(|t| t.name == "coupon-pipeline-changelog")
+        .unwrap();
+    let segment_ms = changelog
+        .segment
+        .expect("changelogs declare a segment")
+        .as_millis()
+        .to_string();
+    let admin = ClientFactory::new(common::settings().kafka)
+        .admin()
+        .unwrap();
+    let name = format!("{prefix}coupon-pipeline-changelog");
+    let min_isr = changelog.min_insync_replicas.to_string();
+    let topic = NewTopic::new(&name, changelog.partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("retention.ms", "-1")
+        .set("min.insync.replicas", &min_isr)
+        // An operator's own setting, which apply must not reset.
+        .set("max.message.bytes", "2000000");
+    admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let first = surge(&["topics", "apply"], &env);
+    let text = stdout(&first);
+    assert!(
+        first.status.success(),
+        "segment.ms is set, not drift: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "altered   {name}: segment.ms 604800000 -> {segment_ms}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(", 0 drift, 1 configs set"), "{text}");
+
+    let configs = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&name)], &AdminOptions::new())
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let value = |key: &str| {
+        configs
+            .entries
+            .iter()
+            .find(|e| e.name == key)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("segment.ms"), segment_ms);
+    assert_eq!(
+        value("max.message.bytes"),
+        "2000000",
+        "the operator's config is kept"
+    );
+    assert_eq!(value("cleanup.policy"), "compact");
+    assert_eq!(value("retention.ms"), "-1");
+    assert_eq!(value("min.insync.replicas"), min_isr);
+
+    let again = surge(&["topics", "apply"], &env);
+    assert!(again.status.success());
+    assert!(
+        stdout(&again).contains(&format!(
+            "0 created, {} unchanged, 0 drift, 0 configs set",
+            declared.len()
+        )),
+        "{}",
+        stdout(&again)
+    );
+}

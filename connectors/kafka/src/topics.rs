@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -46,6 +49,8 @@ struct TopicDefaults {
     min_insync_replicas: i32,
     cleanup_policy: CleanupPolicy,
     retention: String,
+    #[serde(default)]
+    segment: Option<String>,
 }
 
 impl Default for TopicDefaults {
@@ -56,6 +61,7 @@ impl Default for TopicDefaults {
             min_insync_replicas: 1,
             cleanup_policy: CleanupPolicy::Delete,
             retention: "7d".into(),
+            segment: None,
         }
     }
 }
@@ -69,6 +75,7 @@ struct TopicEntry {
     min_insync_replicas: Option<i32>,
     cleanup_policy: Option<CleanupPolicy>,
     retention: Option<String>,
+    segment: Option<String>,
 }
 
 /// Kafka's cleanup.policy.
@@ -98,6 +105,12 @@ pub struct TopicSpec {
     pub cleanup_policy: CleanupPolicy,
     /// `None` keeps data forever (retention.ms = -1).
     pub retention: Option<Duration>,
+    /// segment.ms: the broker rolls the active segment at least this often.
+    /// Compaction never touches the active segment, so a compacted
+    /// changelog needs it to shed superseded records and tombstones before
+    /// the broker default (1 GiB or 7 days) would roll it. `None`: the
+    /// broker's default.
+    pub segment: Option<Duration>,
 }
 
 impl TopicSpec {
@@ -107,13 +120,22 @@ impl TopicSpec {
             .retention
             .map(|d| d.as_millis().to_string())
             .unwrap_or_else(|| "-1".into());
-        BTreeMap::from([
+        let mut configs = BTreeMap::from([
             ("cleanup.policy", self.cleanup_policy.as_kafka().to_string()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("retention.ms", retention_ms),
-        ])
+        ]);
+        if let Some(segment) = self.segment {
+            configs.insert("segment.ms", segment.as_millis().to_string());
+        }
+        configs
     }
 }
+
+/// Configs `apply` changes on an existing topic instead of reporting drift:
+/// safe at any time (the broker applies segment.ms at its next roll; no
+/// data is moved or dropped). The rest stays an operator's decision.
+const ALTERABLE: &[&str] = &["segment.ms"];
 
 /// Reads the topics file and applies `settings` overrides (prefix, replication).
 pub fn load(path: &Path, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
@@ -168,6 +190,17 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
                 })?,
             ),
         };
+        let segment = match t.segment.as_deref().or(d.segment.as_deref()) {
+            None => None,
+            Some(text) => {
+                Some(
+                    humantime::parse_duration(text).map_err(|e| TopicsError::Invalid {
+                        topic: name.clone(),
+                        reason: format!("segment `{text}`: {e} (use e.g. \"1h\")"),
+                    })?,
+                )
+            }
+        };
         let spec = TopicSpec {
             name,
             partitions: t.partitions.unwrap_or(d.partitions),
@@ -175,6 +208,7 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
             min_insync_replicas,
             cleanup_policy: t.cleanup_policy.unwrap_or(d.cleanup_policy),
             retention,
+            segment,
         };
         if spec.partitions < 1 || spec.replication_factor < 1 {
             return Err(TopicsError::Invalid {
@@ -237,10 +271,13 @@ impl std::fmt::Display for Drift {
 pub struct ApplyReport {
     pub created: Vec<String>,
     pub unchanged: Vec<String>,
+    /// `<topic>: <key> <old> -> <new>` for each [`ALTERABLE`] config set.
+    pub altered: Vec<String>,
     pub drift: Vec<Drift>,
 }
 
-/// Creates missing topics and reports drift on existing ones.
+/// Creates missing topics, sets the [`ALTERABLE`] configs of existing ones,
+/// and reports any other drift.
 pub async fn apply(
     admin: &AdminClient<DefaultClientContext>,
     specs: &[TopicSpec],
@@ -317,9 +354,18 @@ pub async fn apply(
             });
         }
         let actual = topic_configs(admin, &spec.name, timeout).await?;
+        let mut alter = BTreeMap::new();
         for (key, declared) in spec.configs() {
-            let now = actual.get(key).cloned().unwrap_or_default();
-            if now != declared {
+            let now = actual.get(key).map(|(v, _)| v.clone()).unwrap_or_default();
+            if now == declared {
+                continue;
+            }
+            if ALTERABLE.contains(&key) {
+                report
+                    .altered
+                    .push(format!("{}: {key} {now} -> {declared}", spec.name));
+                alter.insert(key, declared);
+            } else {
                 report.drift.push(Drift::Config {
                     topic: spec.name.clone(),
                     key: key.to_string(),
@@ -328,7 +374,9 @@ pub async fn apply(
                 });
             }
         }
-        if report.drift.len() == before {
+        if !alter.is_empty() {
+            set_configs(admin, &spec.name, &actual, &alter, timeout).await?;
+        } else if report.drift.len() == before {
             report.unchanged.push(spec.name.clone());
         }
     }
@@ -375,11 +423,45 @@ fn describe(
         .collect())
 }
 
+/// Sets `changes` on `topic`. AlterConfigs (the only alter rdkafka offers)
+/// replaces a topic's whole dynamic config, so every config set on the
+/// topic itself today (`actual`, source DynamicTopic: ours and any an
+/// operator set) is sent again with the changes over it.
+async fn set_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    actual: &HashMap<String, (String, ConfigSource)>,
+    changes: &BTreeMap<&str, String>,
+    timeout: Duration,
+) -> Result<(), TopicsError> {
+    let mut all: BTreeMap<&str, &str> = actual
+        .iter()
+        .filter(|(_, (_, source))| *source == ConfigSource::DynamicTopic)
+        .map(|(k, (v, _))| (k.as_str(), v.as_str()))
+        .collect();
+    for (k, v) in changes {
+        all.insert(k, v);
+    }
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in &all {
+        alter = alter.set(k, v);
+    }
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    for r in admin.alter_configs(&[alter], &opts).await? {
+        r.map_err(|(_, code)| TopicsError::Invalid {
+            topic: topic.to_string(),
+            reason: format!("setting {changes:?} failed: {code}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// Every config of `topic` with a value, and where it comes from.
 async fn topic_configs(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     timeout: Duration,
-) -> Result<HashMap<String, String>, TopicsError> {
+) -> Result<HashMap<String, (String, ConfigSource)>, TopicsError> {
     let opts = AdminOptions::new().request_timeout(Some(timeout));
     let results = admin
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
@@ -389,7 +471,7 @@ async fn topic_configs(
         let resource = r.map_err(KafkaError::AdminOp)?;
         for entry in resource.entries {
             if let Some(v) = entry.value {
-                out.insert(entry.name, v);
+                out.insert(entry.name, (v, entry.source));
             }
         }
     }
@@ -424,6 +506,32 @@ mod tests {
     /// and dead-letter topic) is
     /// declared in the shipped file, under any prefix, and the file declares
     /// nothing else: the code and config/topics.toml cannot disagree.
+    #[test]
+    fn changelogs_roll_hourly_for_the_cleaner_and_a_bad_segment_names_its_topic() {
+        let specs = shipped("");
+        for p in PIPELINES {
+            let c = spec(&specs, &format!("{p}-pipeline-changelog"));
+            assert_eq!(c.segment, Some(Duration::from_secs(3600)), "{p}");
+            assert_eq!(c.configs()["segment.ms"], "3600000");
+        }
+        let input = spec(&specs, "coupon-issue");
+        assert_eq!(input.segment, None);
+        assert!(
+            !input.configs().contains_key("segment.ms"),
+            "broker default"
+        );
+        let err = parse(
+            "[[topic]]\nname = \"t\"\nsegment = \"soon\"\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("topic t") && err.contains("segment `soon`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_shipped_topics_file_declares_exactly_the_names_the_code_makes() {
         for prefix in ["", "t1-"] {

@@ -9,7 +9,8 @@ use surge_kafka::{topics, ClientFactory};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create missing topics; report drift on existing ones (exit 2 when there is drift).
+    /// Create missing topics; set segment.ms on existing ones; report other
+    /// drift (exit 2 when there is drift).
     Apply,
     /// Show the declared topics after overrides, without contacting Kafka.
     Plan,
@@ -21,7 +22,7 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
         TopicsCommand::Plan => {
             for s in &specs {
                 println!(
-                    "{:<32} partitions {:<3} rf {} min.isr {} {} retention {}",
+                    "{:<32} partitions {:<3} rf {} min.isr {} {} retention {}{}",
                     s.name,
                     s.partitions,
                     s.replication_factor,
@@ -29,7 +30,11 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
                     s.cleanup_policy.as_kafka(),
                     s.retention
                         .map_or("forever".into(), |d| humantime::format_duration(d)
-                            .to_string())
+                            .to_string()),
+                    s.segment.map_or(String::new(), |d| format!(
+                        " segment {}",
+                        humantime::format_duration(d)
+                    ))
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -43,14 +48,18 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
             for t in &report.unchanged {
                 println!("ok        {t}");
             }
+            for a in &report.altered {
+                println!("altered   {a}");
+            }
             for d in &report.drift {
                 println!("DRIFT     {d}");
             }
             println!(
-                "{} created, {} unchanged, {} drift",
+                "{} created, {} unchanged, {} drift, {} configs set",
                 report.created.len(),
                 report.unchanged.len(),
-                report.drift.len()
+                report.drift.len(),
+                report.altered.len()
             );
             Ok(if report.drift.is_empty() {
                 ExitCode::SUCCESS
