@@ -1,5 +1,6 @@
 //! `surge topics apply` against the real broker: creates what is declared,
-//! is idempotent, and reports (without fixing) drift.
+//! is idempotent, sets segment.ms in place, and reports (without fixing)
+//! any other drift.
 
 mod common;
 
@@ -9,21 +10,30 @@ use common::{stdout, surge, unique};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use surge_kafka::ClientFactory;
 
+/// The shipped topics file, without a prefix.
+fn declared() -> Vec<surge_kafka::topics::TopicSpec> {
+    surge_kafka::topics::load(
+        &common::repo_root().join("config/topics.toml"),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+fn admin() -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    ClientFactory::new(common::settings().kafka)
+        .admin()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_creates_then_changes_nothing_then_reports_drift() {
     let prefix = format!("{}-", unique("topics"));
     let env = [("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())];
-    let declared = surge_kafka::topics::load(
-        &common::repo_root().join("config/topics.toml"),
-        &Default::default(),
-    )
-    .unwrap();
+    let declared = declared();
 
     // Pre-create one declared topic with fewer partitions than declared: drift.
     let short = declared.iter().find(|t| t.name == "order-status").unwrap();
-    let admin = ClientFactory::new(common::settings().kafka)
-        .admin()
-        .unwrap();
+    let admin = admin();
     let name = format!("{prefix}order-status");
     admin
         .create_topics(
@@ -95,11 +105,7 @@ async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_conf
 
     let prefix = format!("{}-", unique("topics"));
     let env = [("SURGE_TOPICS__NAME_PREFIX", prefix.as_str())];
-    let declared = surge_kafka::topics::load(
-        &common::repo_root().join("config/topics.toml"),
-        &Default::default(),
-    )
-    .unwrap();
+    let declared = declared();
     let changelog = declared
         .iter()
         .find(|t| t.name == "coupon-pipeline-changelog")
@@ -109,9 +115,7 @@ async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_conf
         .expect("changelogs declare a segment")
         .as_millis()
         .to_string();
-    let admin = ClientFactory::new(common::settings().kafka)
-        .admin()
-        .unwrap();
+    let admin = admin();
     let name = format!("{prefix}coupon-pipeline-changelog");
     let min_isr = changelog.min_insync_replicas.to_string();
     let topic = NewTopic::new(&name, changelog.partitions, TopicReplication::Fixed(1))
@@ -140,17 +144,26 @@ async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_conf
     );
     assert!(text.contains(", 0 drift, 1 configs set"), "{text}");
 
-    let configs = admin
-        .describe_configs(&[ResourceSpecifier::Topic(&name)], &AdminOptions::new())
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap();
+    // A broker applies an altered config from the metadata log a moment
+    // after the controller accepted it: read until it shows (10 s at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let configs = loop {
+        let configs = admin
+            .describe_configs(&[ResourceSpecifier::Topic(&name)], &AdminOptions::new())
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let segment = configs.get("segment.ms").and_then(|e| e.value.clone());
+        if segment.as_deref() == Some(segment_ms.as_str()) || std::time::Instant::now() >= deadline
+        {
+            break configs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let value = |key: &str| {
         configs
-            .entries
-            .iter()
-            .find(|e| e.name == key)
+            .get(key)
             .and_then(|e| e.value.clone())
             .unwrap_or_default()
     };

@@ -40,9 +40,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::{NonZeroU32, NonZeroU64};
 
+use surge_engine::canonical::Canonical;
 use surge_schemas::coupon::{CouponAction, CouponCommand, Discount, DiscountKind};
 use surge_schemas::Money;
-use xxhash_rust::xxh3::Xxh3Default;
 
 use surge_engine::{ChangelogRecord, PartitionState};
 
@@ -82,29 +82,7 @@ impl Fingerprint {
 /// coupon id, one tag byte per action and the action's fields in order.
 /// Hashed in a streaming hasher on the stack: no allocation.
 pub fn fingerprint(cmd: &CouponCommand) -> Fingerprint {
-    struct Canon(Xxh3Default);
-    impl Canon {
-        fn tag(&mut self, t: u8) {
-            self.0.update(&[t]);
-        }
-        fn str(&mut self, s: &str) {
-            self.0.update(&(s.len() as u64).to_be_bytes());
-            self.0.update(s.as_bytes());
-        }
-        fn int(&mut self, v: i64) {
-            self.0.update(&v.to_be_bytes());
-        }
-        fn opt<T>(&mut self, v: Option<T>, mut f: impl FnMut(&mut Self, T)) {
-            match v {
-                None => self.tag(0),
-                Some(v) => {
-                    self.tag(1);
-                    f(self, v);
-                }
-            }
-        }
-    }
-    let mut c = Canon(Xxh3Default::new());
+    let mut c = Canonical::new();
     c.str(&cmd.coupon_id);
     match &cmd.command {
         CouponAction::Issue { user_id } => {
@@ -119,21 +97,21 @@ pub fn fingerprint(cmd: &CouponCommand) -> Fingerprint {
         } => {
             c.tag(b'C');
             c.int(*stock);
-            c.opt(active_from.map(|t| t.timestamp_millis()), Canon::int);
-            c.opt(active_until.map(|t| t.timestamp_millis()), Canon::int);
+            c.opt(active_from.map(|t| t.timestamp_millis()), Canonical::int);
+            c.opt(active_until.map(|t| t.timestamp_millis()), Canonical::int);
             c.opt(discount.as_ref(), |c, d| {
                 c.tag(match d.kind {
                     DiscountKind::Fixed => b'F',
                     DiscountKind::Percent => b'P',
                 });
                 c.int(d.value.0);
-                c.opt(d.cap.map(|m| m.0), Canon::int);
+                c.opt(d.cap.map(|m| m.0), Canonical::int);
             });
         }
         CouponAction::AdjustStock { delta, reason } => {
             c.tag(b'A');
             c.int(*delta);
-            c.opt(reason.as_deref(), Canon::str);
+            c.opt(reason.as_deref(), Canonical::str);
         }
         CouponAction::Redeem { order_id, user_id } => {
             c.tag(b'R');
@@ -145,7 +123,7 @@ pub fn fingerprint(cmd: &CouponCommand) -> Fingerprint {
             c.str(order_id);
         }
     }
-    Fingerprint::from_hash(c.0.digest())
+    Fingerprint::from_hash(c.digest64())
 }
 
 /// Width of a stream-clock bucket: one minute of log time. Expiry works in

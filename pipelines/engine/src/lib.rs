@@ -23,6 +23,7 @@
 //! (typed reasons), `changelog` (restore), `harness` (the same contract in
 //! process, for tests), `laws` (what every state must satisfy).
 
+pub mod canonical;
 mod changelog;
 mod commit;
 mod core;

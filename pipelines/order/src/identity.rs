@@ -6,9 +6,9 @@
 //! an order its sender believes placed.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use surge_engine::canonical::Canonical;
 use surge_schemas::order::{OrderCreate, OrderItem};
 use surge_schemas::Money;
-use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::book::Order;
 
@@ -87,30 +87,11 @@ fn lines_of_order(o: &Order) -> Vec<(&str, i32, i64)> {
 /// by the value; then user id, currency, coupon id, the number of lines
 /// and each canonical line (product id, quantity, unit price in minor units).
 pub fn fingerprint(c: &OrderCreate) -> Fingerprint {
-    struct Canon(Xxh3Default);
-    impl Canon {
-        fn tag(&mut self, t: u8) {
-            self.0.update(&[t]);
-        }
-        fn str(&mut self, s: &str) {
-            self.0.update(&(s.len() as u64).to_be_bytes());
-            self.0.update(s.as_bytes());
-        }
-        fn int(&mut self, v: i64) {
-            self.0.update(&v.to_be_bytes());
-        }
-    }
-    let mut h = Canon(Xxh3Default::new());
+    let mut h = Canonical::new();
     h.tag(1);
     h.str(&c.user_id);
     h.str(&c.currency);
-    match &c.coupon_id {
-        None => h.tag(0),
-        Some(id) => {
-            h.tag(1);
-            h.str(id);
-        }
-    }
+    h.opt(c.coupon_id.as_deref(), Canonical::str);
     let lines = lines_of(c);
     h.int(lines.len() as i64);
     for (product, quantity, price) in lines {
@@ -118,7 +99,7 @@ pub fn fingerprint(c: &OrderCreate) -> Fingerprint {
         h.int(i64::from(quantity));
         h.int(price);
     }
-    Fingerprint(h.0.digest128())
+    Fingerprint(h.digest128())
 }
 
 /// What a repeat of an order id finds.

@@ -9,25 +9,21 @@
 //! (savepoints, commits, restarts from the committed changelog), no
 //! services.
 
-use chrono::DateTime;
 use surge_core::settings::OrdersSettings;
 use surge_engine::harness::{Harness, Sent};
 use surge_engine::{Context, Incoming, Millis, Processor, Reject};
 use surge_order::book::OrderChange;
 use surge_order::inputs::{CANCEL, CREATE, REPLIES};
-use surge_order::{
-    Order, OrderBook, OrderSaga, SagaCodecs, SagaInput, SagaTopics, Stage, ORDER_ID_REUSED,
-};
+use surge_order::{Order, OrderBook, OrderSaga, SagaInput, Stage, ORDER_ID_REUSED};
 use surge_schemas::order::{
-    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
-    OrderState, OrderStatus, Reply, StockOutcome, StockReply,
+    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderReply, OrderState,
+    OrderStatus, Reply, StockOutcome, StockReply,
 };
-use surge_schemas::{Money, TopicCodec};
+use surge_schemas::TopicCodec;
 
-const STATUS: &str = "order-status";
-const PAYMENTS: &str = "payment-request";
-const INVENTORY: &str = "inventory-commands";
-const COUPONS: &str = "coupon-issue";
+mod common;
+
+use common::{at, harness, COUPONS, INVENTORY, STATUS};
 
 /// The saga, plus one input of the test's own: an order entry put in the
 /// book as it stands (to write a changelog entry of the layout before
@@ -81,30 +77,7 @@ impl Processor for Seeded {
 }
 
 fn saga() -> Harness<Seeded> {
-    let saga = OrderSaga::new(
-        OrdersSettings::default(),
-        SagaTopics {
-            status: STATUS.into(),
-            payments: PAYMENTS.into(),
-            inventory: INVENTORY.into(),
-            coupons: COUPONS.into(),
-        },
-        SagaCodecs {
-            status: TopicCodec::offline(1),
-            payments: TopicCodec::offline(2),
-            inventory: TopicCodec::offline(3),
-            coupons: TopicCodec::offline(4),
-        },
-    );
-    Harness::new(
-        Seeded(saga),
-        &[
-            ("order-create", 6),
-            ("order-cancel", 6),
-            ("order-replies", 6),
-        ],
-        &[(STATUS, 6), (PAYMENTS, 6), (INVENTORY, 6), (COUPONS, 6)],
-    )
+    harness(Seeded(common::saga(OrdersSettings::default())))
 }
 
 fn statuses<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> Vec<OrderStatus> {
@@ -116,26 +89,9 @@ fn statuses<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> Vec<OrderStatus> {
         .collect()
 }
 
-fn at(ms: i64) -> DateTime<chrono::Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap()
-}
-
+/// Order o1 (every order of these tests shares the id).
 fn order(user: &str, lines: &[(&str, i32, i64)], coupon: Option<&str>) -> OrderCreate {
-    OrderCreate {
-        order_id: "o1".into(),
-        user_id: user.into(),
-        items: lines
-            .iter()
-            .map(|(p, q, price)| OrderItem {
-                product_id: p.to_string(),
-                quantity: *q,
-                unit_price: Money(*price),
-            })
-            .collect(),
-        currency: "KRW".into(),
-        coupon_id: coupon.map(String::from),
-        requested_at: at(1_000),
-    }
+    common::order("o1", user, lines, coupon)
 }
 
 /// alice's order o1: two lines and a coupon.

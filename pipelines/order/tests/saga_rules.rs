@@ -2,54 +2,29 @@
 //! harness: savepoints, aborts, changelog), with the replies of inventory
 //! and coupon played by the test.
 
-use chrono::DateTime;
 use surge_core::settings::OrdersSettings;
 use surge_engine::harness::{Harness, Sent};
 use surge_order::inputs::{CANCEL, CREATE, REPLIES};
-use surge_order::{charge_id, refund_id, OrderSaga, SagaCodecs, SagaInput, SagaTopics};
+use surge_order::{charge_id, refund_id, OrderSaga, SagaInput};
 use surge_schemas::coupon::{CouponAction, CouponCommand, Discount};
 use surge_schemas::inventory::{InventoryAction, InventoryCommand};
 use surge_schemas::order::{
-    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderItem, OrderReply,
-    OrderState, OrderStatus, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest, Reply,
-    StockOutcome, StockReply,
+    CouponReply, CouponReplyOutcome, OrderCancel, OrderCreate, OrderEvent, OrderReply, OrderState,
+    OrderStatus, PaymentKind, PaymentOutcome, PaymentReply, PaymentRequest, Reply, StockOutcome,
+    StockReply,
 };
 use surge_schemas::{Contract, Money, TopicCodec};
 
-const STATUS: &str = "order-status";
-const PAYMENTS: &str = "payment-request";
-const INVENTORY: &str = "inventory-commands";
-const COUPONS: &str = "coupon-issue";
+mod common;
+
+use common::{at, harness, order, COUPONS, INVENTORY, PAYMENTS, STATUS};
 
 fn saga() -> Harness<OrderSaga> {
-    let saga = OrderSaga::new(
-        OrdersSettings {
-            max_lines: 3,
-            payment_timeout: std::time::Duration::from_secs(10),
-            ..OrdersSettings::default()
-        },
-        SagaTopics {
-            status: STATUS.into(),
-            payments: PAYMENTS.into(),
-            inventory: INVENTORY.into(),
-            coupons: COUPONS.into(),
-        },
-        SagaCodecs {
-            status: TopicCodec::offline(1),
-            payments: TopicCodec::offline(2),
-            inventory: TopicCodec::offline(3),
-            coupons: TopicCodec::offline(4),
-        },
-    );
-    Harness::new(
-        saga,
-        &[
-            ("order-create", 6),
-            ("order-cancel", 6),
-            ("order-replies", 6),
-        ],
-        &[(STATUS, 6), (PAYMENTS, 6), (INVENTORY, 6), (COUPONS, 6)],
-    )
+    harness(common::saga(OrdersSettings {
+        max_lines: 3,
+        payment_timeout: std::time::Duration::from_secs(10),
+        ..OrdersSettings::default()
+    }))
 }
 
 /// Readers of what the saga sends, made once (a codec holds an HTTP client).
@@ -108,28 +83,6 @@ fn sends(sent: &[Sent]) -> Sends {
         }
     }
     out
-}
-
-fn at(ms: i64) -> DateTime<chrono::Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap()
-}
-
-fn order(id: &str, user: &str, lines: &[(&str, i32, i64)], coupon: Option<&str>) -> OrderCreate {
-    OrderCreate {
-        order_id: id.into(),
-        user_id: user.into(),
-        items: lines
-            .iter()
-            .map(|(p, q, price)| OrderItem {
-                product_id: p.to_string(),
-                quantity: *q,
-                unit_price: Money(*price),
-            })
-            .collect(),
-        currency: "KRW".into(),
-        coupon_id: coupon.map(String::from),
-        requested_at: at(1_000),
-    }
 }
 
 fn create(h: &mut Harness<OrderSaga>, o: OrderCreate) -> Sends {

@@ -238,6 +238,7 @@ async fn side_by_side(
             "charged": audit.charged,
         },
         "redisLockLedgerCharges": ledger,
+        "redisLockCharged": marked,
     }))
 }
 
