@@ -292,6 +292,13 @@ pub struct PipelineSettings {
     pub commit_interval: std::time::Duration,
     /// ... or after this many input records, whichever comes first.
     pub max_batch_records: usize,
+    /// ... or, once the open transaction is this old, as soon as the input
+    /// has run dry (a poll finds nothing waiting). A request then waits about
+    /// this plus one commit instead of the whole `commit_interval` when the
+    /// pipeline keeps up, while a backlog still commits in full batches.
+    /// Equal to `commit_interval`: batches close on the interval and size only.
+    #[serde(with = "humantime_serde")]
+    pub min_commit_interval: std::time::Duration,
     /// Timeout of one transaction call (commit, abort, send offsets).
     #[serde(with = "humantime_serde")]
     pub transaction_call_timeout: std::time::Duration,
@@ -316,6 +323,7 @@ impl PipelineSettings {
             group_id: None,
             commit_interval: std::time::Duration::from_millis(100),
             max_batch_records: 5000,
+            min_commit_interval: std::time::Duration::from_millis(20),
             transaction_call_timeout: std::time::Duration::from_secs(30),
             metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             inject_abort_ratio: 0.0,
@@ -636,6 +644,21 @@ impl Settings {
             return Err(SettingsError {
                 message: "pipelines.coupon.dedupe_window must be greater than 0".into(),
             });
+        }
+        for (name, section) in [
+            ("coupon", &p.coupon),
+            ("inventory", &p.inventory),
+            ("order", &p.order),
+            ("payment", &p.payment),
+        ] {
+            if section.min_commit_interval > section.commit_interval {
+                return Err(SettingsError {
+                    message: format!(
+                        "pipelines.{name}.min_commit_interval ({:?}) must not exceed pipelines.{name}.commit_interval ({:?})",
+                        section.min_commit_interval, section.commit_interval
+                    ),
+                });
+            }
         }
         for (name, section) in [
             ("inventory", &p.inventory),
@@ -960,6 +983,29 @@ mod tests {
                 .to_string();
             assert!(err.contains(why), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn an_early_commit_comes_no_later_than_the_interval() {
+        let s = Settings::load_from(None, no_env()).unwrap();
+        assert_eq!(
+            s.pipelines.order.min_commit_interval,
+            std::time::Duration::from_millis(20)
+        );
+        // Equal to the interval is allowed: early commits are then off.
+        let f = file(
+            "[pipelines.payment]\ncommit_interval = \"50ms\"\nmin_commit_interval = \"50ms\"\n",
+        );
+        Settings::load_from(Some(f.path()), no_env()).unwrap();
+        let f = file("[pipelines.inventory]\nmin_commit_interval = \"200ms\"\n");
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pipelines.inventory.min_commit_interval")
+                && err.contains("must not exceed pipelines.inventory.commit_interval"),
+            "{err}"
+        );
     }
 
     #[test]

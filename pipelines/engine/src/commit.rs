@@ -26,11 +26,16 @@ pub(crate) enum Rewind {
 }
 
 impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
-    pub fn commit_if_due<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    /// Commits when the batch is full, old enough, or — `drained`: the last
+    /// poll found no input waiting — past `min_commit_interval`.
+    pub fn commit_if_due<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, drained: bool) {
+        let s = &self.spec.settings;
         let due = match &self.batch {
             Some(b) => {
-                b.records >= self.spec.settings.max_batch_records
-                    || b.started.elapsed() >= self.spec.settings.commit_interval
+                let age = b.started.elapsed();
+                b.records >= s.max_batch_records
+                    || age >= s.commit_interval
+                    || (drained && age >= s.min_commit_interval)
             }
             None => false,
         };

@@ -5,7 +5,10 @@
 //! letters and forwards, their coalesced changelog records and their input
 //! offsets (with the group metadata, KIP-447) commit or abort together. A
 //! batch closes after `max_batch_records` inputs or `commit_interval`,
-//! whichever comes first; an idle pipeline has no open transaction.
+//! whichever comes first — or early, once `min_commit_interval` old, when a
+//! poll finds the input drained: a pipeline that keeps up commits what it has
+//! instead of holding requests for the rest of the interval, and a backlog
+//! still commits full batches. An idle pipeline has no open transaction.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,7 +173,7 @@ fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
         transactional_id = %spec.transactional_id()
     );
 
-    let interval = spec.settings.commit_interval;
+    let early = spec.settings.min_commit_interval;
     let exit = loop {
         if shutdown.load(Ordering::Relaxed) {
             let mut c = core.lock().expect("core lock");
@@ -181,9 +184,9 @@ fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
         let timeout = {
             let c = core.lock().expect("core lock");
             match &c.batch {
-                Some(b) => interval
-                    .saturating_sub(b.started.elapsed())
-                    .max(Duration::from_millis(1)),
+                // Wait for more input until the batch may close early; from
+                // then on only look (a poll that finds nothing commits it).
+                Some(b) => early.saturating_sub(b.started.elapsed()),
                 // Idle: wake up in time for the processor's next tick.
                 None => c
                     .processor
@@ -199,6 +202,7 @@ fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
         if let Some(exit) = c.exit.clone() {
             break exit;
         }
+        let drained = matches!(polled, None | Some(Err(KafkaError::PartitionEOF(_))));
         match polled {
             Some(Ok(msg)) => c.handle(&consumer, &msg),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -220,7 +224,7 @@ fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
             c.tick_if_due(&consumer);
         }
         if c.exit.is_none() {
-            c.commit_if_due(&consumer);
+            c.commit_if_due(&consumer, drained);
         }
         if let Some(exit) = c.exit.clone() {
             break exit;

@@ -29,6 +29,7 @@
 mod chart;
 mod children;
 mod copy;
+mod gateway;
 mod latency;
 mod orders;
 mod payments;
@@ -57,6 +58,7 @@ use surge_schemas::Contract;
 
 use super::loadgen;
 use latency::Latency;
+use redis_lock::Design;
 use sandbox::{Sandbox, COPY_TOPIC};
 
 #[derive(Debug, Args)]
@@ -79,6 +81,10 @@ pub struct BenchArgs {
     /// Concurrent clients of the Redis-lock design.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Requests in flight through the gateway (after the hot scenario, the
+    /// same sale over HTTP).
+    #[arg(long, default_value_t = 256)]
+    gateway_concurrency: usize,
     /// Offered rate of the latency runs, requests/s (default: half the
     /// pipeline maximum measured in the same scenario).
     #[arg(long)]
@@ -149,6 +155,7 @@ pub async fn run(
         args.coupons = args.coupons.min(5);
         args.latency_seconds = args.latency_seconds.min(2);
         args.clients = args.clients.min(16);
+        args.gateway_concurrency = args.gateway_concurrency.min(16);
         args.state_users = args.state_users.min(2_000);
         args.payments = args.payments.min(300);
         args.orders = args.orders.min(400);
@@ -186,6 +193,16 @@ pub async fn run(
         }
         scenarios.push(scenario(&args, kind, settings, config, &out_dir, &run_id).await?);
     }
+    // The front door, on the hot sale, against the pipeline's hot rate.
+    let gateway = match scenarios.iter().find(|s| s["scenario"] == "hot") {
+        Some(hot) => {
+            let pipeline_rate = hot["throughput"]["surgeExactlyOnce"]
+                .as_f64()
+                .unwrap_or(0.0);
+            gateway_run(&args, settings, config, &out_dir, &run_id, pipeline_rate).await?
+        }
+        None => Value::Null,
+    };
     // The state run measures the coupon pipeline: not for a payments-only run.
     let state = if args.state_users > 0 && !scenarios.is_empty() {
         let s = state::run(
@@ -209,6 +226,7 @@ pub async fn run(
         "commitIntervalMs": settings.pipelines.coupon.commit_interval.as_secs_f64() * 1000.0,
         "scenarios": scenarios,
         "state": state,
+        "gateway": gateway,
         "payments": payments,
         "orders": orders,
     });
@@ -240,19 +258,7 @@ async fn scenario(
     let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
     std::fs::create_dir_all(&logs)?;
     say(format!("{name}: topics under {}*", sandbox.prefix()));
-    let sale = Scenario {
-        prefix: format!("b{run_id}"),
-        coupons: if kind == Kind::Hot {
-            1
-        } else {
-            args.coupons.max(1)
-        },
-        stock: args.stock,
-        users: args.users,
-        requests: args.requests,
-        duplicate_ratio: 0.05,
-        seed: args.seed,
-    };
+    let sale = sale(args, kind, format!("b{run_id}"));
     let records = sale.coupons + sale.requests;
     // One decision per distinct request id (retries get none).
     let distinct = sale
@@ -266,10 +272,10 @@ async fn scenario(
     ));
     loadgen::kafka::send(&sale, 0, &sandbox.settings).await?;
 
-    say(format!("{name}: 1/3 at-least-once copy"));
+    say(format!("{name}: 1/4 at-least-once copy"));
     let copy_rate = copy_backlog(&sandbox, records).await?;
 
-    say(format!("{name}: 2/3 surge coupon pipeline (exactly once)"));
+    say(format!("{name}: 2/4 surge coupon pipeline (exactly once)"));
     let (decided, pipeline) = pipeline::decide_backlog(&sandbox, config, &logs, distinct).await?;
     let backlog = pipeline.settled_figures().await;
     // Requests handled per second, like the copy and the lock design: the
@@ -294,36 +300,43 @@ async fn scenario(
     sandbox.drop_topics().await;
 
     say(format!(
-        "{name}: 3/3 Redis lock per coupon, {} clients",
+        "{name}: 3/4 Redis lock per coupon, {} clients",
         args.clients
     ));
     let ns = format!("bench:{run_id}:{name}");
-    let lock = redis_lock::run(&settings.redis.url, &ns, &sale, args.clients, 0).await?;
-    let lock_rate = lock.requests as f64 / lock.seconds;
-    say(format!(
-        "{name}: latency of the Redis-lock design at {rate}/s"
-    ));
-    let lock_lat = redis_lock::run(
-        &settings.redis.url,
-        &format!("{ns}:lat"),
+    let lock = redis_design(
+        settings,
+        &ns,
+        &sale,
         &lat_sale,
         args.clients,
         rate,
+        Design::Lock,
     )
     .await?;
-    let lock_achieved = lock_lat.requests as f64 / lock_lat.seconds;
-    let lock_latency = Latency::from_samples(rate, lock_achieved, lock_lat.latencies_ms);
-    let lock_offered = Latency::from_samples(rate, lock_achieved, lock_lat.offered_latencies_ms);
-    let mut lock_json = lock_latency.json();
-    lock_json["fromOfferedP50Ms"] = json!(lock_offered.p50_ms);
-    lock_json["fromOfferedP99Ms"] = json!(lock_offered.p99_ms);
-    if lock.issued as f64 != backlog.issued {
-        say(format!(
-            "{name}: note: the lock design issued {} units, the pipeline {}",
-            lock.issued, backlog.issued
-        ));
+    say(format!(
+        "{name}: 4/4 atomic Lua decision on Redis, {} clients",
+        args.clients
+    ));
+    let lua = redis_design(
+        settings,
+        &format!("{ns}:lua"),
+        &sale,
+        &lat_sale,
+        args.clients,
+        rate,
+        Design::AtomicLua,
+    )
+    .await?;
+    for (design, run) in [("lock", &lock), ("atomic-Lua", &lua)] {
+        if run.issued as f64 != backlog.issued {
+            say(format!(
+                "{name}: note: the {design} design issued {} units, the pipeline {}",
+                run.issued, backlog.issued
+            ));
+        }
     }
-
+    let (lock_rate, lua_rate) = (lock.rate, lua.rate);
     // Commits during the latency run only: what a request waits behind.
     let commits = after.commits - backlog.commits;
     let mean_commit_ms = if commits > 0.0 {
@@ -342,15 +355,22 @@ async fn scenario(
             "copyAtLeastOnce": copy_rate,
             "surgeExactlyOnce": eos_rate,
             "redisLock": lock_rate,
+            "redisAtomicLua": lua_rate,
             "surgeDecisionsPerSecond": decided.rate(),
+            // Every request of the backlog is decided (a retry as one), by
+            // the whole process, its start-up and librdkafka's threads included.
+            "surgeCpuSeconds": backlog.cpu_seconds,
+            "surgeRequestsPerCpuSecond": records as f64 / backlog.cpu_seconds.max(1e-9),
             "ratioSurgeToCopy": eos_rate / copy_rate,
             "ratioSurgeToRedisLock": eos_rate / lock_rate,
+            "ratioSurgeToRedisAtomicLua": eos_rate / lua_rate,
         },
         "latency": {
             "offeredRate": rate,
             "surge": surge_latency.json(),
             "surgeMeanCommitMs": mean_commit_ms,
-            "redisLock": lock_json,
+            "redisLock": lock.latency,
+            "redisAtomicLua": lua.latency,
         },
         "memory": {
             "pipelinePeakRssBytes": after.peak_rss_bytes,
@@ -358,9 +378,91 @@ async fn scenario(
             "issued": backlog.issued,
             "stateBytesPerIssuedUser": backlog.state_bytes / backlog.issued.max(1.0),
         },
-        "redisLockRetries": lock.lock_retries,
+        "redisLockRetries": lock.retries,
         "redisLockIssued": lock.issued,
+        "redisAtomicLuaIssued": lua.issued,
     }))
+}
+
+/// The generated sale of a coupon scenario: the same requests for every design.
+fn sale(args: &BenchArgs, kind: Kind, prefix: String) -> Scenario {
+    Scenario {
+        prefix,
+        coupons: if kind == Kind::Hot {
+            1
+        } else {
+            args.coupons.max(1)
+        },
+        stock: args.stock,
+        users: args.users,
+        requests: args.requests,
+        duplicate_ratio: 0.05,
+        seed: args.seed,
+    }
+}
+
+/// `surge gateway` on a sandbox of its own, taking the hot sale over HTTP.
+async fn gateway_run(
+    args: &BenchArgs,
+    settings: &Settings,
+    config: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    pipeline_hot_rate: f64,
+) -> anyhow::Result<Value> {
+    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-gateway-")).await?;
+    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
+    std::fs::create_dir_all(&logs)?;
+    say(format!(
+        "gateway: the hot sale over HTTP, topics under {}*",
+        sandbox.prefix()
+    ));
+    let sale = sale(args, Kind::Hot, format!("g{run_id}"));
+    let figures = gateway::run(
+        &sandbox,
+        config,
+        &logs,
+        &sale,
+        args.gateway_concurrency,
+        pipeline_hot_rate,
+    )
+    .await;
+    sandbox.drop_topics().await;
+    figures
+}
+
+/// One Redis design's figures: its throughput on the scenario, its latency
+/// at the pipeline's offered rate.
+struct RedisFigures {
+    rate: f64,
+    issued: usize,
+    retries: usize,
+    latency: Value,
+}
+
+async fn redis_design(
+    settings: &Settings,
+    ns: &str,
+    sale: &Scenario,
+    lat_sale: &Scenario,
+    clients: usize,
+    rate: u64,
+    design: Design,
+) -> anyhow::Result<RedisFigures> {
+    let url = &settings.redis.url;
+    let full = redis_lock::run(url, ns, sale, clients, 0, design).await?;
+    let timed = redis_lock::run(url, &format!("{ns}:lat"), lat_sale, clients, rate, design).await?;
+    let achieved = timed.requests as f64 / timed.seconds;
+    let offered = Latency::from_samples(rate, achieved, timed.offered_latencies_ms);
+    let mut latency = Latency::from_samples(rate, achieved, timed.latencies_ms).json();
+    latency["fromOfferedP50Ms"] = json!(offered.p50_ms);
+    latency["fromOfferedP99Ms"] = json!(offered.p99_ms);
+    Ok(RedisFigures {
+        rate: full.requests as f64 / full.seconds,
+        issued: full.issued,
+        retries: full.lock_retries,
+        latency,
+    })
 }
 
 /// The ceiling on the backlog: copies coupon-issue to the scratch topic and

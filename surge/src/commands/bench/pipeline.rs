@@ -28,6 +28,9 @@ pub struct PipelineFigures {
     pub commit_seconds: f64,
     /// VmHWM of the process, bytes.
     pub peak_rss_bytes: u64,
+    /// CPU time of the whole process (every thread, librdkafka's included),
+    /// user + system, seconds.
+    pub cpu_seconds: f64,
 }
 
 impl PipelineProcess {
@@ -52,6 +55,7 @@ impl PipelineProcess {
             commits: metric(&body, "surge_pipeline_commit_duration_seconds_count"),
             commit_seconds: metric(&body, "surge_pipeline_commit_duration_seconds_sum"),
             peak_rss_bytes: peak_rss_bytes(self.child.id()),
+            cpu_seconds: cpu_seconds(self.child.id()),
         }
     }
 
@@ -144,8 +148,42 @@ fn peak_rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// User + system CPU time of a process so far, in seconds (/proc/<pid>/stat
+/// fields 14 and 15, in clock ticks).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    cpu_seconds_of(&stat)
+}
+
+fn cpu_seconds_of(stat: &str) -> f64 {
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_time_is_user_plus_system_ticks() {
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // pid (comm with a space) state ppid ... utime=250 stime=50 ...
+        let stat = "42 (surge pipe) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 9 0 1 0 0";
+        assert!((super::cpu_seconds_of(stat) - 300.0 / hz).abs() < 1e-9);
+        assert_eq!(super::cpu_seconds_of("garbage"), 0.0);
+    }
+
     #[test]
     fn metric_reads_the_series_value() {
         let body = "# HELP x\nsurge_pipeline_state_bytes 1234\n\

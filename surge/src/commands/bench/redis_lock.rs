@@ -1,8 +1,14 @@
-//! The design surge replaces, as a naive seed backend does it: every issue
-//! request takes a Redis lock on its coupon (SET NX PX), reads the remaining
-//! stock and checks the issued set, decrements and adds the user, and
-//! unlocks (compare-and-delete, so a lock that expired is not stolen back).
-//! Many concurrent clients, one Redis, the same requests as the pipeline.
+//! The designs surge replaces, on one Redis, driven by the same concurrent
+//! clients with the same requests as the pipeline:
+//!
+//! - [`Design::Lock`], as a naive seed backend does it: every issue request
+//!   takes a Redis lock on its coupon (SET NX PX), reads the remaining stock
+//!   and checks the issued set, decrements and adds the user, and unlocks
+//!   (compare-and-delete, so a lock that expired is not stolen back);
+//! - [`Design::AtomicLua`], what teams switch to when locks hurt: the whole
+//!   FCFS decision — the coupon's window, its stock, its holder set, the
+//!   decrement and the add — in one Lua script, one EVALSHA per request,
+//!   atomic because Redis runs one script at a time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,27 +36,67 @@ pub struct LockRun {
     pub lock_retries: usize,
 }
 
+/// Which Redis design decides the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    Lock,
+    AtomicLua,
+}
+
+/// The whole decision, atomically. KEYS: remaining stock, holder set, window
+/// hash (`from`/`until`, unix ms, absent = open); ARGV: user, now in unix ms.
+/// Returns 0 issued, 1 sold out, 2 already held, 3 outside the window.
+const DECIDE: &str = r#"
+local w = redis.call('HMGET', KEYS[3], 'from', 'until')
+local now = tonumber(ARGV[2])
+if (w[1] and now < tonumber(w[1])) or (w[2] and now >= tonumber(w[2])) then return 3 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
+if tonumber(redis.call('GET', KEYS[1]) or '0') <= 0 then return 1 end
+redis.call('DECR', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+"#;
+
 const UNLOCK: &str = r#"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"#;
 
-/// Runs the scenario's requests with `clients` concurrent clients, offered
-/// at `rate` per second (0: as fast as they go). Keys under `ns`, removed after.
+/// Runs the scenario's requests through `design` with `clients` concurrent
+/// clients, offered at `rate` per second (0: as fast as they go). Keys under
+/// `ns`, removed after.
 pub async fn run(
     url: &str,
     ns: &str,
     scenario: &Scenario,
     clients: usize,
     rate: u64,
+    design: Design,
 ) -> anyhow::Result<LockRun> {
     let client = redis::Client::open(url).context("redis URL")?;
     let mut setup = client.get_multiplexed_async_connection().await?;
     let commands: Vec<_> = scenario.commands().collect();
     for c in &commands {
-        if let CouponAction::Create { stock, .. } = c.command {
+        if let CouponAction::Create {
+            stock,
+            active_from,
+            active_until,
+            ..
+        } = c.command
+        {
             let _: () = redis::cmd("SET")
                 .arg(format!("{ns}:remaining:{}", c.coupon_id))
                 .arg(stock)
                 .query_async(&mut setup)
                 .await?;
+            let window = format!("{ns}:window:{}", c.coupon_id);
+            for (field, at) in [("from", active_from), ("until", active_until)] {
+                if let Some(at) = at {
+                    let _: () = redis::cmd("HSET")
+                        .arg(&window)
+                        .arg(field)
+                        .arg(at.timestamp_millis())
+                        .query_async(&mut setup)
+                        .await?;
+                }
+            }
         }
     }
     let requests: Arc<Vec<(String, String)>> = Arc::new(
@@ -74,7 +120,10 @@ pub async fn run(
             (requests.clone(), next.clone(), pace.clone(), ns.to_string());
         tasks.push(tokio::spawn(async move {
             let offered = |i: usize| gap.map(|g| started + g.mul_f64(i as f64));
-            client_loop(conn, &ns, &requests, &next, &pace, offered).await
+            match design {
+                Design::Lock => client_loop(conn, &ns, &requests, &next, &pace, offered).await,
+                Design::AtomicLua => lua_loop(conn, &ns, &requests, &next, &pace, offered).await,
+            }
         }));
     }
     let mut run = LockRun::default();
@@ -180,6 +229,42 @@ async fn client_loop(
             .arg(&token)
             .invoke_async(&mut conn)
             .await?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+        offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// One client of the atomic-Lua design: one EVALSHA per request.
+async fn lua_loop(
+    mut conn: MultiplexedConnection,
+    ns: &str,
+    requests: &[(String, String)],
+    next: &AtomicUsize,
+    pace: &Pace,
+    offered: impl Fn(usize) -> Option<Instant>,
+) -> anyhow::Result<(usize, usize, Vec<f64>, Vec<f64>)> {
+    let decide = Script::new(DECIDE);
+    let mut issued = 0usize;
+    let (mut latencies, mut offered_latencies) = (Vec::new(), Vec::new());
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some((coupon, user)) = requests.get(i) else {
+            return Ok((issued, 0, latencies, offered_latencies));
+        };
+        pace.slot(i).await;
+        let t0 = Instant::now();
+        let offered_at = offered(i).map_or(t0, |due| due.min(t0));
+        let outcome: i64 = decide
+            .key(format!("{ns}:remaining:{coupon}"))
+            .key(format!("{ns}:issued:{coupon}"))
+            .key(format!("{ns}:window:{coupon}"))
+            .arg(user)
+            .arg(chrono::Utc::now().timestamp_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        if outcome == 0 {
+            issued += 1;
+        }
         latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
         offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
     }
