@@ -4,11 +4,13 @@
 //! types by Avro's schema resolution rules).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::avro::ContractError;
+use crate::binary;
 use crate::registry::{Registry, RegistryError};
 use crate::wire::{self, WireError};
 use crate::Contract;
@@ -61,7 +63,16 @@ pub struct EncodeError {
 pub struct TopicCodec<T: Contract> {
     registry: Registry,
     writer_id: u32,
+    /// Our schema, resolved once: writing, and resolving what others wrote.
+    ours: Arc<Ours>,
     _t: PhantomData<fn() -> T>,
+}
+
+/// Our schema's writer and resolved names, built when the codec is (they
+/// cost more than a record to build).
+struct Ours {
+    writer: GenericDatumWriter<'static>,
+    names: ResolvedSchema<'static>,
 }
 
 impl<T: Contract> Clone for TopicCodec<T> {
@@ -69,6 +80,7 @@ impl<T: Contract> Clone for TopicCodec<T> {
         Self {
             registry: self.registry.clone(),
             writer_id: self.writer_id,
+            ours: self.ours.clone(),
             _t: PhantomData,
         }
     }
@@ -93,10 +105,18 @@ impl<T: Contract> TopicCodec<T> {
     }
 
     fn with_id(registry: &Registry, id: u32) -> Self {
-        registry.remember(id, T::schema().clone());
+        registry.remember(id, T::schema());
+        let schema: &'static apache_avro::Schema = T::schema();
+        let ours = Ours {
+            writer: GenericDatumWriter::builder(schema)
+                .build()
+                .expect("a contract's own schema resolves"),
+            names: ResolvedSchema::try_from(schema).expect("a contract's own schema resolves"),
+        };
         Self {
             registry: registry.clone(),
             writer_id: id,
+            ours: Arc::new(ours),
             _t: PhantomData,
         }
     }
@@ -108,14 +128,24 @@ impl<T: Contract> TopicCodec<T> {
 
     /// Confluent-framed Avro bytes for `msg`.
     pub fn encode(&self, msg: &T) -> Result<Vec<u8>, EncodeError> {
-        let body = GenericDatumWriter::builder(T::schema())
-            .build()
-            .and_then(|w| w.write_value_to_vec(msg.to_avro()))
+        let mut out = Vec::with_capacity(128);
+        out.push(wire::MAGIC);
+        out.extend_from_slice(&self.writer_id.to_be_bytes());
+        let value = msg.to_avro();
+        if binary::encode(&value, T::schema(), self.ours.names.get_names(), &mut out).is_some() {
+            return Ok(out);
+        }
+        // Not a value the positional walk encodes: apache-avro's validating
+        // writer says why (or encodes it).
+        out.truncate(wire::HEADER_LEN);
+        self.ours
+            .writer
+            .write_value(&mut out, value)
             .map_err(|e| EncodeError {
                 topic: T::TOPIC,
                 error: e.to_string(),
             })?;
-        Ok(wire::frame(self.writer_id, &body))
+        Ok(out)
     }
 
     /// The message in `bytes`, whatever (compatible) schema wrote it.
@@ -136,18 +166,20 @@ impl<T: Contract> TopicCodec<T> {
         // minimally — as Python, Java and we ourselves write them. Widening
         // every decimal to 8 bytes first (sign-extended: the same number)
         // satisfies that check without changing any value.
-        let reader = GenericDatumReader::builder(&writer)
-            .build()
-            .map_err(body_error)?;
-        let value = reader.read_value(&mut body).map_err(body_error)?;
+        let value = writer.read(&mut body).map_err(body_error)?;
         if !body.is_empty() {
             return Err(DecodeError::Body {
                 schema_id: id,
                 error: format!("{} trailing bytes after the record", body.len()),
             });
         }
+        if id == self.writer_id {
+            // Written with our very schema: nothing to resolve, and the
+            // writer's union branches are kept as written.
+            return Ok(T::from_avro(value)?);
+        }
         let value = widen_decimals(value)
-            .resolve(T::schema())
+            .resolve_with_names(T::schema(), self.ours.names.get_names())
             .map_err(body_error)?;
         Ok(T::from_avro(value)?)
     }

@@ -9,6 +9,7 @@
 //! those files.
 
 pub mod avro;
+pub mod binary;
 pub mod codec;
 pub mod compat;
 pub mod coupon;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::schema_registry::{
     get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema, SrSettings,
@@ -90,7 +91,7 @@ pub struct Registry {
     url: String,
     settings: SrSettings,
     http: reqwest::Client,
-    by_id: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+    by_id: Arc<Mutex<HashMap<u32, &'static WriterSchema>>>,
     /// Never calls out: only remembered schemas are known (see [`Registry::offline`]).
     offline: bool,
 }
@@ -234,9 +235,9 @@ impl Registry {
     }
 
     /// The writer schema for `id`, fetched once and cached for the process.
-    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+    pub async fn schema_by_id(&self, id: u32) -> Result<&'static WriterSchema, RegistryError> {
         if let Some(s) = self.by_id.lock().expect("cache lock").get(&id) {
-            return Ok(s.clone());
+            return Ok(s);
         }
         if self.offline {
             return Err(RegistryError::UnknownSchemaId(id));
@@ -249,19 +250,55 @@ impl Registry {
                 what: format!("id {id}"),
                 error: e.to_string(),
             })?;
-        let schema = Arc::new(schema);
-        self.by_id
-            .lock()
-            .expect("cache lock")
-            .insert(id, schema.clone());
-        Ok(schema)
+        let writer = WriterSchema::kept(schema).map_err(|e| RegistryError::BadSchema {
+            what: format!("id {id}"),
+            error: e.to_string(),
+        })?;
+        self.by_id.lock().expect("cache lock").insert(id, writer);
+        Ok(writer)
     }
 
     /// Seeds the cache with a schema whose id is known (our own writer schema).
-    pub fn remember(&self, id: u32, schema: Schema) {
-        self.by_id
+    pub fn remember(&self, id: u32, schema: &Schema) {
+        let writer = WriterSchema::kept(schema.clone()).expect("a contract's own schema resolves");
+        self.by_id.lock().expect("cache lock").insert(id, writer);
+    }
+}
+
+/// A writer schema parsed and resolved once, for as long as the process
+/// runs: apache-avro's datum reader resolves a schema's names when it is
+/// built, which cost more than decoding the record itself when it was built
+/// per record. Kept (leaked) once per distinct schema text, whatever
+/// registry client asks: only schemas registered for our subjects get here,
+/// a handful per topic.
+pub struct WriterSchema {
+    pub schema: &'static Schema,
+    reader: GenericDatumReader<'static>,
+}
+
+impl WriterSchema {
+    fn kept(schema: Schema) -> apache_avro::AvroResult<&'static Self> {
+        static KEPT: std::sync::OnceLock<Mutex<HashMap<String, &'static WriterSchema>>> =
+            std::sync::OnceLock::new();
+        // The whole schema, not its Parsing Canonical Form: that drops
+        // logical types, and a decimal must not be read as plain bytes.
+        let key = serde_json::to_string(&schema).unwrap_or_else(|_| schema.canonical_form());
+        let mut kept = KEPT
+            .get_or_init(Default::default)
             .lock()
-            .expect("cache lock")
-            .insert(id, Arc::new(schema));
+            .expect("schema lock");
+        if let Some(w) = kept.get(&key) {
+            return Ok(w);
+        }
+        let schema: &'static Schema = Box::leak(Box::new(schema));
+        let reader = GenericDatumReader::builder(schema).build()?;
+        let writer: &'static Self = Box::leak(Box::new(Self { schema, reader }));
+        kept.insert(key, writer);
+        Ok(writer)
+    }
+
+    /// The datum in `body` as this schema wrote it (no resolution yet).
+    pub fn read(&self, body: &mut &[u8]) -> apache_avro::AvroResult<apache_avro::types::Value> {
+        self.reader.read_value(body)
     }
 }

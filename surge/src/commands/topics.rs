@@ -1,4 +1,5 @@
-//! `surge topics apply`: make the cluster match config/topics.toml.
+//! `surge topics apply`: make the cluster match config/topics.toml (and
+//! `drop`: delete a scratch run's prefixed copy of them).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +15,13 @@ pub enum TopicsCommand {
     Apply,
     /// Show the declared topics after overrides, without contacting Kafka.
     Plan,
+    /// Delete the declared topics of a scratch run: only under a non-empty
+    /// `topics.name_prefix` (SURGE_TOPICS__NAME_PREFIX), and only with --yes.
+    Drop {
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -38,6 +46,43 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        TopicsCommand::Drop { yes } => {
+            if settings.topics.name_prefix.is_empty() {
+                anyhow::bail!(
+                    "topics drop deletes a scratch run's topics: set topics.name_prefix \
+                     (SURGE_TOPICS__NAME_PREFIX); it never deletes the unprefixed ones"
+                );
+            }
+            if !yes {
+                anyhow::bail!(
+                    "topics drop would delete {} topics under {:?}: add --yes",
+                    specs.len(),
+                    settings.topics.name_prefix
+                );
+            }
+            let admin = ClientFactory::new(settings.kafka.clone()).admin()?;
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            let opts = rdkafka::admin::AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(30)));
+            let mut failed = 0;
+            for result in admin.delete_topics(&names, &opts).await? {
+                match result {
+                    Ok(t) => println!("deleted   {t}"),
+                    Err((t, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                        println!("absent    {t}")
+                    }
+                    Err((t, e)) => {
+                        failed += 1;
+                        println!("FAILED    {t}: {e}");
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         TopicsCommand::Apply => {
             let admin = ClientFactory::new(settings.kafka.clone()).admin()?;

@@ -1,11 +1,11 @@
-//! The bench result as a hand-written SVG: throughput of the three designs
+//! The bench result as a hand-written SVG: throughput of the four designs
 //! per scenario (grouped bars, one scale), latency p50/p99 of surge and of
-//! the lock design per scenario with the latency target as a line, and the
+//! both Redis designs per scenario with the latency target as a line, and the
 //! state figure underneath. No plotting dependency for four dozen shapes.
 
 use serde_json::Value;
 
-const W: f64 = 960.0;
+const W: f64 = 1100.0;
 const H: f64 = 400.0;
 const TOP: f64 = 60.0;
 const PLOT_H: f64 = 220.0;
@@ -65,6 +65,7 @@ pub fn svg(report: &Value) -> String {
         ("copyAtLeastOnce", "at-least-once copy (ceiling)", "#9aa5b1"),
         ("surgeExactlyOnce", "surge, exactly once", "#2f6fdf"),
         ("redisLock", "Redis lock per coupon", "#d9534f"),
+        ("redisAtomicLua", "Redis, atomic Lua decision", "#f0ad4e"),
     ];
     let max = scenarios
         .iter()
@@ -82,12 +83,13 @@ pub fn svg(report: &Value) -> String {
             .collect();
         out += &bars(x, &values, max, "");
         out += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}: surge/copy {:.2}, surge/lock {:.1}</text>\n",
-            x + 57.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{}: surge/copy {:.2}, /lock {:.1}, /Lua {:.2}</text>\n",
+            x + 77.0,
             TOP + PLOT_H + 18.0,
             s["scenario"].as_str().unwrap_or(""),
             f(&s["throughput"]["ratioSurgeToCopy"]),
-            f(&s["throughput"]["ratioSurgeToRedisLock"])
+            f(&s["throughput"]["ratioSurgeToRedisLock"]),
+            f(&s["throughput"]["ratioSurgeToRedisAtomicLua"])
         );
     }
     let labels: Vec<(&str, &str)> = series.iter().map(|(_, l, c)| (*l, *c)).collect();
@@ -100,6 +102,8 @@ pub fn svg(report: &Value) -> String {
         ("surge", "p99Ms", "#2f6fdf"),
         ("redisLock", "p50Ms", "#eea3a1"),
         ("redisLock", "p99Ms", "#d9534f"),
+        ("redisAtomicLua", "p50Ms", "#f5cd8f"),
+        ("redisAtomicLua", "p99Ms", "#f0ad4e"),
     ];
     let target = f(&report["commitIntervalMs"]) + 50.0;
     let lmax = scenarios
@@ -111,7 +115,7 @@ pub fn svg(report: &Value) -> String {
         TOP - 16.0
     );
     for (i, s) in scenarios.iter().enumerate() {
-        let x = lx + i as f64 * 200.0;
+        let x = lx + i as f64 * 270.0;
         let values: Vec<(f64, &str)> = lat
             .iter()
             .map(|(d, k, c)| (f(&s["latency"][*d][*k]), *c))
@@ -119,7 +123,7 @@ pub fn svg(report: &Value) -> String {
         out += &bars(x, &values, lmax, "");
         out += &format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} @ {}/s</text>\n",
-            x + 77.0,
+            x + 117.0,
             TOP + PLOT_H + 18.0,
             s["scenario"].as_str().unwrap_or(""),
             s["latency"]["offeredRate"]
@@ -139,6 +143,7 @@ pub fn svg(report: &Value) -> String {
         &[
             ("surge p50 / p99 (request to visible decision)", "#2f6fdf"),
             ("Redis lock p50 / p99 (per operation)", "#d9534f"),
+            ("atomic Lua p50 / p99 (per operation)", "#f0ad4e"),
         ],
     );
 
