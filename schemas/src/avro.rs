@@ -42,6 +42,11 @@ impl Money {
     pub(crate) fn to_avro(self) -> Value {
         Value::Decimal(Decimal::from(minimal_twos_complement(self.0)))
     }
+
+    /// The Avro bytes of this amount as a decimal: minimal two's complement.
+    pub(crate) fn minimal_bytes(self) -> Vec<u8> {
+        minimal_twos_complement(self.0)
+    }
 }
 
 impl std::fmt::Display for Money {

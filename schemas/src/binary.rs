@@ -105,10 +105,79 @@ fn encode_in(
 /// the walk does not encode it. For tests, which check it is taken for every
 /// contract and agrees with apache-avro.
 pub fn contract_bytes<T: crate::Contract>(msg: &T) -> Option<Vec<u8>> {
+    let mut direct = Vec::new();
+    if msg.write_avro(&mut Out(&mut direct)) {
+        return Some(direct);
+    }
     let names = apache_avro::schema::ResolvedSchema::try_from(T::schema()).ok()?;
     let mut out = Vec::new();
     encode(&msg.to_avro(), T::schema(), names.get_names(), &mut out)?;
     Some(out)
+}
+
+/// Avro binary written field by field, for [`crate::Contract::write_avro`]:
+/// each call writes one field of the schema, in the schema's order.
+pub struct Out<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl Out<'_> {
+    pub fn long(&mut self, n: i64) -> &mut Self {
+        long(n, self.0);
+        self
+    }
+
+    pub fn int(&mut self, n: i32) -> &mut Self {
+        long(i64::from(n), self.0);
+        self
+    }
+
+    pub fn string(&mut self, s: &str) -> &mut Self {
+        bytes(s.as_bytes(), self.0);
+        self
+    }
+
+    pub fn timestamp(&mut self, t: chrono::DateTime<chrono::Utc>) -> &mut Self {
+        self.long(t.timestamp_millis())
+    }
+
+    /// An enum symbol by its index in the schema's symbols.
+    pub fn symbol(&mut self, index: usize) -> &mut Self {
+        self.long(index as i64)
+    }
+
+    /// The branch index of a union (written before the branch's value).
+    pub fn branch(&mut self, index: usize) -> &mut Self {
+        self.long(index as i64)
+    }
+
+    /// `["null", "string"]`.
+    pub fn opt_string(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            None => self.branch(0),
+            Some(s) => self.branch(1).string(s),
+        }
+    }
+
+    /// `["null", "long"]`.
+    pub fn opt_long(&mut self, n: Option<i64>) -> &mut Self {
+        match n {
+            None => self.branch(0),
+            Some(n) => self.branch(1).long(n),
+        }
+    }
+
+    /// `["null", decimal]`.
+    pub fn opt_money(&mut self, m: Option<crate::Money>) -> &mut Self {
+        match m {
+            None => self.branch(0),
+            Some(m) => self.branch(1).money(m),
+        }
+    }
+
+    /// A bytes-backed decimal: its minimal two's complement, as apache-avro writes it.
+    pub fn money(&mut self, m: crate::Money) -> &mut Self {
+        bytes(&m.minimal_bytes(), self.0);
+        self
+    }
 }
 
 /// Zig-zag varint, as Avro writes both int and long.

@@ -131,6 +131,9 @@ impl<T: Contract> TopicCodec<T> {
         let mut out = Vec::with_capacity(128);
         out.push(wire::MAGIC);
         out.extend_from_slice(&self.writer_id.to_be_bytes());
+        if msg.write_avro(&mut binary::Out(&mut out)) {
+            return Ok(out);
+        }
         let value = msg.to_avro();
         if binary::encode(&value, T::schema(), self.ours.names.get_names(), &mut out).is_some() {
             return Ok(out);

@@ -381,6 +381,32 @@ impl Contract for CouponDecision {
         ])
     }
 
+    fn write_avro(&self, out: &mut crate::binary::Out<'_>) -> bool {
+        out.string(&self.request_id)
+            .string(&self.coupon_id)
+            .opt_string(self.user_id.as_deref())
+            .symbol(symbol_index(&Outcome::SYMBOLS, self.outcome.symbol()))
+            .opt_long(self.sequence)
+            .long(self.stock)
+            .long(self.issued)
+            .long(self.remaining)
+            .opt_string(self.reason.as_deref())
+            .int(self.source_partition)
+            .long(self.source_offset)
+            .timestamp(self.requested_at)
+            .timestamp(self.decided_at)
+            .opt_string(self.order_id.as_deref());
+        match self.discount {
+            None => out.branch(0),
+            Some(d) => out
+                .branch(1)
+                .symbol(symbol_index(&DiscountKind::SYMBOLS, d.kind.symbol()))
+                .money(d.value)
+                .opt_money(d.cap),
+        };
+        true
+    }
+
     fn from_avro(value: Value) -> Result<Self, ContractError> {
         let mut r = RecordReader::new("CouponDecision", value)?;
         let request_id = r.id("requestId")?;
@@ -407,4 +433,11 @@ impl Contract for CouponDecision {
             discount: Discount::read_opt(&mut r, "discount")?,
         })
     }
+}
+
+fn symbol_index(symbols: &[&str], symbol: &str) -> usize {
+    symbols
+        .iter()
+        .position(|s| *s == symbol)
+        .expect("symbol is one of the schema's symbols")
 }

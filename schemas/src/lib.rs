@@ -40,6 +40,13 @@ pub trait Contract: Sized {
     fn to_avro(&self) -> Value;
     /// A decoded Avro value (already resolved to our schema) as this type.
     fn from_avro(value: Value) -> Result<Self, ContractError>;
+    /// Appends this message's Avro binary straight from its fields, without
+    /// building the [`Value`] tree; `false` (nothing written) where a
+    /// contract has no such writer. Only for the messages of the hot path;
+    /// the contract tests check its bytes equal apache-avro's.
+    fn write_avro(&self, _out: &mut binary::Out<'_>) -> bool {
+        false
+    }
 }
 
 /// Implements [`Contract::schema`] with a per-type `OnceLock`.

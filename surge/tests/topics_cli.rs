@@ -93,6 +93,45 @@ async fn apply_creates_then_changes_nothing_then_reports_drift() {
     let again = surge(&["topics", "apply"], &env2);
     assert!(again.status.success());
     assert!(stdout(&again).contains(&format!("0 created, {} unchanged, 0 drift", declared.len())));
+
+    // `drop` deletes a scratch prefix's topics, only when told to, and
+    // never the unprefixed ones.
+    let unprefixed = surge(&["topics", "drop", "--yes"], &[("SURGE_TOPICS__NAME_PREFIX", "")]);
+    assert!(!unprefixed.status.success());
+    assert!(
+        common::stderr(&unprefixed).contains("never deletes the unprefixed ones"),
+        "{}",
+        common::stderr(&unprefixed)
+    );
+    let unconfirmed = surge(&["topics", "drop"], &env2);
+    assert!(!unconfirmed.status.success());
+    assert!(common::stderr(&unconfirmed).contains("add --yes"));
+    let dropped = surge(&["topics", "drop", "--yes"], &env2);
+    assert!(dropped.status.success(), "{}", stdout(&dropped));
+    assert_eq!(
+        stdout(&dropped).matches("deleted   ").count(),
+        declared.len(),
+        "{}",
+        stdout(&dropped)
+    );
+    // Deletion is asynchronous on the broker: wait for metadata to agree.
+    let mut left = usize::MAX;
+    for _ in 0..40 {
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        left = md
+            .topics()
+            .iter()
+            .filter(|t| t.name().starts_with(&prefix2))
+            .count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(left, 0, "topics under {prefix2} are gone");
 }
 
 /// A changelog made before it declared `segment` (or by hand) gets the
