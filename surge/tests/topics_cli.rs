@@ -96,7 +96,10 @@ async fn apply_creates_then_changes_nothing_then_reports_drift() {
 
     // `drop` deletes a scratch prefix's topics, only when told to, and
     // never the unprefixed ones.
-    let unprefixed = surge(&["topics", "drop", "--yes"], &[("SURGE_TOPICS__NAME_PREFIX", "")]);
+    let unprefixed = surge(
+        &["topics", "drop", "--yes"],
+        &[("SURGE_TOPICS__NAME_PREFIX", "")],
+    );
     assert!(!unprefixed.status.success());
     assert!(
         common::stderr(&unprefixed).contains("never deletes the unprefixed ones"),

@@ -121,8 +121,23 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let offered = |i: usize| gap.map(|g| started + g.mul_f64(i as f64));
             match design {
-                Design::Lock => client_loop(conn, &ns, &requests, &next, &pace, offered).await,
-                Design::AtomicLua => lua_loop(conn, &ns, &requests, &next, &pace, offered).await,
+                Design::Lock => {
+                    let client = LockClient {
+                        conn,
+                        ns,
+                        token: uuid::Uuid::new_v4().to_string(),
+                        unlock: Script::new(UNLOCK),
+                    };
+                    client_loop(client, &requests, &next, &pace, offered).await
+                }
+                Design::AtomicLua => {
+                    let client = LuaClient {
+                        conn,
+                        ns,
+                        decide: Script::new(DECIDE),
+                    };
+                    client_loop(client, &requests, &next, &pace, offered).await
+                }
             }
         }));
     }
@@ -163,16 +178,16 @@ pub async fn remove_namespace(conn: &mut MultiplexedConnection, ns: &str) -> any
     }
 }
 
+/// One client: takes the next request, waits for its slot, has `decider`
+/// decide it and times it; returns (issued, lock retries, latencies,
+/// latencies from the moment offered).
 async fn client_loop(
-    mut conn: MultiplexedConnection,
-    ns: &str,
+    mut decider: impl Decider,
     requests: &[(String, String)],
     next: &AtomicUsize,
     pace: &Pace,
     offered: impl Fn(usize) -> Option<Instant>,
 ) -> anyhow::Result<(usize, usize, Vec<f64>, Vec<f64>)> {
-    let unlock = Script::new(UNLOCK);
-    let token = uuid::Uuid::new_v4().to_string();
     let (mut issued, mut retries) = (0usize, 0usize);
     let (mut latencies, mut offered_latencies) = (Vec::new(), Vec::new());
     loop {
@@ -184,15 +199,41 @@ async fn client_loop(
         let t0 = Instant::now();
         // The pacer may release a slot up to a millisecond early.
         let offered_at = offered(i).map_or(t0, |due| due.min(t0));
+        let (got, tries) = decider.decide(coupon, user).await?;
+        issued += usize::from(got);
+        retries += tries;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+        offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// One design's decision of one request: whether it issued, and how many
+/// times it had to retry taking a lock.
+trait Decider {
+    async fn decide(&mut self, coupon: &str, user: &str) -> anyhow::Result<(bool, usize)>;
+}
+
+/// Lock, read, check, write, unlock: five round trips and a spin.
+struct LockClient {
+    conn: MultiplexedConnection,
+    ns: String,
+    token: String,
+    unlock: Script,
+}
+
+impl Decider for LockClient {
+    async fn decide(&mut self, coupon: &str, user: &str) -> anyhow::Result<(bool, usize)> {
+        let (ns, conn) = (&self.ns, &mut self.conn);
         let lock = format!("{ns}:lock:{coupon}");
+        let mut retries = 0;
         loop {
             let got: Option<String> = redis::cmd("SET")
                 .arg(&lock)
-                .arg(&token)
+                .arg(&self.token)
                 .arg("NX")
                 .arg("PX")
                 .arg(1000)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
             if got.is_some() {
                 break;
@@ -204,68 +245,55 @@ async fn client_loop(
         let issued_key = format!("{ns}:issued:{coupon}");
         let remaining: i64 = redis::cmd("GET")
             .arg(&remaining_key)
-            .query_async::<Option<i64>>(&mut conn)
+            .query_async::<Option<i64>>(conn)
             .await?
             .unwrap_or(0);
         let holds: bool = redis::cmd("SISMEMBER")
             .arg(&issued_key)
             .arg(user)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
-        if !holds && remaining > 0 {
+        let issue = !holds && remaining > 0;
+        if issue {
             let _: i64 = redis::cmd("DECR")
                 .arg(&remaining_key)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
             let _: i64 = redis::cmd("SADD")
                 .arg(&issued_key)
                 .arg(user)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
-            issued += 1;
         }
-        let _: i64 = unlock
+        let _: i64 = self
+            .unlock
             .key(&lock)
-            .arg(&token)
-            .invoke_async(&mut conn)
+            .arg(&self.token)
+            .invoke_async(conn)
             .await?;
-        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-        offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
+        Ok((issue, retries))
     }
 }
 
-/// One client of the atomic-Lua design: one EVALSHA per request.
-async fn lua_loop(
-    mut conn: MultiplexedConnection,
-    ns: &str,
-    requests: &[(String, String)],
-    next: &AtomicUsize,
-    pace: &Pace,
-    offered: impl Fn(usize) -> Option<Instant>,
-) -> anyhow::Result<(usize, usize, Vec<f64>, Vec<f64>)> {
-    let decide = Script::new(DECIDE);
-    let mut issued = 0usize;
-    let (mut latencies, mut offered_latencies) = (Vec::new(), Vec::new());
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some((coupon, user)) = requests.get(i) else {
-            return Ok((issued, 0, latencies, offered_latencies));
-        };
-        pace.slot(i).await;
-        let t0 = Instant::now();
-        let offered_at = offered(i).map_or(t0, |due| due.min(t0));
-        let outcome: i64 = decide
+/// The whole decision in one EVALSHA.
+struct LuaClient {
+    conn: MultiplexedConnection,
+    ns: String,
+    decide: Script,
+}
+
+impl Decider for LuaClient {
+    async fn decide(&mut self, coupon: &str, user: &str) -> anyhow::Result<(bool, usize)> {
+        let ns = &self.ns;
+        let outcome: i64 = self
+            .decide
             .key(format!("{ns}:remaining:{coupon}"))
             .key(format!("{ns}:issued:{coupon}"))
             .key(format!("{ns}:window:{coupon}"))
             .arg(user)
             .arg(chrono::Utc::now().timestamp_millis())
-            .invoke_async(&mut conn)
+            .invoke_async(&mut self.conn)
             .await?;
-        if outcome == 0 {
-            issued += 1;
-        }
-        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-        offered_latencies.push(offered_at.elapsed().as_secs_f64() * 1000.0);
+        Ok((outcome == 0, 0))
     }
 }
