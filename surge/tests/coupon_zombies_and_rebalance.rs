@@ -96,7 +96,10 @@ async fn zombie_cannot_commit(takeover: Takeover, what: &str) {
     // one: no early commit when its trickled input runs dry either.
     let slow = [
         ("SURGE_PIPELINES__COUPON__COMMIT_INTERVAL", commit_interval),
-        ("SURGE_PIPELINES__COUPON__MIN_COMMIT_INTERVAL", commit_interval),
+        (
+            "SURGE_PIPELINES__COUPON__MIN_COMMIT_INTERVAL",
+            commit_interval,
+        ),
         ("SURGE_PIPELINES__COUPON__MAX_BATCH_RECORDS", "1000000"),
     ];
     let mut zombie = fx.spawn_pipeline("0", &slow);
