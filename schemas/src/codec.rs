@@ -176,11 +176,10 @@ impl<T: Contract> TopicCodec<T> {
                 error: format!("{} trailing bytes after the record", body.len()),
             });
         }
-        if id == self.writer_id {
-            // Written with our very schema: nothing to resolve, and the
-            // writer's union branches are kept as written.
-            return Ok(T::from_avro(value)?);
-        }
+        // Resolved even when the writer's schema is ours: resolution is also
+        // what finds a body that decoded into something the schema does not
+        // allow (a truncated record can), which is bad Avro, not a broken
+        // contract.
         let value = widen_decimals(value)
             .resolve_with_names(T::schema(), self.ours.names.get_names())
             .map_err(body_error)?;
