@@ -4,7 +4,8 @@
 //! JSON and SVG are written; the payments scenario's runs each charged
 //! exactly once per request; the orders scenario measured both designs at
 //! both provider latencies, its audit held and the lock design's charges
-//! are in pg-sim's ledger. The figures mean nothing at this size; timing
+//! are in pg-sim's ledger; the history scenario decided every request,
+//! wrote its changelog and restored from it. The figures mean nothing at this size; timing
 //! is never asserted.
 
 mod common;
@@ -31,7 +32,7 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
             "bench",
             "--quick",
             "--scenario",
-            "hot,spread,payments,orders",
+            "hot,spread,payments,orders,history",
             "--out",
             out_json.to_str().unwrap(),
         ],
@@ -296,6 +297,31 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
     assert_eq!(f(&t["value"]), f(&p["ratioToCeiling"]));
     assert_eq!(t["met"], f(&t["value"]) >= 5.0);
 
+    // History: every request decided once, state sampled while deciding,
+    // each restore read the changelog the run wrote.
+    let h = &report["history"];
+    assert_eq!(h["requests"], 20_000, "{h}");
+    assert_eq!(
+        h["decisions"].as_u64().unwrap(),
+        20_000 + h["coupons"].as_u64().unwrap(),
+        "{h}"
+    );
+    assert!(f(&h["changelogRecordsWritten"]) > 0.0, "{h}");
+    for at in ["quarter", "half", "threeQuarters", "end"] {
+        assert!(f(&h["stateBytesAt"][at]["stateBytes"]) > 0.0, "{at}: {h}");
+    }
+    let restores = h["restores"].as_array().unwrap();
+    assert!(!restores.is_empty(), "{h}");
+    for r in restores {
+        assert!(f(&r["changelogRecords"]) > 0.0, "{r}");
+        assert!(f(&r["seconds"]) > 0.0, "{r}");
+        assert!(f(&r["stateBytes"]) > 0.0, "{r}");
+    }
+    assert_eq!(
+        h["restoreRecords"],
+        restores.last().unwrap()["changelogRecords"]
+    );
+
     let svg = std::fs::read_to_string(out_json.with_extension("svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
@@ -318,6 +344,7 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         "concurrent / sequential",
         "orders, end to end",
         "surge / redis lock",
+        "history: 20000 requests",
     ] {
         assert!(text.contains(heading), "{heading}: {text}");
     }

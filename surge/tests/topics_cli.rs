@@ -1,5 +1,6 @@
 //! `surge topics apply` against the real broker: creates what is declared,
-//! is idempotent, sets segment.ms in place, and reports (without fixing)
+//! is idempotent, sets segment.ms and delete.retention.ms in place, and
+//! reports (without fixing)
 //! any other drift.
 
 mod common;
@@ -137,8 +138,9 @@ async fn apply_creates_then_changes_nothing_then_reports_drift() {
     assert_eq!(left, 0, "topics under {prefix2} are gone");
 }
 
-/// A changelog made before it declared `segment` (or by hand) gets the
-/// declared segment.ms from `apply`, with every other config set on the
+/// A changelog made before it declared `segment` and `delete_retention`
+/// (or by hand) gets the declared segment.ms and delete.retention.ms from
+/// `apply`, with every other config set on the
 /// topic kept — AlterConfigs replaces a topic's whole dynamic config, so a
 /// careless set would reset an operator's settings — and is then unchanged.
 #[tokio::test(flavor = "multi_thread")]
@@ -178,13 +180,20 @@ async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_conf
         first.status.success(),
         "segment.ms is set, not drift: {text}"
     );
+    let tombstones_ms = changelog
+        .delete_retention
+        .expect("changelogs declare a delete_retention")
+        .as_millis()
+        .to_string();
     assert!(
         text.contains(&format!(
             "altered   {name}: segment.ms 604800000 -> {segment_ms}"
+        )) && text.contains(&format!(
+            "altered   {name}: delete.retention.ms 86400000 -> {tombstones_ms}"
         )),
         "{text}"
     );
-    assert!(text.contains(", 0 drift, 1 configs set"), "{text}");
+    assert!(text.contains(", 0 drift, 2 configs set"), "{text}");
 
     // A broker applies an altered config from the metadata log a moment
     // after the controller accepted it: read until it shows (10 s at most).
@@ -210,6 +219,7 @@ async fn apply_sets_segment_ms_on_an_existing_changelog_and_keeps_its_other_conf
             .unwrap_or_default()
     };
     assert_eq!(value("segment.ms"), segment_ms);
+    assert_eq!(value("delete.retention.ms"), tombstones_ms);
     assert_eq!(
         value("max.message.bytes"),
         "2000000",

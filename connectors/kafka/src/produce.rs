@@ -39,7 +39,21 @@ impl<'p> OrderedSender<'p> {
     /// Enqueues one record; waits for older deliveries only when the local
     /// queue or the in-flight window is full. A failed delivery is returned.
     pub async fn send(&mut self, key: &str, payload: &[u8]) -> KafkaResult<()> {
+        self.send_at(key, payload, None).await
+    }
+
+    /// [`Self::send`] with the record's log timestamp (ms since the epoch)
+    /// set by the caller instead of the producer's clock.
+    pub async fn send_at(
+        &mut self,
+        key: &str,
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> KafkaResult<()> {
         let mut record = FutureRecord::to(self.topic).key(key).payload(payload);
+        if let Some(ms) = timestamp {
+            record = record.timestamp(ms);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {

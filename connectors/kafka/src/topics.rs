@@ -51,6 +51,8 @@ struct TopicDefaults {
     retention: String,
     #[serde(default)]
     segment: Option<String>,
+    #[serde(default)]
+    delete_retention: Option<String>,
 }
 
 impl Default for TopicDefaults {
@@ -62,6 +64,7 @@ impl Default for TopicDefaults {
             cleanup_policy: CleanupPolicy::Delete,
             retention: "7d".into(),
             segment: None,
+            delete_retention: None,
         }
     }
 }
@@ -76,6 +79,7 @@ struct TopicEntry {
     cleanup_policy: Option<CleanupPolicy>,
     retention: Option<String>,
     segment: Option<String>,
+    delete_retention: Option<String>,
 }
 
 /// Kafka's cleanup.policy.
@@ -111,6 +115,12 @@ pub struct TopicSpec {
     /// the broker default (1 GiB or 7 days) would roll it. `None`: the
     /// broker's default.
     pub segment: Option<Duration>,
+    /// delete.retention.ms: how long a compacted topic keeps a tombstone
+    /// after the cleaner first met it. A reader that started before the
+    /// cleaner dropped it still sees the delete, if it reads the tombstone
+    /// within that time; a changelog's only reader is a restore. `None`:
+    /// the broker's default (a day).
+    pub delete_retention: Option<Duration>,
 }
 
 impl TopicSpec {
@@ -128,14 +138,18 @@ impl TopicSpec {
         if let Some(segment) = self.segment {
             configs.insert("segment.ms", segment.as_millis().to_string());
         }
+        if let Some(d) = self.delete_retention {
+            configs.insert("delete.retention.ms", d.as_millis().to_string());
+        }
         configs
     }
 }
 
 /// Configs `apply` changes on an existing topic instead of reporting drift:
-/// safe at any time (the broker applies segment.ms at its next roll; no
-/// data is moved or dropped). The rest stays an operator's decision.
-const ALTERABLE: &[&str] = &["segment.ms"];
+/// safe at any time (the broker applies segment.ms at its next roll and
+/// delete.retention.ms at the cleaner's next pass; no data is moved or
+/// dropped). The rest stays an operator's decision.
+const ALTERABLE: &[&str] = &["segment.ms", "delete.retention.ms"];
 
 /// Reads the topics file and applies `settings` overrides (prefix, replication).
 pub fn load(path: &Path, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, TopicsError> {
@@ -190,17 +204,24 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
                 })?,
             ),
         };
-        let segment = match t.segment.as_deref().or(d.segment.as_deref()) {
-            None => None,
+        let duration = |key: &str, text: Option<&str>| match text {
+            None => Ok(None),
             Some(text) => {
-                Some(
-                    humantime::parse_duration(text).map_err(|e| TopicsError::Invalid {
+                humantime::parse_duration(text)
+                    .map(Some)
+                    .map_err(|e| TopicsError::Invalid {
                         topic: name.clone(),
-                        reason: format!("segment `{text}`: {e} (use e.g. \"1h\")"),
-                    })?,
-                )
+                        reason: format!("{key} `{text}`: {e} (use e.g. \"1h\")"),
+                    })
             }
         };
+        let segment = duration("segment", t.segment.as_deref().or(d.segment.as_deref()))?;
+        let delete_retention = duration(
+            "delete_retention",
+            t.delete_retention
+                .as_deref()
+                .or(d.delete_retention.as_deref()),
+        )?;
         let spec = TopicSpec {
             name,
             partitions: t.partitions.unwrap_or(d.partitions),
@@ -209,6 +230,7 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
             cleanup_policy: t.cleanup_policy.unwrap_or(d.cleanup_policy),
             retention,
             segment,
+            delete_retention,
         };
         if spec.partitions < 1 || spec.replication_factor < 1 {
             return Err(TopicsError::Invalid {
@@ -423,6 +445,18 @@ fn describe(
         .collect())
 }
 
+/// Sets `changes` on an existing `topic` and keeps every other config set
+/// on it (the bench tunes a sandbox changelog's compaction this way).
+pub async fn set_topic_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    changes: &BTreeMap<&str, String>,
+    timeout: Duration,
+) -> Result<(), TopicsError> {
+    let actual = topic_configs(admin, topic, timeout).await?;
+    set_configs(admin, topic, &actual, changes, timeout).await
+}
+
 /// Sets `changes` on `topic`. AlterConfigs (the only alter rdkafka offers)
 /// replaces a topic's whole dynamic config, so every config set on the
 /// topic itself today (`actual`, source DynamicTopic: ours and any an
@@ -507,18 +541,21 @@ mod tests {
     /// declared in the shipped file, under any prefix, and the file declares
     /// nothing else: the code and config/topics.toml cannot disagree.
     #[test]
-    fn changelogs_roll_hourly_for_the_cleaner_and_a_bad_segment_names_its_topic() {
+    fn changelogs_roll_hourly_keep_tombstones_an_hour_and_a_bad_duration_names_its_topic() {
         let specs = shipped("");
         for p in PIPELINES {
             let c = spec(&specs, &format!("{p}-pipeline-changelog"));
             assert_eq!(c.segment, Some(Duration::from_secs(3600)), "{p}");
             assert_eq!(c.configs()["segment.ms"], "3600000");
+            assert_eq!(c.delete_retention, Some(Duration::from_secs(3600)), "{p}");
+            assert_eq!(c.configs()["delete.retention.ms"], "3600000");
         }
         let input = spec(&specs, "coupon-issue");
         assert_eq!(input.segment, None);
         assert!(
-            !input.configs().contains_key("segment.ms"),
-            "broker default"
+            !input.configs().contains_key("segment.ms")
+                && !input.configs().contains_key("delete.retention.ms"),
+            "broker defaults"
         );
         let err = parse(
             "[[topic]]\nname = \"t\"\nsegment = \"soon\"\n",
@@ -528,6 +565,16 @@ mod tests {
         .to_string();
         assert!(
             err.contains("topic t") && err.contains("segment `soon`"),
+            "{err}"
+        );
+        let err = parse(
+            "[[topic]]\nname = \"t\"\ndelete_retention = \"-1\"\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("topic t") && err.contains("delete_retention `-1`"),
             "{err}"
         );
     }

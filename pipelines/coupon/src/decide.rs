@@ -1153,4 +1153,36 @@ mod redemption {
         let (state, _) = surge_engine::laws::changelog_of::<CouponBook>(&changes);
         assert_eq!(state, book);
     }
+    /// After a peak has expired the dedupe set gives its memory back: a
+    /// sale's burst must not pin its size for the life of the process.
+    #[test]
+    fn expiry_gives_the_peaks_memory_back() {
+        use surge_engine::PartitionState;
+        let at = |b: u32| i64::from(b) * crate::ledger::BUCKET_MS + 1;
+        let mut book = CouponBook::default();
+        let c = book.advance(at(100)).unwrap();
+        book.apply(&c);
+        for r in 0..50_000 {
+            book.apply(&CouponChange::Decided {
+                request: req(r).at(100),
+            });
+        }
+        let peak = book.approx_bytes();
+        let c = book.advance(at(102)).unwrap();
+        book.apply(&c);
+        for r in 0..10 {
+            book.apply(&CouponChange::Decided {
+                request: req(100_000 + r).at(102),
+            });
+        }
+        while let Some(c) = book.expire(1, 10_000) {
+            book.apply(&c);
+        }
+        assert_eq!(book.decided_len(), 10, "only the recent requests are left");
+        let after = book.approx_bytes();
+        assert!(
+            after * 20 < peak,
+            "{after} bytes after expiry, {peak} at the peak"
+        );
+    }
 }

@@ -699,6 +699,13 @@ impl PartitionState for CouponBook {
                 for (id, _) in requests {
                     self.decided.remove(&slot(*id));
                 }
+                // A hash map keeps the capacity of its peak. Once a sale's
+                // peak has expired, give the memory back (amortized: only
+                // when three quarters of it is empty, to half full).
+                let (len, capacity) = (self.decided.len(), self.decided.capacity());
+                if capacity > 4096 && len < capacity / 4 {
+                    self.decided.shrink_to(len * 2);
+                }
             }
         }
     }

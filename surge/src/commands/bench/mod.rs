@@ -24,12 +24,16 @@
 //! `--scenario payments` (not run by default) measures the payment pipeline
 //! behind a provider with 50 ms latency instead (see `payments`), and
 //! `--scenario orders` the whole order saga against a Redis lock per
-//! product, at 0 and 50 ms provider latency (see `orders`).
+//! product, at 0 and 50 ms provider latency (see `orders`). `--scenario
+//! history` replays a long sale (10 million requests whose log times span
+//! 50 dedupe windows) to show state and restore time staying flat as
+//! history grows (see `history`).
 
 mod chart;
 mod children;
 mod copy;
 mod gateway;
+mod history;
 mod latency;
 mod orders;
 mod payments;
@@ -114,6 +118,12 @@ pub struct BenchArgs {
     /// Products of the orders scenario.
     #[arg(long, default_value_t = 20)]
     order_products: usize,
+    /// Requests of the history scenario.
+    #[arg(long, default_value_t = 10_000_000)]
+    history_requests: usize,
+    /// Dedupe windows (one minute each) the history scenario's log times span.
+    #[arg(long, default_value_t = 50)]
+    history_windows: u32,
     /// Seed of the generated requests (the same for every design).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -130,6 +140,8 @@ enum Kind {
     Payments,
     /// The order saga end to end vs a Redis lock per product, pg-sim at 0 and 50 ms.
     Orders,
+    /// State bytes and restore time after a long history (many dedupe windows).
+    History,
 }
 
 impl Kind {
@@ -139,6 +151,7 @@ impl Kind {
             Kind::Spread => "spread",
             Kind::Payments => "payments",
             Kind::Orders => "orders",
+            Kind::History => "history",
         }
     }
 }
@@ -161,6 +174,8 @@ pub async fn run(
         args.orders = args.orders.min(400);
         args.order_users = args.order_users.min(200);
         args.order_products = args.order_products.min(5);
+        args.history_requests = args.history_requests.min(20_000);
+        args.history_windows = args.history_windows.min(5);
     }
     let out_dir = args
         .out
@@ -173,7 +188,21 @@ pub async fn run(
     let mut scenarios = Vec::new();
     let mut payments = Value::Null;
     let mut orders = Value::Null;
+    let mut history = Value::Null;
     for kind in args.scenario.clone() {
+        if kind == Kind::History {
+            let sizes = history::HistoryArgs {
+                requests: args.history_requests,
+                windows: args.history_windows,
+                coupons: args.coupons.max(1) * 2,
+                stock: args.stock,
+                users: (args.history_requests / 10).max(1),
+                seed: args.seed,
+                restores: if args.quick { 2 } else { 6 },
+            };
+            history = history::run(settings, config, &out_dir, &run_id, &sizes).await?;
+            continue;
+        }
         if kind == Kind::Payments {
             payments = payments::run(settings, config, &out_dir, &run_id, args.payments).await?;
             continue;
@@ -229,6 +258,7 @@ pub async fn run(
         "gateway": gateway,
         "payments": payments,
         "orders": orders,
+        "history": history,
     });
     let mut targets = report::targets(&report);
     if let Some(all) = targets.as_array_mut() {
@@ -238,6 +268,7 @@ pub async fn run(
     report::print(&report);
     payments::print(&report["payments"]);
     orders::print(&report["orders"]);
+    history::print(&report["history"]);
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     let svg = args.out.with_extension("svg");
     std::fs::write(&svg, chart::svg(&report))?;

@@ -31,14 +31,36 @@ pub struct PipelineFigures {
     /// CPU time of the whole process (every thread, librdkafka's included),
     /// user + system, seconds.
     pub cpu_seconds: f64,
+    /// Decisions of every outcome.
+    pub decisions: f64,
+    /// Records written to the changelog (values and tombstones).
+    pub changelog_records: f64,
+    /// The latest restore: its seconds and the changelog records it read.
+    pub restore_seconds: f64,
+    pub restore_records: f64,
 }
 
 impl PipelineProcess {
     /// Starts the pipeline on the topics under `prefix`; its output goes to
     /// `<logs>/pipeline-coupon.log`.
     pub fn spawn(config: &Path, prefix: &str, logs: &Path) -> anyhow::Result<Self> {
-        let child = children::pipeline(config, prefix, surge_core::names::COUPON, &[], logs)?;
+        Self::spawn_with(config, prefix, &[], logs)
+    }
+
+    /// [`Self::spawn`] with `extra` settings (SURGE_* variables).
+    pub fn spawn_with(
+        config: &Path,
+        prefix: &str,
+        extra: &[(&str, String)],
+        logs: &Path,
+    ) -> anyhow::Result<Self> {
+        let child = children::pipeline(config, prefix, surge_core::names::COUPON, extra, logs)?;
         Ok(Self { child })
+    }
+
+    /// Waits until the pipeline owns its partitions, their state restored.
+    pub async fn until_restored(&mut self) -> anyhow::Result<()> {
+        children::until_assigned(&mut self.child).await
     }
 
     pub fn log(&self) -> &Path {
@@ -56,6 +78,10 @@ impl PipelineProcess {
             commit_seconds: metric(&body, "surge_pipeline_commit_duration_seconds_sum"),
             peak_rss_bytes: peak_rss_bytes(self.child.id()),
             cpu_seconds: cpu_seconds(self.child.id()),
+            decisions: metric_sum(&body, "surge_pipeline_decisions_total{"),
+            changelog_records: metric(&body, "surge_pipeline_records_out_total{kind=\"changelog\""),
+            restore_seconds: metric(&body, "surge_pipeline_last_restore_duration_seconds"),
+            restore_records: metric(&body, "surge_pipeline_restore_records_total"),
         }
     }
 
@@ -133,6 +159,14 @@ fn metric(body: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every sample whose series starts with `series`.
+fn metric_sum(body: &str, series: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Peak resident set (VmHWM) of a process, in bytes.

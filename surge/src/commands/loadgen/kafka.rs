@@ -12,6 +12,24 @@ use super::traffic::{Pace, Progress};
 
 /// Sends the scenario; returns the records Kafka acknowledged.
 pub async fn send(scenario: &Scenario, rate: u64, settings: &Settings) -> anyhow::Result<usize> {
+    send_at(scenario, rate, settings, |_| None).await
+}
+
+/// [`send`], with request `i`'s log timestamp (and its `requestedAt`) set by
+/// `log_time(i)` instead of the clock when that gives one; the coupons are
+/// created at `log_time(0)`. The pipeline's stream clock follows log time,
+/// so this replays a sale that lasted hours in seconds.
+pub async fn send_at(
+    scenario: &Scenario,
+    rate: u64,
+    settings: &Settings,
+    log_time: impl Fn(usize) -> Option<i64>,
+) -> anyhow::Result<usize> {
+    let stamp = |command: &mut CouponCommand, at: Option<i64>| {
+        command.requested_at = at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .unwrap_or_else(surge_schemas::now);
+    };
     let names = Names::from_settings(settings);
     let registry = Registry::new(&settings.registry.url);
     let subject = names.subject(CouponCommand::TOPIC);
@@ -31,10 +49,10 @@ pub async fn send(scenario: &Scenario, rate: u64, settings: &Settings) -> anyhow
     while let Some(mut command) =
         commands.next_if(|c| matches!(c.command, CouponAction::Create { .. }))
     {
-        command.requested_at = surge_schemas::now();
+        stamp(&mut command, log_time(0));
         let bytes = codec.encode(&command)?;
         setup
-            .send(&command.coupon_id, &bytes)
+            .send_at(&command.coupon_id, &bytes, log_time(0))
             .await
             .context("producing to coupon-issue")?;
     }
@@ -45,10 +63,11 @@ pub async fn send(scenario: &Scenario, rate: u64, settings: &Settings) -> anyhow
     for (i, mut command) in commands.enumerate() {
         pace.slot(i).await;
         // The request is made now (paced), not when the scenario was generated.
-        command.requested_at = surge_schemas::now();
+        let at = log_time(i);
+        stamp(&mut command, at);
         let bytes = codec.encode(&command)?;
         sender
-            .send(&command.coupon_id, &bytes)
+            .send_at(&command.coupon_id, &bytes, at)
             .await
             .context("producing to coupon-issue")?;
         sender.settle_ready()?;
