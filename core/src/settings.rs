@@ -517,8 +517,11 @@ pub struct GatewaySettings {
     /// Bearer token for /admin endpoints. Unset: admin endpoints answer 403.
     /// Set it from the environment (SURGE_GATEWAY__ADMIN_TOKEN), not in a file.
     pub admin_token: Option<String>,
-    /// Largest accepted request body; larger bodies get 413.
+    /// Largest accepted request body; larger bodies get 413. A batch of
+    /// issue requests may be larger: up to 2 KiB per request it may carry.
     pub max_body_bytes: usize,
+    /// Most issue requests in one `POST /coupon-requests` (a batch).
+    pub max_batch_requests: usize,
     /// How long a request may wait for Kafka to acknowledge its command
     /// before the gateway answers 503.
     #[serde(with = "humantime_serde")]
@@ -558,12 +561,22 @@ pub struct GatewaySettings {
     pub accepted_marker_ttl: std::time::Duration,
 }
 
+impl GatewaySettings {
+    /// The body limit of a batch (`POST /coupon-requests`): 2 KiB per
+    /// request it may carry, never below `max_body_bytes`.
+    pub fn max_batch_body_bytes(&self) -> usize {
+        self.max_body_bytes
+            .max(self.max_batch_requests.saturating_mul(2048))
+    }
+}
+
 impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
             max_body_bytes: 16 * 1024,
+            max_batch_requests: 500,
             produce_timeout: std::time::Duration::from_secs(5),
             header_read_timeout: std::time::Duration::from_secs(5),
             body_read_timeout: std::time::Duration::from_secs(10),
@@ -659,6 +672,11 @@ impl Settings {
                     ),
                 });
             }
+        }
+        if self.gateway.max_batch_requests == 0 {
+            return Err(SettingsError {
+                message: "gateway.max_batch_requests must be at least 1".into(),
+            });
         }
         for (name, section) in [
             ("inventory", &p.inventory),
@@ -1006,6 +1024,25 @@ mod tests {
                 && err.contains("must not exceed pipelines.inventory.commit_interval"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_batch_holds_at_least_one_request_and_its_body_limit_follows_its_size() {
+        let s = Settings::load_from(None, no_env()).unwrap();
+        assert_eq!(s.gateway.max_batch_requests, 500);
+        assert_eq!(s.gateway.max_batch_body_bytes(), 500 * 2048);
+        let f = file("[gateway]\nmax_batch_requests = 1\n");
+        let one = Settings::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(
+            one.gateway.max_batch_body_bytes(),
+            one.gateway.max_body_bytes,
+            "never below the single-request limit"
+        );
+        let f = file("[gateway]\nmax_batch_requests = 0\n");
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.max_batch_requests"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,74 @@ pub fn client_chosen(headers: &HeaderMap) -> bool {
     headers.contains_key("idempotency-key")
 }
 
+/// Claims every (id, fingerprint) in one pipelined round trip, for a batch:
+/// per claim, whether the key was already used for another request. Redis
+/// not answering leaves them all unchecked (`false`), as [`claim`] does.
+pub async fn claim_many(state: &AppState, claims: &[(&str, String)]) -> Vec<bool> {
+    let ttl = state.settings.accepted_marker_ttl;
+    if ttl.is_zero() || claims.is_empty() {
+        return vec![false; claims.len()];
+    }
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let check = async {
+        let mut conn = state.redis.connection().await?;
+        let mut pipe = redis::pipe();
+        for (id, fingerprint) in claims {
+            pipe.cmd("SET")
+                .arg(state.keys.idempotency(id))
+                .arg(fingerprint)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+        }
+        let set: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        // Taken ones: by this same request (a retry) or another one.
+        let taken: Vec<usize> = (0..claims.len()).filter(|i| set[*i].is_none()).collect();
+        if taken.is_empty() {
+            return Ok(vec![false; claims.len()]);
+        }
+        let mut pipe = redis::pipe();
+        for i in &taken {
+            pipe.cmd("GET").arg(state.keys.idempotency(claims[*i].0));
+        }
+        let first: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let mut reused = vec![false; claims.len()];
+        for (i, first) in taken.into_iter().zip(first) {
+            reused[i] = first.is_some_and(|f| f != claims[i].1);
+        }
+        Ok::<_, redis::RedisError>(reused)
+    };
+    let error = match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+        Ok(Ok(reused)) => return reused,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in time".to_string(),
+    };
+    state.redis.forget().await;
+    state
+        .metrics
+        .idempotency_unchecked
+        .inc_by(claims.len() as u64);
+    tracing::debug!(
+        message = "idempotency keys of a batch not checked (Redis did not answer)",
+        keys = claims.len(),
+        error
+    );
+    vec![false; claims.len()]
+}
+
+/// The 422 of an Idempotency-Key (or a batch's requestId, `field`) already
+/// used for another request.
+pub fn reused(state: &AppState, field: &str, id: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        field,
+        format!(
+            "{field} {id} was already used for a different request (another route, path or body) in the last {}; a key names one request: use a new key for a new request",
+            humantime::format_duration(state.settings.accepted_marker_ttl)
+        ),
+    )
+}
+
 /// Claims `id` for the request `fingerprint` describes. Ok when the key is
 /// new, or was used for this same request (a retry); 422 when it was used
 /// for another one.
@@ -77,16 +145,7 @@ pub async fn claim(state: &AppState, id: &str, fingerprint: &str) -> Result<(), 
     let error = match tokio::time::timeout(REDIS_TIMEOUT, check).await {
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(first))) if first == fingerprint => return Ok(()),
-        Ok(Ok(Some(_))) => {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Idempotency-Key",
-                format!(
-                    "Idempotency-Key {id} was already used for a different request (another route, path or body) in the last {}; a key names one request: use a new key for a new request",
-                    humantime::format_duration(ttl)
-                ),
-            ))
-        }
+        Ok(Ok(Some(_))) => return Err(reused(state, "Idempotency-Key", id)),
         Ok(Err(e)) => e.to_string(),
         Err(_) => "no answer in time".to_string(),
     };

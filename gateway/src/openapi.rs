@@ -16,6 +16,7 @@ use crate::api::{
 /// test can compare it with the document).
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/coupons/{couponId}/issue"),
+    ("post", "/coupon-requests"),
     ("get", "/coupons/{couponId}"),
     ("get", "/coupon-requests/{requestId}"),
     ("post", "/orders"),
@@ -146,6 +147,20 @@ pub fn document(settings: &GatewaySettings) -> Value {
     );
     // Built apart: one json! of the whole document would pass the macro
     // recursion limit.
+    let batch_result = json!({ "description": format!("202: every request is in the log. 207: not every one is; each has its own outcome{}, UNAVAILABLE (Kafka did not acknowledge it in time: retry it with the same requestId).", if settings.accepted_marker_ttl.is_zero() { "" } else { ": PENDING (in the log), REFUSED (its requestId was used for a different request; `field` names it)" }),
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchAccepted" } } } });
+    let batch_path = json!({
+        "summary": "Ask for units of coupons, many requests in one call (each as POST /coupons/{couponId}/issue would make it)",
+        "description": format!("1 to {} issue requests. The body is checked whole first (400 naming the item's field, e.g. requests[3].userId; nothing is sent); then each request stands alone and is polled at /coupon-requests/{{requestId}}. An item's requestId is its Idempotency-Key: a retry with the same requestId is the same request, the same requestId on a different request is REFUSED.", settings.max_batch_requests),
+        "requestBody": body("BatchIssueRequest"),
+        "responses": with(&common, json!({
+            "202": batch_result.clone(),
+            "207": batch_result,
+            "400": error("Malformed JSON, a body that is not a JSON object, no requests or more than the most a batch holds (`field` requests), or an item's field (named in `field`, e.g. requests[3].userId) missing, unknown, null, mistyped, empty, too long or with forbidden characters"),
+            "413": error(&format!("Body larger than {} bytes", settings.max_batch_body_bytes())),
+            "415": error("Content-Type is not application/json (nor application/*+json)"),
+        })),
+    });
     let order_path = json!({ "get": {
         "summary": "An order: its state, amount, coupon, payment, lines and whole status history (PENDING until the saga answers)",
         "parameters": [id_param("orderId")],
@@ -226,6 +241,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
             )
         },
         "paths": {
+            "/coupon-requests": { "post": batch_path },
             "/coupons/{couponId}/issue": { "post": {
                 "summary": "Ask for one unit of a coupon",
                 "parameters": [id_param("couponId"), idempotency],
@@ -343,6 +359,19 @@ pub fn document(settings: &GatewaySettings) -> Value {
                     "reason": { "type": "string", "description": "Omit it rather than send null." } } },
                 "IssueRequest": { "type": "object", "additionalProperties": false, "required": ["userId"], "properties": {
                     "userId": id_schema } },
+                "BatchIssueRequest": { "type": "object", "additionalProperties": false, "required": ["requests"], "properties": {
+                    "requests": { "type": "array", "minItems": 1, "maxItems": settings.max_batch_requests, "items": {
+                        "type": "object", "additionalProperties": false, "required": ["couponId", "userId"], "properties": {
+                            "couponId": id_schema, "userId": id_schema,
+                            "requestId": with(&id_schema, json!({ "description": "The request's Idempotency-Key (any id, not only visible ASCII: it is not a header here). Absent: the gateway makes a UUIDv7. Omit it rather than send null." })) } } } } },
+                "BatchAccepted": { "type": "object", "required": ["accepted", "results"], "properties": {
+                    "accepted": { "type": "integer", "minimum": 0, "description": "How many of the requests are in the log (PENDING)" },
+                    "results": { "type": "array", "description": "One per request, in the order sent", "items": { "type": "object", "required": ["requestId", "status"], "properties": {
+                        "requestId": { "type": "string" },
+                        "status": { "enum": ["PENDING", "REFUSED", "UNAVAILABLE"] },
+                        "poll": { "type": "string", "description": "/coupon-requests/{requestId}, when PENDING" },
+                        "error": { "type": "string" },
+                        "field": { "type": ["string", "null"] } } } } } },
                 "CreateCoupon": { "type": "object", "additionalProperties": false, "required": ["couponId", "stock"],
                     "description": "activeUntil, when both are given, must be after activeFrom.",
                     "properties": {

@@ -145,6 +145,43 @@ pub async fn mark_accepted(state: &AppState, id: &str) {
     );
 }
 
+/// [`mark_accepted`] for every id of a batch, in one pipelined round trip.
+pub async fn mark_accepted_many(state: &AppState, ids: &[&str]) {
+    let ttl = state.settings.accepted_marker_ttl;
+    if ttl.is_zero() || ids.is_empty() {
+        return;
+    }
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let write = async {
+        let mut conn = state.redis.connection().await?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SET")
+                .arg(state.keys.accepted(id))
+                .arg("1")
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    };
+    let error = match tokio::time::timeout(REDIS_TIMEOUT, write).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in time".to_string(),
+    };
+    state.redis.forget().await;
+    state
+        .metrics
+        .accepted_marker_failures
+        .inc_by(ids.len() as u64);
+    tracing::debug!(
+        message = "accepted markers of a batch not written; polls may read 404 until decided",
+        ids = ids.len(),
+        error
+    );
+}
+
 /// One multiplexed Redis connection shared by all requests, reopened after
 /// an error.
 pub struct Cache {

@@ -73,6 +73,27 @@ async fn produce(
     payload: &[u8],
     id: &str,
 ) -> Result<(), ApiError> {
+    match deliver(state, topic, key, payload).await {
+        Ok(()) => {
+            // Never fails the 202: the record is in the log either way.
+            crate::reads::mark_accepted(state, id).await;
+            Ok(())
+        }
+        Err(error) => {
+            not_acknowledged(state, topic, id, &error);
+            Err(unavailable())
+        }
+    }
+}
+
+/// Sends one record and waits, bounded, for Kafka's acknowledgement; the
+/// error as text when none came.
+pub(crate) async fn deliver(
+    state: &AppState,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<(), String> {
     let record = FutureRecord::to(topic).key(key).payload(payload);
     let started = Instant::now();
     // message.timeout.ms (= produce_timeout) bounds delivery and usually
@@ -91,17 +112,17 @@ async fn produce(
         .metrics
         .produce_seconds
         .observe(started.elapsed().as_secs_f64());
-    let error = match sent {
-        Ok(Ok(_)) => {
-            // Never fails the 202: the record is in the log either way.
-            crate::reads::mark_accepted(state, id).await;
-            return Ok(());
-        }
-        Ok(Err((e, _))) => e.to_string(),
-        Err(_) => "no answer in time".to_string(),
-    };
-    // During an outage (and its aftermath) every request fails the same
-    // way; the outage is logged once (crate::kafka), requests at debug.
+    match sent {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.to_string()),
+        Err(_) => Err("no answer in time".to_string()),
+    }
+}
+
+/// Logs a record Kafka did not acknowledge. During an outage (and its
+/// aftermath) every request fails the same way; the outage is logged once
+/// (crate::kafka), requests at debug.
+pub(crate) fn not_acknowledged(state: &AppState, topic: &str, id: &str, error: &str) {
     if state.kafka.in_outage() {
         tracing::debug!(
             message = "command not acknowledged by Kafka",
@@ -117,7 +138,6 @@ async fn produce(
             error
         );
     }
-    Err(unavailable())
 }
 
 fn unavailable() -> ApiError {

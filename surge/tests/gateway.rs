@@ -2,8 +2,11 @@
 //! it: a sale of 100 units to 1,000 users where every request polls to a
 //! decision and exactly 100 are ISSUED; one Idempotency-Key sent three times
 //! is one request with one decision, and the same key on another request
-//! is refused 422; and a table of bad inputs, each with
-//! its status and the field it names, including refused admin calls.
+//! is refused 422; a batch of requests (`POST /coupon-requests`) is each
+//! of its requests decided once, a reused requestId in it refused alone
+//! and a bad item refusing the whole batch; and a table of bad inputs,
+//! each with its status and the field it names, including refused admin
+//! calls.
 
 mod common;
 
@@ -148,6 +151,138 @@ async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
     // The product's own check agrees: invariants hold, both stores equal the topic.
     let out = surge(
         &["verify", "--coupons", &coupon, "--wait", "60"],
+        &[
+            ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
+            ("SURGE_REDIS__KEYSPACE", fx.prefix.trim_end_matches('-')),
+        ],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_many_requests_each_decided_once() {
+    let fx = Fixture::new("gwbatch").await;
+    let _pipeline = fx.spawn_pipeline("0", &[]);
+    let _pg = fx.spawn_sink("postgres", &[]);
+    let _redis = fx.spawn_sink("redis", &[]);
+    let gw = spawn_gateway(&fx, &[("SURGE_GATEWAY__MAX_BATCH_REQUESTS", "120")]).await;
+    let (a, b) = (format!("{}a", fx.prefix), format!("{}b", fx.prefix));
+    gw.create_coupon(&a, 30).await;
+    gw.create_coupon(&b, 30).await;
+    let key = |i: usize| format!("{}k-{i}", fx.prefix);
+
+    // 50 keyed requests for a, 50 unkeyed for b, in one call.
+    let mut items: Vec<serde_json::Value> = (0..50)
+        .map(|i| json!({ "couponId": a, "userId": format!("u{i}"), "requestId": key(i) }))
+        .collect();
+    items.extend((0..50).map(|i| json!({ "couponId": b, "userId": format!("u{i}") })));
+    let (status, body) = gw
+        .post("/coupon-requests", &[], json!({ "requests": items }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 100, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 100);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["status"], "PENDING", "{r}");
+        let id = r["requestId"].as_str().unwrap();
+        if i < 50 {
+            assert_eq!(id, key(i), "a keyed item keeps its requestId");
+        }
+        assert_eq!(r["poll"], format!("/coupon-requests/{id}"));
+    }
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| r["requestId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        100,
+        "every unkeyed item got its own id"
+    );
+
+    // The keyed half again (a client retrying the call): the same requests.
+    let (status, again) = gw
+        .post("/coupon-requests", &[], json!({ "requests": items[..50] }))
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["accepted"], 50);
+
+    // A reused requestId is refused alone; the rest of its batch goes on.
+    let (status, mixed) = gw
+        .post(
+            "/coupon-requests",
+            &[],
+            json!({ "requests": [
+                { "couponId": a, "userId": "someone-else", "requestId": key(0) },
+                { "couponId": b, "userId": "late" },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, 207, "{mixed}");
+    assert_eq!(mixed["accepted"], 1);
+    assert_eq!(mixed["results"][0]["status"], "REFUSED", "{mixed}");
+    assert_eq!(mixed["results"][0]["field"], "requests[0].requestId");
+    assert_eq!(mixed["results"][1]["status"], "PENDING", "{mixed}");
+    let late = mixed["results"][1]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // One bad item refuses the whole batch, naming it: nothing is sent.
+    let never = format!("{}never", fx.prefix);
+    let refusals = [
+        (
+            json!({ "requests": [
+                { "couponId": a, "userId": "fine", "requestId": never },
+                { "couponId": a, "userId": "" },
+            ] }),
+            "requests[1].userId",
+        ),
+        (json!({ "requests": [] }), "requests"),
+        (
+            json!({ "requests": (0..121).map(|i| json!({ "couponId": a, "userId": format!("x{i}") })).collect::<Vec<_>>() }),
+            "requests",
+        ),
+        (
+            json!({ "requests": [{ "couponId": a, "userId": "u", "requestId": null }] }),
+            "requests[0].requestId",
+        ),
+    ];
+    for (batch, field) in refusals {
+        let (status, answer) = gw.post("/coupon-requests", &[], batch).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["field"], field, "{answer}");
+    }
+
+    // Every accepted request decides once: 30 of each coupon's 50 (51 for
+    // b) distinct users ISSUED; the retried call added no decision.
+    for id in ids.iter().chain([&late]) {
+        let d = gw.decision(id, Duration::from_secs(120)).await;
+        assert!(
+            d["outcome"] == "ISSUED" || d["outcome"] == "SOLD_OUT",
+            "{d}"
+        );
+    }
+    let first = gw.decision(&key(0), Duration::from_secs(10)).await;
+    assert_eq!(
+        first["userId"], "u0",
+        "the key reads its own request: {first}"
+    );
+    let decisions = fx.decisions(2 + 101, Duration::from_secs(60)).await;
+    assert_eq!(decisions.len(), 2 + 101, "two creates and 101 requests");
+    for coupon in [&a, &b] {
+        let issued = decisions
+            .iter()
+            .filter(|d| &d.coupon_id == coupon && d.outcome.symbol() == "ISSUED")
+            .count();
+        assert_eq!(issued, 30, "{coupon}");
+    }
+    let (status, _) = gw.get(&format!("/coupon-requests/{never}")).await;
+    assert_eq!(status, 404, "the refused batch sent nothing");
+
+    let out = surge(
+        &["verify", "--coupons", &fx.prefix, "--wait", "60"],
         &[
             ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
             ("SURGE_REDIS__KEYSPACE", fx.prefix.trim_end_matches('-')),

@@ -1,6 +1,7 @@
-//! Users' endpoints: ask for a coupon, poll the answer, read a coupon.
+//! Users' endpoints: ask for a coupon (one, or many in a batch: see
+//! `coupon_batch`), poll the answer, read a coupon.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,8 +14,14 @@ use crate::api::{check_id, path_segment, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::{reads, submit};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    // A batch carries up to max_batch_requests requests: its own body limit.
+    let batch_limit = DefaultBodyLimit::max(state.settings.max_batch_body_bytes());
     Router::new()
+        .route(
+            "/coupon-requests",
+            post(super::coupon_batch::issue_batch).layer(batch_limit),
+        )
         .route("/coupons/{couponId}/issue", post(issue))
         .route("/coupons/{couponId}", get(coupon))
         .route("/coupon-requests/{requestId}", get(request))

@@ -4,6 +4,7 @@
 //! token), ops.
 
 pub mod admin;
+pub mod coupon_batch;
 pub mod coupons;
 pub mod ops;
 pub mod orders;
@@ -22,7 +23,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.settings.max_body_bytes;
     Router::new()
-        .merge(coupons::routes())
+        .merge(coupons::routes(&state))
         .merge(orders::routes())
         .merge(products::routes())
         .merge(admin::routes(&state))

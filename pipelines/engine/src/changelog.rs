@@ -30,16 +30,25 @@ pub enum RestoreError {
     Timeout(String, Duration),
 }
 
-/// Reads `partitions` of `topic` and returns their rebuilt states and the record count.
+/// What a restore read: every record, and how many of them were
+/// tombstones (deletes the cleaner has not dropped yet, see the changelogs'
+/// `delete_retention`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub records: u64,
+    pub tombstones: u64,
+}
+
+/// Reads `partitions` of `topic` and returns their rebuilt states and what was read.
 pub fn restore<S: PartitionState>(
     factory: &ClientFactory,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
-) -> Result<(HashMap<i32, S>, u64), RestoreError> {
+) -> Result<(HashMap<i32, S>, Restored), RestoreError> {
     let mut states: HashMap<i32, S> = partitions.iter().map(|p| (*p, S::default())).collect();
     if partitions.is_empty() {
-        return Ok((states, 0));
+        return Ok((states, Restored::default()));
     }
     // assign() only, never commits; librdkafka still wants a group id.
     let mut cfg = factory.read_committed_consumer_config("restore", &format!("{topic}-restore"));
@@ -53,7 +62,7 @@ pub fn restore<S: PartitionState>(
     consumer.assign(&tpl)?;
     let mut pending: HashSet<i32> = partitions.iter().copied().collect();
     let deadline = Instant::now() + timeout;
-    let mut count = 0u64;
+    let mut read = Restored::default();
     while !pending.is_empty() {
         if Instant::now() > deadline {
             return Err(RestoreError::Timeout(
@@ -82,9 +91,10 @@ pub fn restore<S: PartitionState>(
                         offset: m.offset(),
                         reason,
                     })?;
-                count += 1;
+                read.records += 1;
+                read.tombstones += u64::from(m.payload().is_none());
             }
         }
     }
-    Ok((states, count))
+    Ok((states, read))
 }

@@ -172,7 +172,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             &new,
             Duration::from_secs(600),
         ) {
-            Ok((states, records)) => {
+            Ok((states, read)) => {
                 let bytes: usize = states.values().map(|s| s.approx_bytes()).sum();
                 for (p, state) in states {
                     self.tasks.insert(p, Task::new(state));
@@ -180,7 +180,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 let secs = started.elapsed().as_secs_f64();
                 self.metrics.restore_seconds.observe(secs);
                 self.metrics.last_restore_seconds.set(secs);
-                self.metrics.restore_records.inc_by(records);
+                self.metrics.restore_records.inc_by(read.records);
                 self.metrics.assigned_partitions.add(new.len() as i64);
                 self.report_state_bytes();
                 self.observe();
@@ -188,7 +188,8 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                     message = "partitions assigned and restored",
                     pipeline = %self.spec.name,
                     partitions = ?new,
-                    changelog_records = records,
+                    changelog_records = read.records,
+                    tombstones = read.tombstones,
                     state_bytes = bytes,
                     restore_seconds = secs
                 );

@@ -6,6 +6,11 @@
 //! record) and the p50/p99 of the 202, divided by the pipeline's own hot
 //! rate from the same run: whether the front door keeps up with what it
 //! feeds. No pipeline runs behind it; a 202 never waits for a decision.
+//!
+//! Then the same requests (fresh request ids) in batches through
+//! `POST /coupon-requests`, `batch_size` per call and `batch_concurrency`
+//! calls in flight, as a backend gathering its users' clicks would post
+//! them: the front door's cost per HTTP call paid once per batch.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,14 +30,24 @@ const ADMIN_TOKEN: &str = "bench-admin";
 
 /// Posts the sale's issue requests through a fresh gateway; returns its
 /// figures, `ratioAcceptedToPipelineHot` against `pipeline_hot_rate`.
+/// How the front door is driven.
+pub struct Load {
+    /// Single requests in flight.
+    pub concurrency: usize,
+    /// Requests per batch call (0: no batched run) and calls in flight.
+    pub batch_size: usize,
+    pub batch_concurrency: usize,
+}
+
 pub async fn run(
     sandbox: &Sandbox,
     config: &Path,
     logs: &Path,
     sale: &Scenario,
-    concurrency: usize,
+    load: &Load,
     pipeline_hot_rate: f64,
 ) -> anyhow::Result<Value> {
+    let concurrency = load.concurrency;
     let mut gateway = Child::spawn(
         config,
         &["gateway"],
@@ -88,11 +103,38 @@ pub async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = super::pipeline::cpu_seconds(gateway.id());
+    let batched = if load.batch_size > 0 {
+        let items: Vec<Value> = requests
+            .iter()
+            .map(|(url, key, body)| {
+                let coupon = url
+                    .rsplit('/')
+                    .nth(1)
+                    .expect("/coupons/{couponId}/issue");
+                json!({ "couponId": coupon, "userId": body["userId"], "requestId": format!("{key}-b") })
+            })
+            .collect();
+        say(format!(
+            "gateway: the same {} requests (fresh ids) in batches of {}, {} calls in flight",
+            items.len(),
+            load.batch_size,
+            load.batch_concurrency
+        ));
+        let mut b = batches(&client, &base, &items, load).await?;
+        let batch_cpu = super::pipeline::cpu_seconds(gateway.id()) - cpu;
+        let rate = f(&b["acceptedPerSecond"]);
+        b["gatewayCpuSeconds"] = json!(batch_cpu);
+        b["ratioAcceptedToPipelineHot"] = json!(rate / pipeline_hot_rate);
+        b
+    } else {
+        Value::Null
+    };
     drop(gateway);
     let accepted = latencies.len();
     let rate = accepted as f64 / seconds;
     let latency = Latency::from_samples(0, rate, latencies);
     Ok(json!({
+        "batched": batched,
         "requests": accepted,
         "concurrency": concurrency,
         "seconds": seconds,
@@ -103,5 +145,86 @@ pub async fn run(
         "gatewayCpuSeconds": cpu,
         "pipelineHotPerSecond": pipeline_hot_rate,
         "ratioAcceptedToPipelineHot": rate / pipeline_hot_rate,
+    }))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// Posts `items` in batches; every item retried until it is PENDING (an
+/// UNAVAILABLE one goes again, with its requestId, in a later call).
+async fn batches(
+    client: &reqwest::Client,
+    base: &str,
+    items: &[Value],
+    load: &Load,
+) -> anyhow::Result<Value> {
+    let url = format!("{base}/coupon-requests");
+    let started = Instant::now();
+    let mut calls = futures::stream::iter(items.chunks(load.batch_size.max(1)))
+        .map(|chunk| {
+            let (client, url) = (client, &url);
+            async move {
+                let t0 = Instant::now();
+                let mut todo: Vec<Value> = chunk.to_vec();
+                let mut retried = 0usize;
+                loop {
+                    let response = client
+                        .post(url)
+                        .json(&json!({ "requests": todo }))
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let body: Value = response.json().await?;
+                    if status != reqwest::StatusCode::ACCEPTED
+                        && status != reqwest::StatusCode::MULTI_STATUS
+                    {
+                        anyhow::bail!("{url}: {status}: {body}");
+                    }
+                    let results = body["results"].as_array().cloned().unwrap_or_default();
+                    let mut again = Vec::new();
+                    for (item, r) in todo.into_iter().zip(results) {
+                        match r["status"].as_str() {
+                            Some("PENDING") => {}
+                            Some("UNAVAILABLE") => again.push(item),
+                            _ => anyhow::bail!("{url}: an item was not accepted: {r}"),
+                        }
+                    }
+                    if again.is_empty() {
+                        break;
+                    }
+                    retried += again.len();
+                    if retried > 600 * chunk.len() {
+                        anyhow::bail!("{url}: items still unavailable after {retried} tries");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    todo = again;
+                }
+                anyhow::Ok((t0.elapsed().as_secs_f64() * 1000.0, chunk.len(), retried))
+            }
+        })
+        .buffer_unordered(load.batch_concurrency.max(1));
+    let (mut latencies, mut accepted, mut retried) = (Vec::new(), 0usize, 0usize);
+    while let Some(call) = calls.next().await {
+        let (ms, n, r) = call?;
+        latencies.push(ms);
+        accepted += n;
+        retried += r;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = accepted as f64 / seconds;
+    let calls = latencies.len();
+    let latency = Latency::from_samples(0, rate, latencies);
+    Ok(json!({
+        "requests": accepted,
+        "batchSize": load.batch_size,
+        "concurrency": load.batch_concurrency,
+        "calls": calls,
+        "seconds": seconds,
+        "acceptedPerSecond": rate,
+        "p50Ms": latency.p50_ms,
+        "p99Ms": latency.p99_ms,
+        "retriedUnavailable": retried,
     }))
 }

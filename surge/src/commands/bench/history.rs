@@ -10,7 +10,8 @@
 //! backlog is decided — and a restarted pipeline restores the live state,
 //! not every record and tombstone ever written. Restores are repeated,
 //! with pauses for the log cleaner, until the records they read stop
-//! falling.
+//! falling. The baseline, side by side: the same history under a window
+//! longer than all of it, i.e. what an unbounded dedupe set keeps.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +46,7 @@ pub struct HistoryArgs {
     pub restores: usize,
 }
 
+/// The bounded run, then the baseline, and their ratios.
 pub async fn run(
     settings: &Settings,
     config: &Path,
@@ -52,14 +54,65 @@ pub async fn run(
     run_id: &str,
     args: &HistoryArgs,
 ) -> anyhow::Result<Value> {
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-history-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let bounded = one_run(settings, config, out_dir, run_id, args, WINDOW, "bounded").await?;
+    // Longer than the history (and the two minutes of bucket rounding):
+    // nothing expires, as before the window was bounded.
+    let everything = WINDOW * (args.windows.max(1) + 3);
+    let unbounded = one_run(
+        settings,
+        config,
+        out_dir,
+        run_id,
+        args,
+        everything,
+        "unbounded",
+    )
+    .await?;
+    let ratio = |key: &str| {
+        let (b, u) = (
+            bounded[key].as_f64().unwrap_or(0.0),
+            unbounded[key].as_f64().unwrap_or(0.0),
+        );
+        if u > 0.0 {
+            json!(b / u)
+        } else {
+            Value::Null
+        }
+    };
+    Ok(json!({
+        "requests": args.requests,
+        "coupons": args.coupons.max(1),
+        "stock": args.stock,
+        "users": args.users.max(1),
+        "windows": args.windows,
+        "windowSeconds": WINDOW.as_secs(),
+        "bounded": bounded,
+        "unbounded": unbounded,
+        "boundedOverUnbounded": {
+            "stateBytes": ratio("stateBytes"),
+            "restoreRecords": ratio("restoreRecords"),
+            "restoreSeconds": ratio("restoreSeconds"),
+        },
+    }))
+}
+
+/// One history under dedupe window `window`, on its own sandbox.
+async fn one_run(
+    settings: &Settings,
+    config: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    args: &HistoryArgs,
+    window: Duration,
+    name: &str,
+) -> anyhow::Result<Value> {
+    let (sandbox, logs) =
+        Sandbox::for_step(settings, run_id, &format!("history-{name}"), out_dir).await?;
     let changelog = sandbox.names.changelog(surge_core::names::COUPON);
     compact_fast(&sandbox, &changelog).await?;
 
     let sale = Scenario {
-        prefix: format!("h{run_id}"),
+        prefix: format!("h{run_id}{name}"),
         coupons: args.coupons.max(1),
         stock: args.stock,
         users: args.users.max(1),
@@ -74,18 +127,18 @@ pub async fn run(
     let requests = sale.requests.max(1) as i128;
     let log_time = |i: usize| Some(start_ms + (i as i128 * i128::from(span_ms) / requests) as i64);
     say(format!(
-        "history: {} requests over {} coupons, log times spanning {} dedupe windows of {}s, into {}",
+        "history ({name}): {} requests over {} coupons, log times spanning {} minutes, dedupe window {}s, into {}",
         sale.requests,
         sale.coupons,
-        args.windows,
-        WINDOW.as_secs(),
+        span_ms / 60_000,
+        window.as_secs(),
         sandbox.topic(CouponCommand::TOPIC)
     ));
     loadgen::kafka::send_at(&sale, 0, &sandbox.settings, log_time).await?;
 
     let extra = [(
         "SURGE_PIPELINES__COUPON__DEDUPE_WINDOW",
-        format!("{}s", WINDOW.as_secs()),
+        format!("{}s", window.as_secs()),
     )];
     let want = sale.coupons + sale.requests;
     let started = Instant::now();
@@ -110,7 +163,7 @@ pub async fn run(
     let end = pipeline.settled_figures().await;
     pipeline.stop();
     say(format!(
-        "history: {} decisions in {decided_seconds:.1}s; {} changelog records written; state {:.1} MiB",
+        "history ({name}): {} decisions in {decided_seconds:.1}s; {} changelog records written; state {:.1} MiB",
         seen.records,
         end.changelog_records,
         end.state_bytes / 1048576.0
@@ -126,9 +179,10 @@ pub async fn run(
         let mut restarted = PipelineProcess::spawn_with(config, sandbox.prefix(), &extra, &logs)?;
         restarted.until_restored().await?;
         let f = restarted.settled_figures().await;
+        let tombstones = restarted.restored_tombstones();
         restarted.stop();
         say(format!(
-            "history: restore {} at +{:.0}s read {} changelog records in {:.2}s",
+            "history ({name}): restore {} at +{:.0}s read {} changelog records ({tombstones} tombstones) in {:.2}s",
             attempt + 1,
             after_run.elapsed().as_secs_f64(),
             f.restore_records,
@@ -141,6 +195,7 @@ pub async fn run(
             "afterRunSeconds": after_run.elapsed().as_secs_f64(),
             "seconds": f.restore_seconds,
             "changelogRecords": f.restore_records,
+            "tombstones": tombstones,
             "stateBytes": f.state_bytes,
         }));
         if attempt > 0 && !fell {
@@ -162,12 +217,7 @@ pub async fn run(
     };
     let last = restores.last().cloned().unwrap_or(Value::Null);
     Ok(json!({
-        "requests": sale.requests,
-        "coupons": sale.coupons,
-        "stock": sale.stock,
-        "users": sale.users,
-        "windows": args.windows,
-        "windowSeconds": WINDOW.as_secs(),
+        "dedupeWindowSeconds": window.as_secs(),
         "decisions": seen.records,
         "decidedSeconds": decided_seconds,
         "issued": end.issued,
@@ -183,6 +233,7 @@ pub async fn run(
         "restores": restores,
         "restoreSeconds": last["seconds"],
         "restoreRecords": last["changelogRecords"],
+        "restoreTombstones": last["tombstones"],
         "restoredStateBytes": last["stateBytes"],
     }))
 }
@@ -246,35 +297,53 @@ pub fn print(history: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mib = |v: &Value| f(v) / 1048576.0;
     println!(
-        "\nhistory: {} requests over {} coupons (stock {} each), log times spanning {} dedupe windows of {} s;\n\
-         decided in {:.1} s, {} ISSUED, {} changelog records written (values and tombstones)",
+        "\nhistory: {} requests over {} coupons (stock {} each), log times spanning {} minutes;\n\
+         bounded: a {} s dedupe window; unbounded: a window longer than the history (nothing expires)",
         history["requests"],
         history["coupons"],
         history["stock"],
         history["windows"],
         history["windowSeconds"],
-        f(&history["decidedSeconds"]),
-        f(&history["issued"]),
-        f(&history["changelogRecordsWritten"]),
     );
-    let at = &history["stateBytesAt"];
     println!(
-        "state MiB at a quarter / half / three quarters / all of the decisions: {:.1} / {:.1} / {:.1} / {:.1}; peak RSS {:.1} MiB",
-        mib(&at["quarter"]["stateBytes"]),
-        mib(&at["half"]["stateBytes"]),
-        mib(&at["threeQuarters"]["stateBytes"]),
-        mib(&at["end"]["stateBytes"]),
-        f(&history["pipelinePeakRssBytes"]) / 1048576.0,
+        "{:<10} {:>9} {:>11} {:>12} | {:>8} {:>8} {:>8} {:>8} | {:>8} | restores after the run: records read, seconds",
+        "run", "decided s", "ISSUED", "changelog", "state@¼", "@½", "@¾", "end MiB", "peak RSS"
     );
-    if let Some(restores) = history["restores"].as_array() {
-        for r in restores {
-            println!(
-                "restore at +{:>4.0} s after the run: {:>10} changelog records in {:>6.2} s, state {:.1} MiB",
-                f(&r["afterRunSeconds"]),
-                f(&r["changelogRecords"]),
-                f(&r["seconds"]),
-                mib(&r["stateBytes"]),
-            );
-        }
+    for name in ["bounded", "unbounded"] {
+        let r = &history[name];
+        let at = &r["stateBytesAt"];
+        let restores = r["restores"].as_array().map_or(String::new(), |all| {
+            all.iter()
+                .map(|x| {
+                    format!(
+                        "+{:.0}s: {} ({} tombstones) in {:.2}",
+                        f(&x["afterRunSeconds"]),
+                        f(&x["changelogRecords"]),
+                        f(&x["tombstones"]),
+                        f(&x["seconds"])
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        println!(
+            "{:<10} {:>9.1} {:>11} {:>12} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>8.1} | {restores}",
+            name,
+            f(&r["decidedSeconds"]),
+            f(&r["issued"]),
+            f(&r["changelogRecordsWritten"]),
+            mib(&at["quarter"]["stateBytes"]),
+            mib(&at["half"]["stateBytes"]),
+            mib(&at["threeQuarters"]["stateBytes"]),
+            mib(&at["end"]["stateBytes"]),
+            f(&r["pipelinePeakRssBytes"]) / 1048576.0,
+        );
     }
+    let q = &history["boundedOverUnbounded"];
+    println!(
+        "bounded / unbounded: state {:.3}, restore records {:.3}, restore seconds {:.3}",
+        f(&q["stateBytes"]),
+        f(&q["restoreRecords"]),
+        f(&q["restoreSeconds"]),
+    );
 }

@@ -89,6 +89,13 @@ pub struct BenchArgs {
     /// same sale over HTTP).
     #[arg(long, default_value_t = 256)]
     gateway_concurrency: usize,
+    /// Requests per call of the gateway's batched run (`POST
+    /// /coupon-requests`, the same requests with fresh ids); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    gateway_batch: usize,
+    /// Batch calls in flight in the batched run.
+    #[arg(long, default_value_t = 8)]
+    gateway_batch_concurrency: usize,
     /// Offered rate of the latency runs, requests/s (default: half the
     /// pipeline maximum measured in the same scenario).
     #[arg(long)]
@@ -285,9 +292,7 @@ async fn scenario(
     run_id: &str,
 ) -> anyhow::Result<Value> {
     let name = kind.name();
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-{name}-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let (sandbox, logs) = Sandbox::for_step(settings, run_id, name, out_dir).await?;
     say(format!("{name}: topics under {}*", sandbox.prefix()));
     let sale = sale(args, kind, format!("b{run_id}"));
     let records = sale.coupons + sale.requests;
@@ -441,23 +446,18 @@ async fn gateway_run(
     run_id: &str,
     pipeline_hot_rate: f64,
 ) -> anyhow::Result<Value> {
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-gateway-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let (sandbox, logs) = Sandbox::for_step(settings, run_id, "gateway", out_dir).await?;
     say(format!(
         "gateway: the hot sale over HTTP, topics under {}*",
         sandbox.prefix()
     ));
     let sale = sale(args, Kind::Hot, format!("g{run_id}"));
-    let figures = gateway::run(
-        &sandbox,
-        config,
-        &logs,
-        &sale,
-        args.gateway_concurrency,
-        pipeline_hot_rate,
-    )
-    .await;
+    let load = gateway::Load {
+        concurrency: args.gateway_concurrency,
+        batch_size: args.gateway_batch,
+        batch_concurrency: args.gateway_batch_concurrency,
+    };
+    let figures = gateway::run(&sandbox, config, &logs, &sale, &load, pipeline_hot_rate).await;
     sandbox.drop_topics().await;
     figures
 }

@@ -95,9 +95,7 @@ async fn at_latency(
     latency_ms: f64,
 ) -> anyhow::Result<Value> {
     let label = format!("orders{}", latency_ms as u64);
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-{label}-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let (sandbox, logs) = Sandbox::for_step(settings, run_id, &label, out_dir).await?;
     say(format!(
         "{label}: topics under {}*, provider latency {latency_ms} ms",
         sandbox.prefix()

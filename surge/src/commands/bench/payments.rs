@@ -219,9 +219,7 @@ async fn measure(
     requests: usize,
     max_in_flight: usize,
 ) -> anyhow::Result<Run> {
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-{label}-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let (sandbox, logs) = Sandbox::for_step(settings, run_id, label, out_dir).await?;
     say(format!("{label}: topics under {}*", sandbox.prefix()));
     let schema = format!("pgsim_bench_{run_id}_{}", label.replace('-', "_"));
     let outcome = drive(

@@ -63,6 +63,23 @@ impl PipelineProcess {
         children::until_assigned(&mut self.child).await
     }
 
+    /// Tombstones among the changelog records of the latest restore (its
+    /// log line; there is no metric of them). 0 when not logged.
+    pub fn restored_tombstones(&self) -> f64 {
+        let text = std::fs::read_to_string(&self.child.log).unwrap_or_default();
+        text.lines()
+            .rfind(|l| l.contains("partitions assigned and restored"))
+            .and_then(|l| {
+                l.split_once("tombstones=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn log(&self) -> &Path {
         &self.child.log
     }

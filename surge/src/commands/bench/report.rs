@@ -81,6 +81,16 @@ pub fn targets(report: &Value) -> Value {
             1.0,
             false,
         );
+        if g["batched"].is_object() {
+            push(
+                "gateway",
+                "batched accepted/s / pipeline hot >= 0.5".into(),
+                f(&g["batched"]["ratioAcceptedToPipelineHot"]),
+                0.5,
+                1.0,
+                false,
+            );
+        }
     }
     if !report["state"].is_null() {
         push(
@@ -131,6 +141,24 @@ pub fn print(report: &Value) {
             f(&g["pipelineHotPerSecond"]),
             f(&g["ratioAcceptedToPipelineHot"]),
         );
+        let b = &g["batched"];
+        if b.is_object() {
+            println!(
+                "batched: {} per POST /coupon-requests, {} calls in flight (p50/p99 per call)",
+                b["batchSize"], b["concurrency"]
+            );
+            println!(
+                "{:>10} {:>12.0} {:>9.1} {:>9.1} {:>14.0} {:>16.2}   ({:.2} gateway CPU-s, {:.2} for single requests)",
+                b["requests"],
+                f(&b["acceptedPerSecond"]),
+                f(&b["p50Ms"]),
+                f(&b["p99Ms"]),
+                f(&g["pipelineHotPerSecond"]),
+                f(&b["ratioAcceptedToPipelineHot"]),
+                f(&b["gatewayCpuSeconds"]),
+                f(&g["gatewayCpuSeconds"]),
+            );
+        }
     }
     let targets = report["targets"].as_array().map_or(&[][..], Vec::as_slice);
     if targets.is_empty() {

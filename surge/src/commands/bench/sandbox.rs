@@ -60,6 +60,20 @@ impl Sandbox {
         })
     }
 
+    /// The sandbox of one step of a run, `bench-<run_id>-<label>-*`, and
+    /// the folder beside the report where its processes write their logs.
+    pub async fn for_step(
+        settings: &Settings,
+        run_id: &str,
+        label: &str,
+        out_dir: &std::path::Path,
+    ) -> anyhow::Result<(Self, std::path::PathBuf)> {
+        let sandbox = Self::create(settings, format!("bench-{run_id}-{label}-")).await?;
+        let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
+        std::fs::create_dir_all(&logs)?;
+        Ok((sandbox, logs))
+    }
+
     pub fn prefix(&self) -> &str {
         self.names.prefix()
     }

@@ -30,9 +30,7 @@ pub async fn run(
     coupons: usize,
     seed: u64,
 ) -> anyhow::Result<Value> {
-    let sandbox = Sandbox::create(settings, format!("bench-{run_id}-state-")).await?;
-    let logs = out_dir.join(sandbox.prefix().trim_end_matches('-'));
-    std::fs::create_dir_all(&logs)?;
+    let (sandbox, logs) = Sandbox::for_step(settings, run_id, "state", out_dir).await?;
     let sale = Scenario {
         prefix: format!("s{run_id}"),
         coupons: coupons.max(1),
