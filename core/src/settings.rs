@@ -518,10 +518,13 @@ pub struct GatewaySettings {
     /// Set it from the environment (SURGE_GATEWAY__ADMIN_TOKEN), not in a file.
     pub admin_token: Option<String>,
     /// Largest accepted request body; larger bodies get 413. A batch of
-    /// issue requests may be larger: up to 2 KiB per request it may carry.
+    /// issue requests may be larger (see `max_batch_body_bytes`).
     pub max_body_bytes: usize,
     /// Most issue requests in one `POST /coupon-requests` (a batch).
     pub max_batch_requests: usize,
+    /// Batch calls handled at once; more wait, unread, for a turn. Bounds
+    /// the memory batches can hold (this × `max_batch_body_bytes`).
+    pub max_batch_calls: usize,
     /// How long a request may wait for Kafka to acknowledge its command
     /// before the gateway answers 503.
     #[serde(with = "humantime_serde")]
@@ -561,12 +564,19 @@ pub struct GatewaySettings {
     pub accepted_marker_ttl: std::time::Duration,
 }
 
+/// The most bytes one request of a batch can take as JSON: its three ids
+/// at their longest (128 characters), each character written as the 12
+/// bytes of an escaped surrogate pair (`\ud83d\ude00`), plus the names and
+/// punctuation.
+pub const BATCH_ITEM_BYTES: usize = 3 * 128 * 12 + 96;
+
 impl GatewaySettings {
-    /// The body limit of a batch (`POST /coupon-requests`): 2 KiB per
-    /// request it may carry, never below `max_body_bytes`.
+    /// The body limit of a batch (`POST /coupon-requests`): room for
+    /// `max_batch_requests` of the largest requests, never below
+    /// `max_body_bytes`.
     pub fn max_batch_body_bytes(&self) -> usize {
         self.max_body_bytes
-            .max(self.max_batch_requests.saturating_mul(2048))
+            .max(self.max_batch_requests.saturating_mul(BATCH_ITEM_BYTES))
     }
 }
 
@@ -577,6 +587,7 @@ impl Default for GatewaySettings {
             admin_token: None,
             max_body_bytes: 16 * 1024,
             max_batch_requests: 500,
+            max_batch_calls: 64,
             produce_timeout: std::time::Duration::from_secs(5),
             header_read_timeout: std::time::Duration::from_secs(5),
             body_read_timeout: std::time::Duration::from_secs(10),
@@ -673,10 +684,15 @@ impl Settings {
                 });
             }
         }
-        if self.gateway.max_batch_requests == 0 {
-            return Err(SettingsError {
-                message: "gateway.max_batch_requests must be at least 1".into(),
-            });
+        for (key, value) in [
+            ("max_batch_requests", self.gateway.max_batch_requests),
+            ("max_batch_calls", self.gateway.max_batch_calls),
+        ] {
+            if value == 0 {
+                return Err(SettingsError {
+                    message: format!("gateway.{key} must be at least 1"),
+                });
+            }
         }
         for (name, section) in [
             ("inventory", &p.inventory),
@@ -1030,7 +1046,7 @@ mod tests {
     fn a_batch_holds_at_least_one_request_and_its_body_limit_follows_its_size() {
         let s = Settings::load_from(None, no_env()).unwrap();
         assert_eq!(s.gateway.max_batch_requests, 500);
-        assert_eq!(s.gateway.max_batch_body_bytes(), 500 * 2048);
+        assert_eq!(s.gateway.max_batch_body_bytes(), 500 * BATCH_ITEM_BYTES);
         let f = file("[gateway]\nmax_batch_requests = 1\n");
         let one = Settings::load_from(Some(f.path()), no_env()).unwrap();
         assert_eq!(
@@ -1043,6 +1059,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gateway.max_batch_requests"), "{err}");
+        let f = file("[gateway]\nmax_batch_calls = 0\n");
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.max_batch_calls"), "{err}");
     }
 
     #[test]

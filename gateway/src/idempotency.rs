@@ -44,15 +44,15 @@ pub fn client_chosen(headers: &HeaderMap) -> bool {
     headers.contains_key("idempotency-key")
 }
 
-/// Claims every (id, fingerprint) in one pipelined round trip, for a batch:
-/// per claim, whether the key was already used for another request. Redis
-/// not answering leaves them all unchecked (`false`), as [`claim`] does.
+/// Claims every (id, fingerprint) in one pipelined round trip (`SET NX
+/// GET`: the claim and, when the key is taken, what took it, atomically):
+/// per claim, whether the key was already used for another request. When
+/// Redis does not answer they all go on unchecked (`false`).
 pub async fn claim_many(state: &AppState, claims: &[(&str, String)]) -> Vec<bool> {
     let ttl = state.settings.accepted_marker_ttl;
     if ttl.is_zero() || claims.is_empty() {
         return vec![false; claims.len()];
     }
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let check = async {
         let mut conn = state.redis.connection().await?;
         let mut pipe = redis::pipe();
@@ -61,25 +61,20 @@ pub async fn claim_many(state: &AppState, claims: &[(&str, String)]) -> Vec<bool
                 .arg(state.keys.idempotency(id))
                 .arg(fingerprint)
                 .arg("NX")
+                .arg("GET")
                 .arg("PX")
-                .arg(ttl_ms);
+                .arg(crate::reads::ttl_ms(ttl));
         }
-        let set: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        // Taken ones: by this same request (a retry) or another one.
-        let taken: Vec<usize> = (0..claims.len()).filter(|i| set[*i].is_none()).collect();
-        if taken.is_empty() {
-            return Ok(vec![false; claims.len()]);
-        }
-        let mut pipe = redis::pipe();
-        for i in &taken {
-            pipe.cmd("GET").arg(state.keys.idempotency(claims[*i].0));
-        }
+        // Nil: the key was free and is ours now; else the fingerprint of
+        // the request that holds it (this same one, for a retry).
         let first: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        let mut reused = vec![false; claims.len()];
-        for (i, first) in taken.into_iter().zip(first) {
-            reused[i] = first.is_some_and(|f| f != claims[i].1);
-        }
-        Ok::<_, redis::RedisError>(reused)
+        Ok::<_, redis::RedisError>(
+            first
+                .into_iter()
+                .zip(claims)
+                .map(|(first, (_, fingerprint))| first.is_some_and(|f| &f != fingerprint))
+                .collect(),
+        )
     };
     let error = match tokio::time::timeout(REDIS_TIMEOUT, check).await {
         Ok(Ok(reused)) => return reused,
@@ -92,7 +87,7 @@ pub async fn claim_many(state: &AppState, claims: &[(&str, String)]) -> Vec<bool
         .idempotency_unchecked
         .inc_by(claims.len() as u64);
     tracing::debug!(
-        message = "idempotency keys of a batch not checked (Redis did not answer)",
+        message = "idempotency keys not checked (Redis did not answer)",
         keys = claims.len(),
         error
     );
@@ -116,45 +111,8 @@ pub fn reused(state: &AppState, field: &str, id: &str) -> ApiError {
 /// new, or was used for this same request (a retry); 422 when it was used
 /// for another one.
 pub async fn claim(state: &AppState, id: &str, fingerprint: &str) -> Result<(), ApiError> {
-    let ttl = state.settings.accepted_marker_ttl;
-    if ttl.is_zero() {
-        return Ok(());
+    match claim_many(state, &[(id, fingerprint.to_string())]).await[..] {
+        [true] => Err(reused(state, "Idempotency-Key", id)),
+        _ => Ok(()),
     }
-    let key = state.keys.idempotency(id);
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    let check = async {
-        let mut conn = state.redis.connection().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(fingerprint)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut conn)
-            .await?;
-        if set.is_some() {
-            return Ok(None);
-        }
-        // Taken: by this same request (a retry) or another one. (Expired
-        // between the two calls: nobody holds it, go on.)
-        redis::cmd("GET")
-            .arg(&key)
-            .query_async::<Option<String>>(&mut conn)
-            .await
-    };
-    let error = match tokio::time::timeout(REDIS_TIMEOUT, check).await {
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Ok(Some(first))) if first == fingerprint => return Ok(()),
-        Ok(Ok(Some(_))) => return Err(reused(state, "Idempotency-Key", id)),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer in time".to_string(),
-    };
-    state.redis.forget().await;
-    state.metrics.idempotency_unchecked.inc();
-    tracing::debug!(
-        message = "idempotency key not checked (Redis did not answer)",
-        id,
-        error
-    );
-    Ok(())
 }

@@ -147,16 +147,19 @@ pub fn document(settings: &GatewaySettings) -> Value {
     );
     // Built apart: one json! of the whole document would pass the macro
     // recursion limit.
-    let batch_result = json!({ "description": format!("202: every request is in the log. 207: not every one is; each has its own outcome{}, UNAVAILABLE (Kafka did not acknowledge it in time: retry it with the same requestId).", if settings.accepted_marker_ttl.is_zero() { "" } else { ": PENDING (in the log), REFUSED (its requestId was used for a different request; `field` names it)" }),
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchAccepted" } } } });
+    let batch_result = |description: &str| {
+        json!({ "description": format!("{description} Each request has its own outcome: PENDING (in the log){}, or UNAVAILABLE (Kafka did not acknowledge it in time: retry it with the same requestId).", if settings.accepted_marker_ttl.is_zero() { "" } else { ", REFUSED (its requestId was used for a different request; `field` names it)" }),
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchAccepted" } } } })
+    };
     let batch_path = json!({
         "summary": "Ask for units of coupons, many requests in one call (each as POST /coupons/{couponId}/issue would make it)",
-        "description": format!("1 to {} issue requests. The body is checked whole first (400 naming the item's field, e.g. requests[3].userId; nothing is sent); then each request stands alone and is polled at /coupon-requests/{{requestId}}. An item's requestId is its Idempotency-Key: a retry with the same requestId is the same request, the same requestId on a different request is REFUSED.", settings.max_batch_requests),
+        "description": format!("1 to {} issue requests. The body is checked whole first (400 naming the item's field, e.g. requests[3].userId; nothing is sent); then each request stands alone and is polled at /coupon-requests/{{requestId}}. An item's requestId is its Idempotency-Key: a retry with the same requestId is the same request, the same requestId on a different request is REFUSED. At most {} batch calls are handled at once; more wait for a turn.", settings.max_batch_requests, settings.max_batch_calls),
         "requestBody": body("BatchIssueRequest"),
         "responses": with(&common, json!({
-            "202": batch_result.clone(),
-            "207": batch_result,
-            "400": error("Malformed JSON, a body that is not a JSON object, no requests or more than the most a batch holds (`field` requests), or an item's field (named in `field`, e.g. requests[3].userId) missing, unknown, null, mistyped, empty, too long or with forbidden characters"),
+            "202": batch_result("Every request is in the log."),
+            "207": batch_result("Some requests are in the log, not all."),
+            "503": batch_result("Kafka took none of the requests."),
+            "400": error("Malformed JSON, a body that is not a JSON object, no requests or more than the most a batch holds (`field` requests), an item's field (named in `field`, e.g. requests[3].userId) missing, unknown, null, mistyped, empty, too long or with forbidden characters, or one requestId on two different requests (`field` names the second; the same request twice is a retry)"),
             "413": error(&format!("Body larger than {} bytes", settings.max_batch_body_bytes())),
             "415": error("Content-Type is not application/json (nor application/*+json)"),
         })),

@@ -116,42 +116,22 @@ pub async fn accepted(state: &AppState, id: &str) -> Option<bool> {
 /// debug and counted in `surge_gateway_accepted_marker_failures_total`,
 /// never turned into an error (the record is in the log either way).
 pub async fn mark_accepted(state: &AppState, id: &str) {
-    let ttl = state.settings.accepted_marker_ttl;
-    if ttl.is_zero() {
-        return;
-    }
-    let key = state.keys.accepted(id);
-    let write = async {
-        let mut conn = state.redis.connection().await?;
-        redis::cmd("SET")
-            .arg(&key)
-            .arg("1")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async::<()>(&mut conn)
-            .await
-    };
-    let error = match tokio::time::timeout(REDIS_TIMEOUT, write).await {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer in time".to_string(),
-    };
-    state.redis.forget().await;
-    state.metrics.accepted_marker_failures.inc();
-    tracing::debug!(
-        message = "accepted marker not written; a poll may read 404 until the decision",
-        id,
-        error
-    );
+    mark_accepted_many(state, &[id]).await
 }
 
-/// [`mark_accepted`] for every id of a batch, in one pipelined round trip.
+/// A TTL in whole milliseconds for `PX` (at least 1).
+pub fn ttl_ms(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// [`mark_accepted`] for every id of a batch, in one pipelined round trip
+/// (one id: one SET).
 pub async fn mark_accepted_many(state: &AppState, ids: &[&str]) {
     let ttl = state.settings.accepted_marker_ttl;
     if ttl.is_zero() || ids.is_empty() {
         return;
     }
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let ttl_ms = ttl_ms(ttl);
     let write = async {
         let mut conn = state.redis.connection().await?;
         let mut pipe = redis::pipe();
@@ -176,7 +156,7 @@ pub async fn mark_accepted_many(state: &AppState, ids: &[&str]) {
         .accepted_marker_failures
         .inc_by(ids.len() as u64);
     tracing::debug!(
-        message = "accepted markers of a batch not written; polls may read 404 until decided",
+        message = "accepted markers not written; a poll may read 404 until the decision",
         ids = ids.len(),
         error
     );

@@ -255,9 +255,68 @@ async fn a_batch_is_many_requests_each_decided_once() {
         assert_eq!(answer["field"], field, "{answer}");
     }
 
+    // One requestId on two requests in one batch is refused whole, whatever
+    // Redis says.
+    let (status, twice) = gw
+        .post(
+            "/coupon-requests",
+            &[],
+            json!({ "requests": [
+                { "couponId": a, "userId": "x", "requestId": never },
+                { "couponId": b, "userId": "y", "requestId": never },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{twice}");
+    assert_eq!(twice["field"], "requests[1].requestId", "{twice}");
+    // The same request twice in one batch is a retry: both PENDING, one request.
+    let again_key = format!("{}same-twice", fx.prefix);
+    let item = json!({ "couponId": a, "userId": "twice-user", "requestId": again_key });
+    let (status, same) = gw
+        .post("/coupon-requests", &[], json!({ "requests": [item, item] }))
+        .await;
+    assert_eq!(status, 202, "{same}");
+    assert_eq!(same["accepted"], 2, "{same}");
+
+    // A single request and a batch item with one key and one content are one
+    // request; the batch's body limit is its own, above the single one.
+    let shared = format!("{}shared", fx.prefix);
+    let (status, single) = gw
+        .post(
+            &format!("/coupons/{b}/issue"),
+            &[("idempotency-key", shared.as_str())],
+            json!({ "userId": "shared-user" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{single}");
+    let long = "l".repeat(120);
+    let mut big: Vec<serde_json::Value> = (0..119)
+        .map(|i| json!({ "couponId": b, "userId": format!("{long}{i}") }))
+        .collect();
+    big.push(json!({ "couponId": b, "userId": "shared-user", "requestId": shared }));
+    let big = json!({ "requests": big });
+    assert!(big.to_string().len() > 16 * 1024, "over max_body_bytes");
+    let (status, answer) = gw.post("/coupon-requests", &[], big).await;
+    assert_eq!(status, 202, "{answer}");
+    let big_ids: Vec<String> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requestId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(big_ids.last(), Some(&shared));
+    let (status, answer) = gw
+        .post(
+            "/coupon-requests",
+            &[],
+            json!({ "requests": [{ "couponId": b, "userId": "u" }], "pad": "p".repeat(600_000) }),
+        )
+        .await;
+    assert_eq!(status, 413, "over max_batch_body_bytes: {answer}");
+
     // Every accepted request decides once: 30 of each coupon's 50 (51 for
     // b) distinct users ISSUED; the retried call added no decision.
-    for id in ids.iter().chain([&late]) {
+    for id in ids.iter().chain([&late]).chain(&big_ids) {
         let d = gw.decision(id, Duration::from_secs(120)).await;
         assert!(
             d["outcome"] == "ISSUED" || d["outcome"] == "SOLD_OUT",
@@ -269,8 +328,20 @@ async fn a_batch_is_many_requests_each_decided_once() {
         first["userId"], "u0",
         "the key reads its own request: {first}"
     );
-    let decisions = fx.decisions(2 + 101, Duration::from_secs(60)).await;
-    assert_eq!(decisions.len(), 2 + 101, "two creates and 101 requests");
+    // Two creates, 101 requests, the one sent twice in a batch, 119 new
+    // ones in the big batch and the shared key once: its single send and
+    // its batch item are one request.
+    let decisions = fx
+        .decisions(2 + 101 + 1 + 120, Duration::from_secs(60))
+        .await;
+    assert_eq!(decisions.len(), 2 + 101 + 1 + 120, "{}", decisions.len());
+    for key in [&shared, &again_key] {
+        assert_eq!(
+            decisions.iter().filter(|d| &d.request_id == key).count(),
+            1,
+            "{key}"
+        );
+    }
     for coupon in [&a, &b] {
         let issued = decisions
             .iter()

@@ -1,5 +1,6 @@
-//! The gateway with the broker gone: issue calls answer 503 within a bounded
-//! time (never 202 for a command Kafka did not take); once the broker is
+//! The gateway with the broker gone: issue calls, and a batch Kafka takes
+//! nothing of, answer 503 within a bounded time (never 202 for a command
+//! Kafka did not take); once the broker is
 //! back, every request that got 202 — before, during or after the outage,
 //! retried with its Idempotency-Key after a 503 — has exactly one decision.
 //! The pipeline is also restarted during the outage and must wait for the
@@ -48,7 +49,7 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
     let _pg = fx.spawn_sink("postgres", &[]);
     let gw = spawn_gateway(&fx, &[("SURGE_GATEWAY__PRODUCE_TIMEOUT", "3s")]).await;
     let coupon = format!("{}down", fx.prefix);
-    gw.create_coupon(&coupon, 10).await;
+    gw.create_coupon(&coupon, 12).await;
     let issue = format!("/coupons/{coupon}/issue");
     let mut accepted = Vec::new();
     for u in 0..5 {
@@ -96,11 +97,38 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
         );
         refused.push((key, format!("d{u}")));
     }
+    // A batch Kafka takes nothing of is 503 too, every item UNAVAILABLE.
+    let batch_keys: Vec<String> = (0..2).map(|i| format!("{}batch-{i}", fx.prefix)).collect();
+    let batch = json!({ "requests": batch_keys.iter().enumerate().map(|(i, k)| json!({
+        "couponId": coupon, "userId": format!("b{i}"), "requestId": k })).collect::<Vec<_>>() });
+    let started = Instant::now();
+    let (status, body) = gw.post("/coupon-requests", &[], batch.clone()).await;
+    assert_eq!(status, 503, "broker down: {body}");
+    assert_eq!(body["accepted"], 0, "{body}");
+    for r in body["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "UNAVAILABLE", "{body}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         pipeline.try_wait().unwrap().is_none(),
         "a pipeline started during the outage keeps waiting for the broker"
     );
     outage.end();
+    // Retried whole with the same requestIds until Kafka takes them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = gw.post("/coupon-requests", &[], batch.clone()).await;
+        if status == 202 {
+            break;
+        }
+        assert!(status == 503 || status == 207, "{status}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the batch never accepted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    accepted.extend(batch_keys);
 
     // Clients retry a 503 with the same key until it is accepted.
     for (key, user) in &refused {
@@ -144,7 +172,7 @@ async fn with_the_broker_down_issue_calls_get_503_in_time_and_every_202_is_decid
             if status == 200 && d["status"] == "DECIDED" {
                 assert_eq!(
                     d["outcome"], "ISSUED",
-                    "10 units for 10 distinct users: {d}"
+                    "12 units for 12 distinct users: {d}"
                 );
                 break;
             }

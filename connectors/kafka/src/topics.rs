@@ -145,10 +145,18 @@ impl TopicSpec {
     }
 }
 
+/// How long a changelog restore may take before the pipeline gives up
+/// (it then retries from the start). A compacted topic's tombstones must
+/// be kept at least this long: a restore that read a value and not yet its
+/// tombstone when the cleaner dropped it would bring the value back.
+pub const RESTORE_LIMIT: Duration = Duration::from_secs(600);
+
 /// Configs `apply` changes on an existing topic instead of reporting drift:
 /// safe at any time (the broker applies segment.ms at its next roll and
-/// delete.retention.ms at the cleaner's next pass; no data is moved or
-/// dropped). The rest stays an operator's decision.
+/// delete.retention.ms at the cleaner's next pass; no record is moved, and
+/// a lower delete.retention.ms only drops tombstones sooner, never below
+/// [`RESTORE_LIMIT`], which `parse` enforces). The rest stays an operator's
+/// decision.
 const ALTERABLE: &[&str] = &["segment.ms", "delete.retention.ms"];
 
 /// Reads the topics file and applies `settings` overrides (prefix, replication).
@@ -232,6 +240,18 @@ pub fn parse(text: &str, settings: &TopicsSettings) -> Result<Vec<TopicSpec>, To
             segment,
             delete_retention,
         };
+        if let (CleanupPolicy::Compact, Some(d)) = (spec.cleanup_policy, spec.delete_retention) {
+            if d < RESTORE_LIMIT {
+                return Err(TopicsError::Invalid {
+                    topic: spec.name,
+                    reason: format!(
+                        "delete_retention {} is shorter than a restore may take ({}): a restore could miss a tombstone and bring back what it deleted",
+                        humantime::format_duration(d),
+                        humantime::format_duration(RESTORE_LIMIT)
+                    ),
+                });
+            }
+        }
         if spec.partitions < 1 || spec.replication_factor < 1 {
             return Err(TopicsError::Invalid {
                 topic: spec.name,
@@ -565,6 +585,16 @@ mod tests {
         .to_string();
         assert!(
             err.contains("topic t") && err.contains("segment `soon`"),
+            "{err}"
+        );
+        let err = parse(
+            "[[topic]]\nname = \"t\"\ncleanup_policy = \"compact\"\ndelete_retention = \"5m\"\n",
+            &TopicsSettings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("topic t") && err.contains("shorter than a restore may take"),
             "{err}"
         );
         let err = parse(

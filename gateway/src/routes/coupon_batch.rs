@@ -7,24 +7,25 @@
 //! paid once per batch, so the front door keeps up with the pipeline
 //! behind it.
 //!
-//! The body is checked whole first: one bad item is 400 naming it
-//! (`requests[3].userId`) and nothing is sent. Then each item stands alone,
-//! as REST Proxy answers per record: 202 when every item is in the log,
-//! else 207 with each item's outcome — PENDING (in the log), REFUSED (its
+//! The body is checked whole first: one bad item, or one requestId on two
+//! different requests, is 400 naming it (`requests[3].userId`) and nothing is sent.
+//! Then each item stands alone, as REST Proxy answers per record: 202 when
+//! every item is in the log, 503 when Kafka took none of them, else 207;
+//! each with every item's outcome — PENDING (in the log), REFUSED (its
 //! requestId used for another request; 422 on its own) or UNAVAILABLE (not
-//! acknowledged by Kafka in time; retry it with the same requestId).
+//! acknowledged by Kafka in time; retry it with the same requestId). The
+//! claims take one pipelined Redis round trip, the markers another.
 
+use super::coupons::{issue_command, poll_path};
+use crate::api::{check_id, string_if_present, ApiError, Body};
+use crate::state::AppState;
+use crate::{idempotency, reads, submit};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use surge_schemas::coupon::{CouponAction, CouponCommand};
-
-use crate::api::{check_id, path_segment, string_if_present, ApiError, Body};
-use crate::state::AppState;
-use crate::{idempotency, reads, submit};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +67,7 @@ pub async fn issue_batch(
     }
     let mut commands = Vec::with_capacity(body.requests.len());
     let mut claims = Vec::new();
+    let mut keys = std::collections::HashMap::new();
     for (i, item) in body.requests.into_iter().enumerate() {
         let field = |name: &str| format!("requests[{i}].{name}");
         check_id(&field("couponId"), &item.coupon_id)?;
@@ -74,18 +76,34 @@ pub async fn issue_batch(
             check_id(&field("requestId"), id)?;
         }
         let chosen = item.request_id.is_some();
-        let command = CouponCommand {
-            request_id: item
-                .request_id
+        let command = issue_command(
+            item.request_id
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            coupon_id: item.coupon_id,
-            requested_at: surge_schemas::now(),
-            command: CouponAction::Issue {
-                user_id: item.user_id,
-            },
-        };
+            item.coupon_id,
+            item.user_id,
+        );
         if chosen {
-            claims.push((i, idempotency::fingerprint(&command)));
+            let fingerprint = idempotency::fingerprint(&command);
+            // Checked here, not only in Redis: with Redis down, one id on
+            // two requests would reach two coupons' partitions unchecked.
+            // The same request twice is a retry inside the batch: fine.
+            match keys.get(&command.request_id) {
+                Some(first) if first != &fingerprint => {
+                    return Err(ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        &field("requestId"),
+                        format!(
+                            "requestId {} names another request earlier in this batch; a requestId names one request",
+                            command.request_id
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    keys.insert(command.request_id.clone(), fingerprint.clone());
+                }
+            }
+            claims.push((i, fingerprint));
         }
         commands.push(command);
     }
@@ -123,8 +141,10 @@ pub async fn issue_batch(
         }
     }
     let mut failed = None;
+    let mut failed_any = false;
     for (i, sent) in futures::future::join_all(sends).await {
         if let Err(error) = sent {
+            failed_any = true;
             failed.get_or_insert((i, error));
             outcomes[i] = Outcome::Unavailable;
         }
@@ -144,13 +164,14 @@ pub async fn issue_batch(
 
     let accepted = pending.len();
     let all = accepted == commands.len();
+    let none_in_log = accepted == 0 && failed_any;
     let results: Vec<Value> = commands
         .iter()
         .zip(outcomes)
         .map(|(c, outcome)| match outcome {
             Outcome::Pending => json!({
                 "requestId": c.request_id, "status": "PENDING",
-                "poll": format!("/coupon-requests/{}", path_segment(&c.request_id)),
+                "poll": poll_path(&c.request_id),
             }),
             Outcome::Refused(e) => json!({
                 "requestId": c.request_id, "status": "REFUSED", "error": e.error, "field": e.field,
@@ -161,8 +182,12 @@ pub async fn issue_batch(
             }),
         })
         .collect();
+    // Nothing in the log because Kafka took nothing: 503, as one request
+    // would get, so that outages show as 5xx on batches too.
     let status = if all {
         StatusCode::ACCEPTED
+    } else if none_in_log {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::MULTI_STATUS
     };

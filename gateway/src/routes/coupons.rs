@@ -9,18 +9,23 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
+use tower::limit::ConcurrencyLimitLayer;
 
 use crate::api::{check_id, path_segment, ApiError, Body, PathId};
 use crate::state::AppState;
 use crate::{reads, submit};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
-    // A batch carries up to max_batch_requests requests: its own body limit.
+    // A batch carries up to max_batch_requests requests: its own body
+    // limit, and at most max_batch_calls of them read and held at once.
     let batch_limit = DefaultBodyLimit::max(state.settings.max_batch_body_bytes());
+    let batch_calls = ConcurrencyLimitLayer::new(state.settings.max_batch_calls);
     Router::new()
         .route(
             "/coupon-requests",
-            post(super::coupon_batch::issue_batch).layer(batch_limit),
+            post(super::coupon_batch::issue_batch)
+                .layer::<_, std::convert::Infallible>(batch_calls)
+                .layer(batch_limit),
         )
         .route("/coupons/{couponId}/issue", post(issue))
         .route("/coupons/{couponId}", get(coupon))
@@ -40,15 +45,7 @@ async fn issue(
     Body(body): Body<IssueBody>,
 ) -> Result<Response, ApiError> {
     check_id("userId", &body.user_id)?;
-    let request_id = request_id(&headers)?;
-    let command = CouponCommand {
-        request_id,
-        coupon_id,
-        requested_at: surge_schemas::now(),
-        command: CouponAction::Issue {
-            user_id: body.user_id,
-        },
-    };
+    let command = issue_command(request_id(&headers)?, coupon_id, body.user_id);
     submit::submit(&state, &headers, &command).await?;
     Ok(accepted(&command.request_id))
 }
@@ -72,9 +69,24 @@ pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// The issue request of `user_id` for one unit of `coupon_id`, sent now.
+pub fn issue_command(request_id: String, coupon_id: String, user_id: String) -> CouponCommand {
+    CouponCommand {
+        request_id,
+        coupon_id,
+        requested_at: surge_schemas::now(),
+        command: CouponAction::Issue { user_id },
+    }
+}
+
+/// Where a coupon request's decision is polled.
+pub fn poll_path(request_id: &str) -> String {
+    format!("/coupon-requests/{}", path_segment(request_id))
+}
+
 /// 202 with the request id and where to poll for the decision.
 pub fn accepted(request_id: &str) -> Response {
-    let poll = format!("/coupon-requests/{}", path_segment(request_id));
+    let poll = poll_path(request_id);
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, poll.clone())],

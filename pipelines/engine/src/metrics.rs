@@ -30,6 +30,8 @@ pub struct PipelineMetrics {
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
     pub restore_records: IntCounter,
+    /// Of those, tombstones (deletes the log cleaner has not dropped yet).
+    pub restore_tombstones: IntCounter,
     pub dlq_records: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub state_bytes: IntGauge,
@@ -169,6 +171,10 @@ impl PipelineMetrics {
             restore_records: counter(
                 "pipeline_restore_records_total",
                 "Changelog records replayed into state.",
+            ),
+            restore_tombstones: counter(
+                "pipeline_restore_tombstones_total",
+                "Of the changelog records replayed, tombstones the log cleaner had not dropped yet.",
             ),
             dlq_records: counter_vec(
                 "pipeline_dlq_records_total",

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
@@ -170,7 +170,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             &self.factory,
             &self.spec.changelog_topic,
             &new,
-            Duration::from_secs(600),
+            surge_kafka::topics::RESTORE_LIMIT,
         ) {
             Ok((states, read)) => {
                 let bytes: usize = states.values().map(|s| s.approx_bytes()).sum();
@@ -181,6 +181,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 self.metrics.restore_seconds.observe(secs);
                 self.metrics.last_restore_seconds.set(secs);
                 self.metrics.restore_records.inc_by(read.records);
+                self.metrics.restore_tombstones.inc_by(read.tombstones);
                 self.metrics.assigned_partitions.add(new.len() as i64);
                 self.report_state_bytes();
                 self.observe();

@@ -84,6 +84,8 @@ pub async fn run(
         "gateway: {} issue requests, {concurrency} in flight",
         requests.len()
     ));
+    // The gateway's CPU from here: start-up and the coupons are not the run's.
+    let cpu_before = super::pipeline::cpu_seconds(gateway.id());
     let started = Instant::now();
     let mut timed = futures::stream::iter(requests.iter())
         .map(|(url, key, body)| {
@@ -102,7 +104,8 @@ pub async fn run(
         unavailable += retried;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = super::pipeline::cpu_seconds(gateway.id());
+    let cpu_after = super::pipeline::cpu_seconds(gateway.id());
+    let cpu = cpu_after - cpu_before;
     let batched = if load.batch_size > 0 {
         let items: Vec<Value> = requests
             .iter()
@@ -121,7 +124,7 @@ pub async fn run(
             load.batch_concurrency
         ));
         let mut b = batches(&client, &base, &items, load).await?;
-        let batch_cpu = super::pipeline::cpu_seconds(gateway.id()) - cpu;
+        let batch_cpu = super::pipeline::cpu_seconds(gateway.id()) - cpu_after;
         let rate = f(&b["acceptedPerSecond"]);
         b["gatewayCpuSeconds"] = json!(batch_cpu);
         b["ratioAcceptedToPipelineHot"] = json!(rate / pipeline_hot_rate);
@@ -177,12 +180,21 @@ async fn batches(
                         .await?;
                     let status = response.status();
                     let body: Value = response.json().await?;
+                    // 207 and 503 (Kafka took none) carry per-item outcomes.
                     if status != reqwest::StatusCode::ACCEPTED
                         && status != reqwest::StatusCode::MULTI_STATUS
+                        && status != reqwest::StatusCode::SERVICE_UNAVAILABLE
                     {
                         anyhow::bail!("{url}: {status}: {body}");
                     }
                     let results = body["results"].as_array().cloned().unwrap_or_default();
+                    if results.len() != todo.len() {
+                        anyhow::bail!(
+                            "{url}: {} results for {} requests: {body}",
+                            results.len(),
+                            todo.len()
+                        );
+                    }
                     let mut again = Vec::new();
                     for (item, r) in todo.into_iter().zip(results) {
                         match r["status"].as_str() {

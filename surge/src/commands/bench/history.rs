@@ -179,7 +179,7 @@ async fn one_run(
         let mut restarted = PipelineProcess::spawn_with(config, sandbox.prefix(), &extra, &logs)?;
         restarted.until_restored().await?;
         let f = restarted.settled_figures().await;
-        let tombstones = restarted.restored_tombstones();
+        let tombstones = f.restore_tombstones;
         restarted.stop();
         say(format!(
             "history ({name}): restore {} at +{:.0}s read {} changelog records ({tombstones} tombstones) in {:.2}s",

@@ -38,6 +38,7 @@ pub struct PipelineFigures {
     /// The latest restore: its seconds and the changelog records it read.
     pub restore_seconds: f64,
     pub restore_records: f64,
+    pub restore_tombstones: f64,
 }
 
 impl PipelineProcess {
@@ -63,23 +64,6 @@ impl PipelineProcess {
         children::until_assigned(&mut self.child).await
     }
 
-    /// Tombstones among the changelog records of the latest restore (its
-    /// log line; there is no metric of them). 0 when not logged.
-    pub fn restored_tombstones(&self) -> f64 {
-        let text = std::fs::read_to_string(&self.child.log).unwrap_or_default();
-        text.lines()
-            .rfind(|l| l.contains("partitions assigned and restored"))
-            .and_then(|l| {
-                l.split_once("tombstones=")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    }
-
     pub fn log(&self) -> &Path {
         &self.child.log
     }
@@ -99,6 +83,7 @@ impl PipelineProcess {
             changelog_records: metric(&body, "surge_pipeline_records_out_total{kind=\"changelog\""),
             restore_seconds: metric(&body, "surge_pipeline_last_restore_duration_seconds"),
             restore_records: metric(&body, "surge_pipeline_restore_records_total"),
+            restore_tombstones: metric(&body, "surge_pipeline_restore_tombstones_total"),
         }
     }
 
