@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use surge_core::Settings;
 use surge_coupon::scenario::Scenario;
-use surge_schemas::coupon::{CouponCommand, CouponDecision};
+use surge_schemas::coupon::CouponCommand;
 use surge_schemas::Contract;
 
-use super::pipeline::PipelineProcess;
+use super::pipeline::{decide_backlog_with, PipelineProcess};
 use super::sandbox::Sandbox;
 use super::say;
-use super::watch;
 use crate::commands::loadgen;
 
 /// The dedupe window of the run: the stream clock's granularity (a minute).
@@ -142,24 +141,9 @@ async fn one_run(
     )];
     let want = sale.coupons + sale.requests;
     let started = Instant::now();
-    let pipeline = PipelineProcess::spawn_with(config, sandbox.prefix(), &extra, &logs)?;
-    let (seen, samples) = decide_sampling(&sandbox, &pipeline, want).await;
+    let (seen, pipeline, samples) =
+        decide_backlog_with(&sandbox, config, &logs, want, &extra, true).await?;
     let decided_seconds = started.elapsed().as_secs_f64();
-    let seen = match seen {
-        Ok(seen) if seen.records >= want => seen,
-        Ok(seen) => {
-            let log = pipeline.log().display().to_string();
-            pipeline.stop();
-            anyhow::bail!(
-                "the pipeline decided {} of {want} requests; see {log}",
-                seen.records
-            );
-        }
-        Err(e) => {
-            pipeline.stop();
-            return Err(e);
-        }
-    };
     let end = pipeline.settled_figures().await;
     pipeline.stop();
     say(format!(
@@ -258,35 +242,6 @@ async fn compact_fast(sandbox: &Sandbox, changelog: &str) -> anyhow::Result<()> 
     )
     .await?;
     Ok(())
-}
-
-/// Counts the decisions until `want` are visible, sampling the pipeline's
-/// (decisions, state bytes) every second meanwhile.
-async fn decide_sampling(
-    sandbox: &Sandbox,
-    pipeline: &PipelineProcess,
-    want: usize,
-) -> (anyhow::Result<watch::Seen>, Vec<(f64, f64)>) {
-    let topic = sandbox.topic(CouponDecision::TOPIC);
-    let count = watch::count(sandbox, &topic, want, "pipeline");
-    tokio::pin!(count);
-    let mut samples = Vec::new();
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            seen = &mut count => {
-                let f = pipeline.figures().await;
-                samples.push((f.decisions, f.state_bytes));
-                return (seen, samples);
-            }
-            _ = every.tick() => {
-                let f = pipeline.figures().await;
-                if f.decisions > 0.0 {
-                    samples.push((f.decisions, f.state_bytes));
-                }
-            }
-        }
-    }
 }
 
 /// The history run's lines of the report.

@@ -42,13 +42,9 @@ pub struct PipelineFigures {
 }
 
 impl PipelineProcess {
-    /// Starts the pipeline on the topics under `prefix`; its output goes to
+    /// Starts the pipeline on the topics under `prefix` with `extra`
+    /// settings (SURGE_* variables); its output goes to
     /// `<logs>/pipeline-coupon.log`.
-    pub fn spawn(config: &Path, prefix: &str, logs: &Path) -> anyhow::Result<Self> {
-        Self::spawn_with(config, prefix, &[], logs)
-    }
-
-    /// [`Self::spawn`] with `extra` settings (SURGE_* variables).
     pub fn spawn_with(
         config: &Path,
         prefix: &str,
@@ -129,16 +125,45 @@ pub async fn decide_backlog(
     logs: &Path,
     want: usize,
 ) -> anyhow::Result<(Seen, PipelineProcess)> {
-    let pipeline = PipelineProcess::spawn(config, sandbox.prefix(), logs)?;
-    match watch::count(
-        sandbox,
-        &sandbox.topic(CouponDecision::TOPIC),
-        want,
-        "pipeline",
-    )
-    .await
-    {
-        Ok(seen) if seen.records >= want => Ok((seen, pipeline)),
+    let (seen, pipeline, _) = decide_backlog_with(sandbox, config, logs, want, &[], false).await?;
+    Ok((seen, pipeline))
+}
+
+/// [`decide_backlog`] with `extra` settings for the pipeline and, when
+/// `sample`, its (decisions, state bytes) scraped every second meanwhile.
+pub async fn decide_backlog_with(
+    sandbox: &Sandbox,
+    config: &Path,
+    logs: &Path,
+    want: usize,
+    extra: &[(&str, String)],
+    sample: bool,
+) -> anyhow::Result<(Seen, PipelineProcess, Vec<(f64, f64)>)> {
+    let pipeline = PipelineProcess::spawn_with(config, sandbox.prefix(), extra, logs)?;
+    let topic = sandbox.topic(CouponDecision::TOPIC);
+    let count = watch::count(sandbox, &topic, want, "pipeline");
+    tokio::pin!(count);
+    let mut samples = Vec::new();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    let seen = loop {
+        tokio::select! {
+            seen = &mut count => break seen,
+            _ = every.tick(), if sample => {
+                let f = pipeline.figures().await;
+                if f.decisions > 0.0 {
+                    samples.push((f.decisions, f.state_bytes));
+                }
+            }
+        }
+    };
+    match seen {
+        Ok(seen) if seen.records >= want => {
+            if sample {
+                let f = pipeline.figures().await;
+                samples.push((f.decisions, f.state_bytes));
+            }
+            Ok((seen, pipeline, samples))
+        }
         Ok(seen) => {
             let log = pipeline.log().display().to_string();
             pipeline.stop();
