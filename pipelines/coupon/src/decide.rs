@@ -342,8 +342,8 @@ fn admit(book: &CouponBook, cmd: &CouponCommand) -> Result<Option<Request>, Reje
         Seen::Reused => Err(Reject::Poison {
             reason: REQUEST_ID_REUSED,
             message: format!(
-                "request id {} was first used for a different request (its coupon, action, \
-                 user, order or terms differ); this one is coupon {} ({})",
+                "request id {} of coupon {} was first used for a different request (its \
+                 action, user, order or terms differ); this one: {}",
                 cmd.request_id,
                 cmd.coupon_id,
                 describe(&cmd.command)
@@ -728,15 +728,15 @@ mod tests {
         assert_eq!(reason, "request_id_reused");
         assert_eq!(
             message,
-            "request id r1 was first used for a different request (its coupon, action, user, \
-             order or terms differ); this one is coupon c (issue for user bob)"
+            "request id r1 of coupon c was first used for a different request (its action, \
+             user, order or terms differ); this one: issue for user bob"
         );
         let Err(Reject::Poison { message, .. }) = admit(&book, &create(6)) else {
             panic!("new terms under an admin request id already used are poison");
         };
         assert!(
             message.ends_with(
-                "this one is coupon c (create with stock 6, active from - until - ms, discount none)"
+                "this one: create with stock 6, active from - until - ms, discount none"
             ),
             "{message}"
         );
@@ -794,6 +794,7 @@ mod redemption {
     fn req(id: u128) -> Request {
         Request {
             id,
+            unscoped: id,
             fingerprint: crate::ledger::Fingerprint::from_hash(id as u64 * 7 + 1),
             at: 0,
         }

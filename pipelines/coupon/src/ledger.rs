@@ -7,11 +7,14 @@
 //!
 //! Changelog layout (compacted topic, one key per live fact):
 //! - `c` + couponId → terms: stock, active window (last value wins);
-//! - `r` + request hash → the request's fingerprint (what it asked for, so a
-//!   restored book still tells a retry from a reused id), preceded, for one
-//!   that was ISSUED, by user hash + sequence + couponId (rebuilds the
-//!   holders); see `request_value` for the exact bytes and the layouts
-//!   written before fingerprints existed, which still restore;
+//! - `q` + request identity (request id within its coupon, see
+//!   [`request_identity`]) → the request's fingerprint (what it asked for,
+//!   so a restored book still tells a retry from a reused id), preceded,
+//!   for one that was ISSUED, by user hash + sequence + couponId (rebuilds
+//!   the holders); see `request_value` for the exact bytes and the layouts
+//!   written before fingerprints existed, which still restore; `r` + bare
+//!   request hash is the same entry as versions before coupon-scoped ids
+//!   wrote it (still restored, see `KEY_REQUEST_UNSCOPED`);
 //! - `u` + order hash + couponId → the user hash whose unit that order
 //!   uses (a redemption); a tombstone when the order released it;
 //! - `t` → the partition's stream clock (see [`Bucket`]): the latest
@@ -49,6 +52,26 @@ use surge_engine::{ChangelogRecord, PartitionState};
 /// 128-bit identity hash of a user or request id.
 pub fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// The identity of a request: its request id within its coupon (issue 14).
+/// A request id names one request of one coupon, because only the
+/// coupon's partition can decide it: two partitions cannot tell each other
+/// that an id is taken without a coordination step on every request. So
+/// `r1` sent for `c1` and for `c2` are two requests, decided on their own
+/// coupons' books wherever those live, and a second `r1` for `c1` with
+/// other content is a reused id (dead-lettered).
+///
+/// The request hash XOR a seeded hash of the coupon: computable from an
+/// entry written under the bare request hash plus its coupon (see
+/// [`KEY_REQUEST_UNSCOPED`]), and the seed keeps (a, b) and (b, a) apart.
+pub fn request_identity(coupon_id: &str, request_id: &str) -> u128 {
+    scoped(id_hash(request_id), coupon_id)
+}
+
+fn scoped(request: u128, coupon_id: &str) -> u128 {
+    const COUPON_SEED: u64 = 0x5375_7267_6543_6F75; // "SurgeCou"
+    request ^ xxhash_rust::xxh3::xxh3_128_with_seed(coupon_id.as_bytes(), COUPON_SEED)
 }
 
 /// What a request asked for: xxh3-64 over a canonical encoding of its
@@ -161,20 +184,27 @@ pub fn window_buckets(window: std::time::Duration) -> Bucket {
     ((ms + BUCKET_MS - 1) / BUCKET_MS).min(Bucket::MAX as i64) as Bucket
 }
 
-/// A request being decided: the hash of its id, what it asks for, and the
-/// stream-clock bucket it is decided in (its entry expires from there; set
-/// by the processor, [`UNSTAMPED`] from [`Request::of`]).
+/// A request being decided: its identity ([`request_identity`]), what it
+/// asks for, and the stream-clock bucket it is decided in (its entry
+/// expires from there; set by the processor, [`UNSTAMPED`] from
+/// [`Request::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     pub id: u128,
+    /// The bare request-id hash, what versions before coupon-scoped ids
+    /// kept their entries under (looked up only on a book restored with
+    /// such entries).
+    pub unscoped: u128,
     pub fingerprint: Fingerprint,
     pub at: Bucket,
 }
 
 impl Request {
     pub fn of(cmd: &CouponCommand) -> Self {
+        let unscoped = id_hash(&cmd.request_id);
         Request {
-            id: id_hash(&cmd.request_id),
+            id: scoped(unscoped, &cmd.coupon_id),
+            unscoped,
             fingerprint: fingerprint(cmd),
             at: UNSTAMPED,
         }
@@ -396,7 +426,26 @@ pub struct CouponBook {
     decided: HashMap<Slot, Option<ShortFingerprint>>,
     /// Which of `decided` expire, and when.
     expiry: Expiry,
+    /// Restored with entries of requests that issued nothing written under
+    /// bare request hashes ([`KEY_REQUEST_UNSCOPED`]): until they expire, a
+    /// request is looked up under its bare hash too, and an expiry
+    /// tombstones both keys.
+    unscoped_entries: Hint,
 }
+
+/// A flag that only saves work: with it set, the book answers the same as
+/// without it once what it hints at is gone (an unscoped entry expired,
+/// say), so two books equal in content are equal whatever it says.
+#[derive(Debug, Default, Clone, Copy)]
+struct Hint(bool);
+
+impl PartialEq for Hint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Hint {}
 
 impl CouponBook {
     pub fn coupon(&self, id: &str) -> Option<&CouponLedger> {
@@ -408,7 +457,13 @@ impl CouponBook {
     /// Whether `request` is new here, a retry of one decided, or a reuse of
     /// a decided request's id for something else.
     pub fn seen(&self, request: &Request) -> Seen {
-        match self.decided.get(&slot(request.id)) {
+        let entry = self.decided.get(&slot(request.id)).or_else(|| {
+            self.unscoped_entries
+                .0
+                .then(|| self.decided.get(&slot(request.unscoped)))
+                .flatten()
+        });
+        match entry {
             None => Seen::New,
             Some(None) => Seen::RetryUnchecked,
             Some(Some(f)) if *f == short(request.fingerprint) => Seen::Retry,
@@ -515,7 +570,14 @@ pub enum CouponChange {
 }
 
 const KEY_TERMS: u8 = b'c';
-const KEY_REQUEST: u8 = b'r';
+/// `q` + [`request_identity`]: a request's entry.
+const KEY_REQUEST: u8 = b'q';
+/// `r` + bare request-id hash: a request's entry as versions before
+/// coupon-scoped ids wrote it. Still restored: an ISSUED one names its
+/// coupon, so it is kept under its identity (its changelog record stays
+/// where it is; it never expires); one that issued nothing is kept under
+/// its bare hash until it expires (see `CouponBook::unscoped_entries`).
+const KEY_REQUEST_UNSCOPED: u8 = b'r';
 const KEY_REDEMPTION: u8 = b'u';
 const KEY_CLOCK: u8 = b't';
 const NONE: i64 = i64::MIN;
@@ -836,6 +898,15 @@ impl PartitionState for CouponBook {
             }
             CouponChange::Expired { requests, .. } => {
                 out.extend(requests.iter().map(|(id, _)| (request_id_key(*id), None)));
+                if self.unscoped_entries.0 {
+                    // The id may be a bare hash under the old key: one
+                    // tombstone too many is harmless, a missing one is not.
+                    out.extend(requests.iter().map(|(id, _)| {
+                        let mut k = request_id_key(*id);
+                        k[0] = KEY_REQUEST_UNSCOPED;
+                        (k, None)
+                    }));
+                }
             }
         }
     }
@@ -851,7 +922,9 @@ impl PartitionState for CouponBook {
             }
             return Ok(());
         }
-        if let (Some((&KEY_REQUEST, hash)), None) = (key.split_first(), value) {
+        if let (Some((&(KEY_REQUEST | KEY_REQUEST_UNSCOPED), hash)), None) =
+            (key.split_first(), value)
+        {
             // An expired request: forget it (restore is in log order; it
             // may have been compacted away already).
             let request = request_hash(hash)?;
@@ -886,9 +959,29 @@ impl PartitionState for CouponBook {
                 self.expiry.clock = bucket_of(at(0));
                 self.expiry.origin = bucket_of(at(8));
             }
-            Some((&KEY_REQUEST, hash)) => {
-                let request = request_hash(hash)?;
+            Some((&(kind @ KEY_REQUEST | kind @ KEY_REQUEST_UNSCOPED), hash)) => {
                 let (payload, fingerprint, at) = split_request_value(value)?;
+                let issued = if payload.is_empty() {
+                    None
+                } else {
+                    if payload.len() < ISSUED_HEAD {
+                        return Err(format!("issued value of {} bytes", value.len()));
+                    }
+                    let user = u128::from_be_bytes(payload[..16].try_into().expect("16 bytes"));
+                    let coupon = std::str::from_utf8(&payload[ISSUED_HEAD..])
+                        .map_err(|e| format!("coupon id: {e}"))?;
+                    Some((user, coupon))
+                };
+                let request = match (kind, issued) {
+                    (KEY_REQUEST_UNSCOPED, Some((_, coupon))) => {
+                        scoped(request_hash(hash)?, coupon)
+                    }
+                    (KEY_REQUEST_UNSCOPED, None) => {
+                        self.unscoped_entries = Hint(true);
+                        request_hash(hash)?
+                    }
+                    _ => request_hash(hash)?,
+                };
                 if self
                     .decided
                     .insert(slot(request), fingerprint.map(short))
@@ -897,24 +990,21 @@ impl PartitionState for CouponBook {
                     // Written twice with no tombstone between: keep the last.
                     self.expiry.remove_anywhere(request);
                 }
-                if payload.is_empty() {
-                    // Issued nothing: expires, from its time if it has one.
-                    let bucket = at.map_or(UNSTAMPED, bucket_of);
-                    if bucket != NEVER {
-                        self.expiry.push(bucket, request);
+                match issued {
+                    None => {
+                        // Issued nothing: expires, from its time if it has one.
+                        let bucket = at.map_or(UNSTAMPED, bucket_of);
+                        if bucket != NEVER {
+                            self.expiry.push(bucket, request);
+                        }
                     }
-                } else {
-                    if payload.len() < ISSUED_HEAD {
-                        return Err(format!("issued value of {} bytes", value.len()));
+                    Some((user, coupon)) => {
+                        self.coupons
+                            .entry(coupon.to_string())
+                            .or_default()
+                            .holders
+                            .insert(user);
                     }
-                    let user = u128::from_be_bytes(payload[..16].try_into().expect("16 bytes"));
-                    let coupon = std::str::from_utf8(&payload[ISSUED_HEAD..])
-                        .map_err(|e| format!("coupon id: {e}"))?;
-                    self.coupons
-                        .entry(coupon.to_string())
-                        .or_default()
-                        .holders
-                        .insert(user);
                 }
             }
             _ => return Err(format!("unknown changelog key {key:?}")),
@@ -1020,6 +1110,7 @@ mod tests {
     fn req(id: u128) -> Request {
         Request {
             id,
+            unscoped: id,
             fingerprint: Fingerprint::from_hash(id as u64 * 7 + 1),
             at: 0,
         }
@@ -1335,6 +1426,7 @@ mod tests {
             for f in [1, 0xFF, 0xFE, u64::MAX, 0xFEFE_FEFE_FEFE_FEFE] {
                 let r = Request {
                     id: 7,
+                    unscoped: 7,
                     fingerprint: Fingerprint::from_hash(f),
                     at,
                 };
@@ -1420,7 +1512,8 @@ mod tests {
             );
             assert_eq!(
                 book.seen(&Request::of(&issue("r1", "c2", "u1"))),
-                Seen::Reused
+                Seen::New,
+                "a request id names a request of one coupon"
             );
             assert_eq!(
                 book.seen(&Request::of(&issue("r1", "c1", "u9"))),
@@ -1434,9 +1527,16 @@ mod tests {
         }
     }
 
+    /// A request's key as versions before coupon-scoped ids wrote it.
+    fn unscoped_key(request: &str) -> Vec<u8> {
+        let mut k = request_id_key(id_hash(request));
+        k[0] = KEY_REQUEST_UNSCOPED;
+        k
+    }
+
     #[test]
     fn old_changelog_entries_restore_with_no_fingerprint() {
-        let key = |r: &str| request_key(&Request::of(&issue(r, "x", "x")));
+        let key = unscoped_key;
         let mut terms_key = vec![KEY_TERMS];
         terms_key.extend_from_slice(b"c1");
         let terms = Terms {
@@ -1460,16 +1560,28 @@ mod tests {
         let c1 = book.coupon("c1").unwrap();
         assert_eq!(c1.terms(), Some(&terms));
         assert!(c1.holds(id_hash("u1")) && c1.issued() == 1);
-        for r in ["admin", "r1", "r2"] {
-            assert!(book.already_decided(id_hash(r)));
+        for r in ["admin", "r2"] {
+            assert!(book.already_decided(id_hash(r)), "kept under its bare hash");
             for cmd in [issue(r, "c1", "u1"), issue(r, "c2", "u9")] {
                 assert_eq!(
                     book.seen(&Request::of(&cmd)),
                     Seen::RetryUnchecked,
-                    "{r}: decided with no fingerprint, any repeat is a retry"
+                    "{r}: decided with no fingerprint nor coupon, any repeat is a retry"
                 );
             }
         }
+        // An old ISSUED entry names its coupon: kept under its identity.
+        assert!(book.already_decided(request_identity("c1", "r1")));
+        assert!(!book.already_decided(id_hash("r1")));
+        assert_eq!(
+            book.seen(&Request::of(&issue("r1", "c1", "u9"))),
+            Seen::RetryUnchecked
+        );
+        assert_eq!(
+            book.seen(&Request::of(&issue("r1", "c2", "u1"))),
+            Seen::New,
+            "r1 of another coupon is another request"
+        );
         assert_eq!(
             book.seen(&Request::of(&issue("r3", "c1", "u3"))),
             Seen::Retry
@@ -1491,7 +1603,7 @@ mod tests {
     /// old ISSUED entry never expires.
     #[test]
     fn entries_without_a_time_expire_one_window_after_the_clock_started() {
-        let key = |r: &str| request_key(&Request::of(&issue(r, "x", "x")));
+        let key = unscoped_key;
         let legacy: Vec<ChangelogRecord> = vec![
             (key("old-empty"), Some(old_value(None))),
             (
@@ -1531,7 +1643,7 @@ mod tests {
         let expired = book.expire(window, 10).unwrap();
         book.apply(&expired);
         changes.push(expired);
-        assert!(book.already_decided(id_hash("old-issued")));
+        assert!(book.already_decided(request_identity("c1", "old-issued")));
         assert!(
             !book.already_decided(id_hash("old-empty"))
                 && !book.already_decided(id_hash("unstamped"))

@@ -10,7 +10,7 @@ mod common;
 
 use common::{create, decisions, feed_at, harness_of, issue, processor};
 
-use surge_coupon::ledger::{id_hash, BUCKET_MS};
+use surge_coupon::ledger::{id_hash, request_identity, BUCKET_MS};
 use surge_coupon::{CouponBook, CouponProcessor};
 use surge_engine::harness::Harness;
 use surge_engine::{Millis, Reject};
@@ -37,10 +37,16 @@ fn outcomes_of(h: &Harness<CouponProcessor>, request: &str) -> Vec<Outcome> {
         .collect()
 }
 
+/// The changelog key of request `request` of coupon c1.
 fn request_key(request: &str) -> Vec<u8> {
-    let mut k = vec![b'r'];
-    k.extend_from_slice(&id_hash(request).to_be_bytes());
+    let mut k = vec![b'q'];
+    k.extend_from_slice(&decided_id(request).to_be_bytes());
     k
+}
+
+/// The identity of request `request` of coupon c1.
+fn decided_id(request: &str) -> u128 {
+    request_identity("c1", request)
 }
 
 fn book(h: &Harness<CouponProcessor>) -> &CouponBook {
@@ -72,7 +78,7 @@ fn a_retry_within_the_window_is_a_duplicate_and_one_after_it_a_new_request() {
         [Outcome::SoldOut],
         "a retry in the window"
     );
-    assert!(book(&h).already_decided(id_hash("r2")));
+    assert!(book(&h).already_decided(decided_id("r2")));
     // Up to a bucket past the window an entry may or may not be there yet;
     // after it, it is gone: the retry is decided again, as a new request.
     // That second decision is the price of a bounded window.
@@ -123,13 +129,16 @@ fn an_issued_request_never_expires_and_its_holder_survives_a_restore() {
         }
     }
     h.commit();
-    assert!(!book(&h).already_decided(id_hash("r2")), "SOLD_OUT expired");
     assert!(
-        book(&h).already_decided(id_hash("admin")),
+        !book(&h).already_decided(decided_id("r2")),
+        "SOLD_OUT expired"
+    );
+    assert!(
+        book(&h).already_decided(decided_id("admin")),
         "accepted admin terms are permanent"
     );
     assert!(
-        book(&h).already_decided(id_hash("r1")),
+        book(&h).already_decided(decided_id("r1")),
         "ISSUED is permanent"
     );
     assert!(!h.changelog(p).contains(&(request_key("r1"), None)));
@@ -141,7 +150,7 @@ fn an_issued_request_never_expires_and_its_holder_survives_a_restore() {
         }
         let c1 = book(&h).coupon("c1").unwrap();
         assert!(c1.holds(id_hash("u1")) && c1.issued() == 1);
-        assert!(book(&h).already_decided(id_hash("r1")));
+        assert!(book(&h).already_decided(decided_id("r1")));
         let late = T0 + 11 * WINDOW_MS;
         // A retry of r1 is still silent; u1 asking again gets no second unit.
         feed(&mut h, issue("r1", "c1", "u1"), late).unwrap();
@@ -164,7 +173,7 @@ fn tombstones_are_committed_and_a_restart_keeps_what_is_left() {
     h.commit();
     feed(&mut h, issue("r4", "c1", "u4"), T0 + WINDOW_MS + BUCKET_MS).unwrap();
     h.tick(0).unwrap();
-    assert!(!book(&h).already_decided(id_hash("r2")));
+    assert!(!book(&h).already_decided(decided_id("r2")));
     assert!(
         !h.changelog(p).contains(&(request_key("r2"), None)),
         "not durable before the commit"
@@ -172,7 +181,7 @@ fn tombstones_are_committed_and_a_restart_keeps_what_is_left() {
     // An abort brings the expired entries back; the replay expires them again.
     let before_abort = h.abort_and_replay();
     assert!(!before_abort.is_empty());
-    assert!(!book(&h).already_decided(id_hash("r2")));
+    assert!(!book(&h).already_decided(decided_id("r2")));
     h.tick(0).unwrap();
     h.commit();
     let log = h.changelog(p);
@@ -195,7 +204,7 @@ fn tombstones_are_committed_and_a_restart_keeps_what_is_left() {
         ("r4", true),
         ("admin", true),
     ] {
-        assert_eq!(book(&h).already_decided(id_hash(r)), kept, "{r}");
+        assert_eq!(book(&h).already_decided(decided_id(r)), kept, "{r}");
     }
     // The restored clock carries on: r3 expires where it would have.
     feed(
@@ -206,10 +215,10 @@ fn tombstones_are_committed_and_a_restart_keeps_what_is_left() {
     .unwrap();
     h.tick(0).unwrap();
     h.commit();
-    assert!(!book(&h).already_decided(id_hash("r3")));
+    assert!(!book(&h).already_decided(decided_id("r3")));
     h.restart();
-    assert!(!book(&h).already_decided(id_hash("r3")));
-    assert!(book(&h).already_decided(id_hash("r5")));
+    assert!(!book(&h).already_decided(decided_id("r3")));
+    assert!(book(&h).already_decided(decided_id("r5")));
     h.assert_restore_law();
 }
 
