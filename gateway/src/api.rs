@@ -296,13 +296,30 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathIds(ids) = PathIds::from_request_parts(parts, state).await?;
+        let id = ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "route has no id"))?;
+        Ok(PathId(id))
+    }
+}
+
+/// Every id in the path, in order, each checked like [`PathId`].
+pub struct PathIds(pub Vec<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<Vec<(String, String)>>::from_request_parts(parts, state).await {
             Ok(Path(params)) => {
-                let (name, value) = params.into_iter().next().ok_or_else(|| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "route has no id")
-                })?;
-                check_id(&name, &value)?;
-                Ok(PathId(value))
+                let mut ids = Vec::with_capacity(params.len());
+                for (name, value) in params {
+                    check_id(&name, &value)?;
+                    ids.push(value);
+                }
+                Ok(PathIds(ids))
             }
             Err(PathRejection::FailedToDeserializePathParams(e)) => match e.into_kind() {
                 ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::field(

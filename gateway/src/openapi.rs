@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/coupon-requests"),
     ("get", "/coupons/{couponId}"),
     ("get", "/coupon-requests/{requestId}"),
+    ("get", "/coupons/{couponId}/requests/{requestId}"),
     ("post", "/orders"),
     ("post", "/orders/{orderId}/cancel"),
     ("get", "/orders/{orderId}"),
@@ -261,13 +262,29 @@ pub fn document(settings: &GatewaySettings) -> Value {
             }},
             "/coupon-requests/{requestId}": { "get": {
                 "summary": "A request's decision (PENDING until decided)",
+                "description": "A request id names a request of one coupon. This gateway never accepts one id for two coupons, but a producer straight to Kafka can; the answer is then for the coupon this gateway accepted the id for, else for the one coupon with a decision under it, and 409 naming the coupons when there are several (poll /coupons/{couponId}/requests/{requestId}).",
                 "parameters": [id_param("requestId")],
                 "responses": read(
                     json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The decision, or PENDING while undecided".to_string() } else { format!("The decision; or PENDING while undecided if this gateway accepted the request in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
+                    with(
+                        &json!({ "409": error("Decisions of several coupons under this request id, named in `error` (`field` is requestId)") }),
+                        if settings.accepted_marker_ttl.is_zero() {
+                            json!({})
+                        } else {
+                            json!({ "404": error(&format!("Not decided, and not accepted by this gateway in the last {} (`field` is requestId); a request produced straight to Kafka reads as 404 until decided", secs(settings.accepted_marker_ttl))) })
+                        },
+                    ),
+                )
+            }},
+            "/coupons/{couponId}/requests/{requestId}": { "get": {
+                "summary": "The decision of one coupon's request (PENDING until decided)",
+                "parameters": [id_param("couponId"), id_param("requestId")],
+                "responses": read(
+                    json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The decision, or PENDING while undecided".to_string() } else { format!("The decision; or PENDING while undecided if this gateway accepted the request for this coupon in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
                     if settings.accepted_marker_ttl.is_zero() {
                         json!({})
                     } else {
-                        json!({ "404": error(&format!("Not decided, and not accepted by this gateway in the last {} (`field` is requestId); a request produced straight to Kafka reads as 404 until decided", secs(settings.accepted_marker_ttl))) })
+                        json!({ "404": error(&format!("Not decided, and not accepted for this coupon by this gateway in the last {} (`field` is requestId)", secs(settings.accepted_marker_ttl))) })
                     },
                 )
             }},

@@ -12,17 +12,22 @@ use surge_sink::views::{CouponView, DecisionView};
 
 use crate::state::AppState;
 
-/// A request's decision as JSON, or `None` while it is still pending.
-pub async fn decision(state: &AppState, request_id: &str) -> Result<Option<Value>, String> {
+/// The decision of request `request_id` of coupon `coupon_id` as JSON, or
+/// `None` while it is still pending.
+pub async fn decision(
+    state: &AppState,
+    coupon_id: &str,
+    request_id: &str,
+) -> Result<Option<Value>, String> {
     let read = async {
         let mut conn = state.redis.connection().await?;
-        surge_redis::reads::coupon_decision(&mut conn, &state.keys, request_id).await
+        surge_redis::reads::coupon_decision(&mut conn, &state.keys, coupon_id, request_id).await
     };
     let cached = cached(state, read).await;
     if let Some(Some(d)) = cached {
         return Ok(Some(decision_json(&d, "redis")));
     }
-    let d = surge_postgres::reads::coupon_decision(&state.postgres, request_id)
+    let d = surge_postgres::reads::coupon_decision(&state.postgres, coupon_id, request_id)
         .await
         .map_err(|e| match cached {
             // Both stores unreachable: the caller answers 503.
@@ -31,6 +36,36 @@ pub async fn decision(state: &AppState, request_id: &str) -> Result<Option<Value
         })?;
     Ok(d.map(|d| decision_json(&d, "postgres")))
 }
+
+/// Which coupons have a decision under request id `request_id` (sorted; at
+/// most [`COUPONS_NAMED`]): the read cache's index, PostgreSQL when Redis
+/// cannot answer or has none.
+pub async fn coupons_of_request(state: &AppState, request_id: &str) -> Result<Vec<String>, String> {
+    let read = async {
+        let mut conn = state.redis.connection().await?;
+        surge_redis::reads::coupons_of_request(&mut conn, &state.keys, request_id)
+            .await
+            .map(Some)
+    };
+    let cached = cached(state, read).await.flatten();
+    if let Some(coupons) = cached.as_ref().filter(|c| !c.is_empty()) {
+        return Ok(coupons.iter().take(COUPONS_NAMED).cloned().collect());
+    }
+    let decided = surge_postgres::reads::coupon_decisions_of_request(
+        &state.postgres,
+        request_id,
+        COUPONS_NAMED as i64,
+    )
+    .await
+    .map_err(|e| match cached {
+        None => format!("Redis and PostgreSQL unavailable: {e}"),
+        Some(_) => format!("PostgreSQL unavailable: {e}"),
+    })?;
+    Ok(decided.into_iter().map(|d| d.coupon_id).collect())
+}
+
+/// How many coupons an ambiguous request id's answer names.
+pub const COUPONS_NAMED: usize = 20;
 
 fn decision_json(d: &DecisionView, source: &str) -> Value {
     json!({
@@ -78,27 +113,51 @@ fn coupon_json(c: &CouponView, source: &str) -> Value {
 /// How long one Redis call may take before the answer goes on without it.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether the gateway accepted `id` (a request id or an order id) within
-/// `accepted_marker_ttl`: `Some(true)` it did (Kafka acknowledged it, so it
-/// will be decided), `Some(false)` it did not, `None` cannot tell (Redis
-/// did not answer, or the markers are off). Best effort: a marker write
-/// can fail and a FLUSHALL drops them all, so `Some(false)` means "not
-/// known to this gateway", never "not in Kafka" — an id produced straight
-/// to Kafka has no marker either.
+/// What the gateway's marker of `id` (a request id or an order id) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// No marker: not known to this gateway.
+    No,
+    /// Accepted, as a record with this key (the couponId of a coupon
+    /// request, the orderId of an order); `None` for a marker written by a
+    /// version that kept no key.
+    Yes { key: Option<String> },
+}
+
+/// Marker values: the record key after this prefix (a version before wrote `1`).
+const KEY_PREFIX: &str = "key=";
+
+/// Whether the gateway accepted `id` within `accepted_marker_ttl`:
+/// `Some(true)` it did (Kafka acknowledged it, so it will be decided),
+/// `Some(false)` it did not, `None` cannot tell (Redis did not answer, or
+/// the markers are off). Best effort: a marker write can fail and a
+/// FLUSHALL drops them all, so `Some(false)` means "not known to this
+/// gateway", never "not in Kafka" — an id produced straight to Kafka has
+/// no marker either.
 pub async fn accepted(state: &AppState, id: &str) -> Option<bool> {
+    accepted_as(state, id)
+        .await
+        .map(|a| matches!(a, Accepted::Yes { .. }))
+}
+
+/// [`accepted`], with the key the record was sent with.
+pub async fn accepted_as(state: &AppState, id: &str) -> Option<Accepted> {
     if state.settings.accepted_marker_ttl.is_zero() {
         return None;
     }
     let key = state.keys.accepted(id);
     let read = async {
         let mut conn = state.redis.connection().await?;
-        redis::cmd("EXISTS")
+        redis::cmd("GET")
             .arg(&key)
-            .query_async::<i64>(&mut conn)
+            .query_async::<Option<String>>(&mut conn)
             .await
     };
     match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok(n)) => Some(n > 0),
+        Ok(Ok(None)) => Some(Accepted::No),
+        Ok(Ok(Some(v))) => Some(Accepted::Yes {
+            key: v.strip_prefix(KEY_PREFIX).map(str::to_string),
+        }),
         Ok(Err(e)) => {
             tracing::debug!(message = "redis read of an accepted marker failed", error = %e);
             state.redis.forget().await;
@@ -111,12 +170,13 @@ pub async fn accepted(state: &AppState, id: &str) -> Option<bool> {
     }
 }
 
-/// Marks `id` as accepted for `accepted_marker_ttl` (see [`accepted`]).
-/// Called after Kafka acknowledged the record; a failure is logged at
-/// debug and counted in `surge_gateway_accepted_marker_failures_total`,
-/// never turned into an error (the record is in the log either way).
-pub async fn mark_accepted(state: &AppState, id: &str) {
-    mark_accepted_many(state, &[id]).await
+/// Marks `id`, sent as a record keyed `key`, as accepted for
+/// `accepted_marker_ttl` (see [`accepted`]). Called after Kafka
+/// acknowledged the record; a failure is logged at debug and counted in
+/// `surge_gateway_accepted_marker_failures_total`, never turned into an
+/// error (the record is in the log either way).
+pub async fn mark_accepted(state: &AppState, id: &str, key: &str) {
+    mark_accepted_many(state, &[(id, key)]).await
 }
 
 /// A TTL in whole milliseconds for `PX` (at least 1).
@@ -124,9 +184,9 @@ pub fn ttl_ms(ttl: std::time::Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// [`mark_accepted`] for every id of a batch, in one pipelined round trip
-/// (one id: one SET).
-pub async fn mark_accepted_many(state: &AppState, ids: &[&str]) {
+/// [`mark_accepted`] for every (id, record key) of a batch, in one
+/// pipelined round trip (one id: one SET).
+pub async fn mark_accepted_many(state: &AppState, ids: &[(&str, &str)]) {
     let ttl = state.settings.accepted_marker_ttl;
     if ttl.is_zero() || ids.is_empty() {
         return;
@@ -135,10 +195,10 @@ pub async fn mark_accepted_many(state: &AppState, ids: &[&str]) {
     let write = async {
         let mut conn = state.redis.connection().await?;
         let mut pipe = redis::pipe();
-        for id in ids {
+        for (id, key) in ids {
             pipe.cmd("SET")
                 .arg(state.keys.accepted(id))
-                .arg("1")
+                .arg(format!("{KEY_PREFIX}{key}"))
                 .arg("PX")
                 .arg(ttl_ms)
                 .ignore();

@@ -76,7 +76,7 @@ async fn produce(
     match deliver(state, topic, key, payload).await {
         Ok(()) => {
             // Never fails the 202: the record is in the log either way.
-            crate::reads::mark_accepted(state, id).await;
+            crate::reads::mark_accepted(state, id, key).await;
             Ok(())
         }
         Err(error) => {

@@ -331,7 +331,11 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
         .unwrap();
     let _: () = cache
         .conn
-        .hset(cache.keys.request(&altered.request_id), "outcome", "ISSUED")
+        .hset(
+            cache.keys.request(&altered.coupon_id, &altered.request_id),
+            "outcome",
+            "ISSUED",
+        )
         .await
         .unwrap();
     let out = surge(&["verify"], &verify_env);

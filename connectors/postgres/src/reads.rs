@@ -291,19 +291,40 @@ fn decision_view(
     }
 }
 
-/// A coupon request's decision, `None` when the table has no row (not
-/// decided yet, or never sent).
+/// The decision of request `request_id` of coupon `coupon_id`, `None` when
+/// the table has no row (not decided yet, or never sent).
 pub async fn coupon_decision(
     pool: &PgPool,
+    coupon_id: &str,
     request_id: &str,
 ) -> Result<Option<DecisionView>, sqlx::Error> {
     let row: Option<DecisionRow> = sqlx::query_as(&format!(
-        "select {DECISION_COLUMNS} from coupon_decisions where request_id = $1"
+        "select {DECISION_COLUMNS} from coupon_decisions where coupon_id = $1 and request_id = $2"
     ))
+    .bind(coupon_id)
     .bind(request_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(decision_view))
+}
+
+/// Every decision under request id `request_id`, of whichever coupon (a
+/// request id names a request of one coupon; producers straight to Kafka
+/// can use one id on several), at most `limit`, by coupon id.
+pub async fn coupon_decisions_of_request(
+    pool: &PgPool,
+    request_id: &str,
+    limit: i64,
+) -> Result<Vec<DecisionView>, sqlx::Error> {
+    let rows: Vec<DecisionRow> = sqlx::query_as(&format!(
+        "select {DECISION_COLUMNS} from coupon_decisions where request_id = $1 \
+         order by coupon_id limit $2"
+    ))
+    .bind(request_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(decision_view).collect())
 }
 
 /// A coupon's stock, issued and remaining, `None` when the table has no row.
@@ -348,12 +369,12 @@ pub async fn all_coupons(
         .collect())
 }
 
-/// Every decision of a coupon whose id starts with `prefix`, by request
-/// id, for `surge verify`.
+/// Every decision of a coupon whose id starts with `prefix`, by (coupon
+/// id, request id), for `surge verify`.
 pub async fn all_coupon_decisions(
     pool: &PgPool,
     prefix: &str,
-) -> Result<BTreeMap<String, DecisionView>, sqlx::Error> {
+) -> Result<BTreeMap<(String, String), DecisionView>, sqlx::Error> {
     let rows: Vec<DecisionRow> = sqlx::query_as(&format!(
         "select {DECISION_COLUMNS} from coupon_decisions where starts_with(coupon_id, $1)"
     ))
@@ -364,7 +385,7 @@ pub async fn all_coupon_decisions(
         .into_iter()
         .map(|row| {
             let d = decision_view(row);
-            (d.request_id.clone(), d)
+            ((d.coupon_id.clone(), d.request_id.clone()), d)
         })
         .collect())
 }

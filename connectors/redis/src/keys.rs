@@ -15,9 +15,33 @@ impl Keyspace {
         format!("{}:coupon:{coupon_id}", self.0)
     }
 
-    /// Hash: one request's decision.
-    pub fn request(&self, request_id: &str) -> String {
-        format!("{}:request:{request_id}", self.0)
+    /// Hash: the decision of request `request_id` of coupon `coupon_id` (a
+    /// request id names a request of one coupon). The coupon id's length in
+    /// bytes comes first, so any two ids split back apart
+    /// ([`Keyspace::request_of`]): `<ks>:request:<len>:<couponId>:<requestId>`.
+    pub fn request(&self, coupon_id: &str, request_id: &str) -> String {
+        format!(
+            "{}:request:{}:{coupon_id}:{request_id}",
+            self.0,
+            coupon_id.len()
+        )
+    }
+
+    /// The (coupon id, request id) of a key made by [`Keyspace::request`].
+    pub fn request_of<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let rest = self.id_of(key, "request")?;
+        let (len, rest) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let coupon = rest.get(..len)?;
+        let request = rest.get(len..)?.strip_prefix(':')?;
+        Some((coupon, request))
+    }
+
+    /// Hash: coupon id → `1` for each coupon with a decision under request
+    /// id `request_id`, written once per decision; what a poll by request id
+    /// alone reads first.
+    pub fn request_coupons(&self, request_id: &str) -> String {
+        format!("{}:request-coupons:{request_id}", self.0)
     }
 
     /// Hash: user id → `<offset> <OUTCOME> [<sequence>]` for one coupon.
@@ -142,8 +166,14 @@ mod tests {
         let ks = Keyspace::new("t1-surge");
         assert_eq!(ks.coupon("c:1"), "t1-surge:coupon:c:1");
         assert_eq!(ks.id_of(&ks.coupon("c:1"), "coupon"), Some("c:1"));
-        assert_eq!(ks.id_of(&ks.request("r"), "request"), Some("r"));
-        assert_eq!(ks.id_of(&ks.request("r"), "coupon"), None);
+        assert_eq!(ks.id_of(&ks.request("c", "r"), "coupon"), None);
+        for (coupon, request) in [("c", "r"), ("c:1", "r:2"), ("", ":"), ("é:9:", "9:é")] {
+            let key = ks.request(coupon, request);
+            assert_eq!(ks.request_of(&key), Some((coupon, request)), "{key}");
+        }
+        assert_ne!(ks.request("a:1", "b"), ks.request("a", "1:b"));
+        assert_eq!(ks.request_of("t1-surge:request:old-layout"), None);
+        assert_eq!(ks.request_of("t1-surge:request:9:c:r"), None);
         assert_eq!(ks.id_of("other:coupon:x", "coupon"), None);
     }
 

@@ -250,17 +250,35 @@ fn number(h: &HashMap<String, String>, field: &'static str) -> Result<i64, ReadE
         .map_err(|source| ReadError::NotANumber { field, source })
 }
 
-/// A request's decision; `None` when its hash is absent.
+/// The decision of request `request_id` of coupon `coupon_id`; `None` when
+/// its hash is absent.
 pub async fn coupon_decision<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keyspace,
+    coupon_id: &str,
     request_id: &str,
 ) -> Result<Option<DecisionView>, ReadError> {
     let h: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.request(request_id))
+        .arg(keys.request(coupon_id, request_id))
         .query_async(conn)
         .await?;
     decision_from_hash(request_id, &h)
+}
+
+/// The coupons with a decision under request id `request_id`, sorted
+/// (one on a healthy deployment; producers straight to Kafka can use one
+/// id on several coupons, each its own request).
+pub async fn coupons_of_request<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keyspace,
+    request_id: &str,
+) -> Result<Vec<String>, ReadError> {
+    let mut coupons: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys.request_coupons(request_id))
+        .query_async(conn)
+        .await?;
+    coupons.sort();
+    Ok(coupons)
 }
 
 /// A coupon's stock, issued and remaining; `None` when its hash is absent.
@@ -310,12 +328,12 @@ pub async fn all_coupons<C: ConnectionLike + Send>(
 }
 
 /// Every decision under `keys` of a coupon whose id starts with `prefix`,
-/// by request id, for `surge verify`.
+/// by (coupon id, request id), for `surge verify`.
 pub async fn all_coupon_decisions<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keyspace,
     prefix: &str,
-) -> Result<BTreeMap<String, DecisionView>, ReadError> {
+) -> Result<BTreeMap<(String, String), DecisionView>, ReadError> {
     let requests = scan(conn, &keys.request_pattern()).await?;
     let mut out = BTreeMap::new();
     for chunk in requests.chunks(CHUNK) {
@@ -325,13 +343,16 @@ pub async fn all_coupon_decisions<C: ConnectionLike + Send>(
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
         for (key, h) in chunk.iter().zip(hashes) {
-            let coupon_id = h.get(fields::COUPON_ID).map_or("", String::as_str);
-            let (Some(id), true) = (keys.id_of(key, "request"), coupon_id.starts_with(prefix))
-            else {
+            // A key of another layout is no decision of this one; its
+            // coupon_id field must agree with its key.
+            let Some((coupon, id)) = keys.request_of(key) else {
                 continue;
             };
+            if !coupon.starts_with(prefix) {
+                continue;
+            }
             if let Some(d) = decision_from_hash(id, &h)? {
-                out.insert(id.to_string(), d);
+                out.insert((coupon.to_string(), id.to_string()), d);
             }
         }
     }

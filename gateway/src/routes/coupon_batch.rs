@@ -153,11 +153,11 @@ pub async fn issue_batch(
         // Once per batch: its items fail alike.
         submit::not_acknowledged(state, topic, &commands[i].request_id, &error);
     }
-    let pending: Vec<&str> = commands
+    let pending: Vec<(&str, &str)> = commands
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| matches!(o, Outcome::Pending))
-        .map(|(c, _)| c.request_id.as_str())
+        .map(|(c, _)| (c.request_id.as_str(), c.coupon_id.as_str()))
         .collect();
     // Never fails the answer: the records are in the log either way.
     reads::mark_accepted_many(state, &pending).await;

@@ -11,7 +11,7 @@ use serde_json::json;
 use surge_schemas::coupon::{CouponAction, CouponCommand};
 use tower::limit::ConcurrencyLimitLayer;
 
-use crate::api::{check_id, path_segment, ApiError, Body, PathId};
+use crate::api::{check_id, path_segment, ApiError, Body, PathId, PathIds};
 use crate::state::AppState;
 use crate::{reads, submit};
 
@@ -30,6 +30,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/coupons/{couponId}/issue", post(issue))
         .route("/coupons/{couponId}", get(coupon))
         .route("/coupon-requests/{requestId}", get(request))
+        .route(
+            "/coupons/{couponId}/requests/{requestId}",
+            get(coupon_request),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,22 +99,99 @@ pub fn accepted(request_id: &str) -> Response {
         .into_response()
 }
 
+/// A request id names a request of one coupon. The gateway refuses one
+/// Idempotency-Key on two coupons, but a producer straight to Kafka can
+/// send `r1` for c1 and for c2: two requests. So the poll by id alone
+/// answers for the coupon this gateway accepted the id for (its marker
+/// keeps the record key), else for the one coupon with a decision under
+/// the id, and is 409 naming them when there are several — never another
+/// request's decision.
 async fn request(
     State(state): State<AppState>,
     PathId(request_id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match reads::decision(&state, &request_id).await {
-        Ok(Some(d)) => Ok(Json(d)),
+    let marker = reads::accepted_as(&state, &request_id).await;
+    if let Some(reads::Accepted::Yes { key: Some(coupon) }) = &marker {
+        return decided_or_pending(&state, coupon, &request_id).await;
+    }
+    let coupons = reads::coupons_of_request(&state, &request_id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    match coupons.as_slice() {
+        [coupon] => decided_or_pending(&state, coupon, &request_id).await,
         // Not decided (yet): PENDING if this gateway accepted it, or if
         // Redis cannot say; 404 if it never did.
-        Ok(None) => match reads::accepted(&state, &request_id).await {
-            Some(true) | None => Ok(Json(
-                json!({ "requestId": request_id, "status": "PENDING" }),
-            )),
-            Some(false) => Err(not_accepted(&state, "requestId", &request_id)),
+        [] => match marker {
+            Some(reads::Accepted::Yes { .. }) | None => Ok(pending(&request_id)),
+            Some(reads::Accepted::No) => Err(not_accepted(&state, "requestId", &request_id)),
+        },
+        several => Err(ambiguous(&request_id, several)),
+    }
+}
+
+/// The decision of request `requestId` of coupon `couponId`: exact, also
+/// for ids used on several coupons.
+async fn coupon_request(
+    State(state): State<AppState>,
+    PathIds(ids): PathIds,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let [coupon_id, request_id] = <[String; 2]>::try_from(ids)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "route has two ids"))?;
+    match reads::decision(&state, &coupon_id, &request_id).await {
+        Ok(Some(d)) => Ok(Json(d)),
+        Ok(None) => match reads::accepted_as(&state, &request_id).await {
+            Some(reads::Accepted::Yes { key }) if key.as_deref().is_none_or(|k| k == coupon_id) => {
+                Ok(pending(&request_id))
+            }
+            None => Ok(pending(&request_id)),
+            Some(_) => Err(not_accepted(&state, "requestId", &request_id)),
         },
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
+}
+
+async fn decided_or_pending(
+    state: &AppState,
+    coupon_id: &str,
+    request_id: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match reads::decision(state, coupon_id, request_id).await {
+        Ok(Some(d)) => Ok(Json(d)),
+        Ok(None) => Ok(pending(request_id)),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+fn pending(request_id: &str) -> Json<serde_json::Value> {
+    Json(json!({ "requestId": request_id, "status": "PENDING" }))
+}
+
+/// 409: one request id, requests of several coupons (sent straight to Kafka).
+fn ambiguous(request_id: &str, coupons: &[String]) -> ApiError {
+    let polls: Vec<String> = coupons
+        .iter()
+        .map(|c| coupon_poll_path(c, request_id))
+        .collect();
+    ApiError::field(
+        StatusCode::CONFLICT,
+        "requestId",
+        format!(
+            "request id {request_id} names requests of {} coupons ({}); a request id names a \
+             request of one coupon: poll {}",
+            coupons.len(),
+            coupons.join(", "),
+            polls.join(" or ")
+        ),
+    )
+}
+
+/// Where the decision of request `request_id` of coupon `coupon_id` is read.
+pub fn coupon_poll_path(coupon_id: &str, request_id: &str) -> String {
+    format!(
+        "/coupons/{}/requests/{}",
+        path_segment(coupon_id),
+        path_segment(request_id)
+    )
 }
 
 /// 404 for an undecided id this gateway has no accepted marker of.

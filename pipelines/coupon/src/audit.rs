@@ -57,19 +57,22 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
         *report.by_outcome.entry(d.outcome.symbol()).or_default() += 1;
     }
 
-    // 1. Exactly one decision per distinct request id.
-    let requested: HashSet<&str> = log.iter().map(|l| l.command.request_id.as_str()).collect();
+    // 1. Exactly one decision per distinct request: a request id within
+    // its coupon (the same id for another coupon is another request).
+    let requested: HashSet<RequestKey<'_>> = log.iter().map(|l| key_of(l.command)).collect();
     report.requests = requested.len();
-    let mut per_request: HashMap<&str, usize> = HashMap::new();
-    let mut outcome_of: HashMap<&str, Outcome> = HashMap::new();
+    let mut per_request: HashMap<RequestKey<'_>, usize> = HashMap::new();
+    let mut outcome_of: HashMap<RequestKey<'_>, Outcome> = HashMap::new();
     for d in decisions {
-        *per_request.entry(d.request_id.as_str()).or_default() += 1;
-        outcome_of.entry(d.request_id.as_str()).or_insert(d.outcome);
+        let k = (d.coupon_id.as_str(), d.request_id.as_str());
+        *per_request.entry(k).or_default() += 1;
+        outcome_of.entry(k).or_insert(d.outcome);
     }
-    let missing: Vec<&str> = requested
+    let named = |k: &RequestKey<'_>| format!("{} of {}", k.1, k.0);
+    let missing: Vec<String> = requested
         .iter()
-        .filter(|r| !per_request.contains_key(**r))
-        .copied()
+        .filter(|r| !per_request.contains_key(*r))
+        .map(named)
         .collect();
     if !missing.is_empty() {
         report.violations.push(format!(
@@ -81,7 +84,7 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
     let doubled: Vec<String> = per_request
         .iter()
         .filter(|(_, n)| **n > 1)
-        .map(|(r, n)| format!("{r} ×{n}"))
+        .map(|(r, n)| format!("{} ×{n}", named(r)))
         .collect();
     if !doubled.is_empty() {
         report.violations.push(format!(
@@ -90,10 +93,10 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
             first(&doubled)
         ));
     }
-    let unknown: Vec<&str> = per_request
+    let unknown: Vec<String> = per_request
         .keys()
-        .filter(|r| !requested.contains(**r))
-        .copied()
+        .filter(|r| !requested.contains(*r))
+        .map(named)
         .collect();
     if !unknown.is_empty() {
         report.violations.push(format!(
@@ -113,7 +116,7 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
         if l.partition != surge_kafka::partition_for(c.coupon_id.as_bytes(), partitions) {
             continue; // misrouted: decided where its forwarded copy sits
         }
-        if !seen.insert(c.request_id.as_str()) {
+        if !seen.insert(key_of(c)) {
             continue; // a retry: no second decision
         }
         match &c.command {
@@ -141,7 +144,7 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
                 };
                 // NOT_ACTIVE requests are judged by the pipeline with the
                 // window; the audit takes the pipeline's word for those.
-                if outcome_of.get(c.request_id.as_str()) == Some(&Outcome::NotActive) {
+                if outcome_of.get(&key_of(c)) == Some(&Outcome::NotActive) {
                     continue;
                 }
                 if e.asked.insert(user_id.as_str()) && (e.winners.len() as i64) < e.stock {
@@ -220,6 +223,13 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
         ));
     }
     report
+}
+
+/// What names a request: (coupon id, request id).
+type RequestKey<'a> = (&'a str, &'a str);
+
+fn key_of(c: &CouponCommand) -> RequestKey<'_> {
+    (c.coupon_id.as_str(), c.request_id.as_str())
 }
 
 #[derive(Default)]

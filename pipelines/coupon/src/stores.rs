@@ -12,8 +12,9 @@ use surge_schemas::coupon::{CouponDecision, Outcome};
 pub struct StoreView {
     /// coupon id → (stock, issued, remaining) after its latest decision.
     pub coupons: BTreeMap<String, (i64, i64, i64)>,
-    /// request id → its decision.
-    pub decisions: BTreeMap<String, StoredDecision>,
+    /// (coupon id, request id) → its decision (a request id names a
+    /// request of one coupon).
+    pub decisions: BTreeMap<(String, String), StoredDecision>,
     /// (coupon id, user id) → the sequence of the unit the user holds.
     pub holders: BTreeMap<(String, String), i64>,
 }
@@ -35,7 +36,7 @@ impl StoreView {
             view.coupons
                 .insert(d.coupon_id.clone(), (d.stock, d.issued, d.remaining));
             view.decisions.insert(
-                d.request_id.clone(),
+                (d.coupon_id.clone(), d.request_id.clone()),
                 StoredDecision {
                     coupon_id: d.coupon_id.clone(),
                     user_id: d.user_id.clone(),
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(v.coupons["c"], (1, 1, 0));
         assert_eq!(v.holders.len(), 1);
         assert_eq!(v.holders[&("c".to_string(), "u1".to_string())], 1);
-        assert_eq!(v.decisions["r2"].outcome, "SOLD_OUT");
+        assert_eq!(v.decisions[&("c".into(), "r2".into())].outcome, "SOLD_OUT");
         assert!(compare("s", &v, &v).is_empty());
     }
 
@@ -185,7 +186,7 @@ mod tests {
         ];
         let expected = StoreView::from_topic(&log);
         let mut store = expected.clone();
-        store.decisions.remove("r2");
+        store.decisions.remove(&("c".into(), "r2".into()));
         store.holders.insert(("c".into(), "u9".into()), 2);
         store.coupons.insert("c".into(), (1, 0, 1));
         let found = compare("postgres", &expected, &store);

@@ -14,8 +14,9 @@ pub struct CouponResultRows {
     /// Latest decision per coupon (the coupon row is last-write-wins in log order).
     pub coupons: HashMap<String, CouponDecision>,
     pub issued: Vec<CouponDecision>,
-    /// Latest per request id (there is one per request id on a healthy topic).
-    pub decisions: HashMap<String, CouponDecision>,
+    /// Latest per (coupon id, request id): a request id names a request of
+    /// one coupon (there is one decision per pair on a healthy topic).
+    pub decisions: HashMap<(String, String), CouponDecision>,
     /// Coupons whose key got a tombstone: the coupon row and its issued units
     /// are deleted. Decisions stay: they are the answers requests got.
     pub deleted: Vec<String>,
@@ -38,7 +39,8 @@ impl Mapping for CouponResultRows {
                     self.issued.push(d.clone());
                 }
                 self.coupons.insert(d.coupon_id.clone(), d.clone());
-                self.decisions.insert(d.request_id.clone(), d);
+                self.decisions
+                    .insert((d.coupon_id.clone(), d.request_id.clone()), d);
             }
         }
     }
@@ -99,7 +101,7 @@ impl Rows for CouponResultRows {
                                            source_partition, source_offset, requested_at, decided_at)
              select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
                                   $8::bigint[], $9::text[], $10::int[], $11::bigint[], $12::timestamptz[], $13::timestamptz[])
-             on conflict (request_id) do update set coupon_id = excluded.coupon_id, user_id = excluded.user_id,
+             on conflict (coupon_id, request_id) do update set user_id = excluded.user_id,
                outcome = excluded.outcome, sequence = excluded.sequence, stock = excluded.stock, issued = excluded.issued,
                remaining = excluded.remaining, reason = excluded.reason, source_partition = excluded.source_partition,
                source_offset = excluded.source_offset, requested_at = excluded.requested_at, decided_at = excluded.decided_at",

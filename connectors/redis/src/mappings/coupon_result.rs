@@ -1,5 +1,5 @@
-//! coupon-result → the coupon hash, one hash per request, the coupon's
-//! users hash (README "The Redis sink").
+//! coupon-result → the coupon hash, one hash per request and its entry in
+//! the request id's coupons, the coupon's users hash (README "The Redis sink").
 
 use std::collections::HashMap;
 
@@ -44,7 +44,7 @@ impl Mapping for CouponResultKeys {
 
     fn writes(&self) -> usize {
         self.coupons.len()
-            + self.decisions.len()
+            + 2 * self.decisions.len()
             + self
                 .decisions
                 .iter()
@@ -145,8 +145,13 @@ impl KeyMapping for CouponResultKeys {
             });
         }
         for (at, d) in &self.decisions {
+            w.once.push((
+                keys.request_coupons(&d.request_id),
+                d.coupon_id.clone(),
+                "1".to_string(),
+            ));
             w.hashes.push(HashWrite {
-                key: keys.request(&d.request_id),
+                key: keys.request(&d.coupon_id, &d.request_id),
                 offset: at.offset,
                 only_existing: false,
                 fields: request_fields(*at, d),

@@ -138,8 +138,11 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }
     }
     log.sort_by_key(|(p, o, _)| (*p, *o));
-    let requested: std::collections::HashSet<String> =
-        log.iter().map(|(_, _, c)| c.request_id.clone()).collect();
+    // A request is a request id within its coupon.
+    let requested: std::collections::HashSet<(String, String)> = log
+        .iter()
+        .map(|(_, _, c)| (c.coupon_id.clone(), c.request_id.clone()))
+        .collect();
     eprintln!(
         "[verify] coupon-issue: {} records ({} distinct requests), {undecodable} undecodable",
         log.len(),
@@ -152,7 +155,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
         Duration::from_secs(10),
     )?;
     let mut decisions: Vec<CouponDecision> = Vec::new();
-    let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut decided: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let mut undecodable_results = 0usize;
     loop {
@@ -171,7 +174,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
                 Err(e) => return Err(e.into()),
             };
             if wanted(&d.coupon_id) {
-                decided.insert(d.request_id.clone());
+                decided.insert((d.coupon_id.clone(), d.request_id.clone()));
                 decisions.push(d);
             }
         }
@@ -195,7 +198,9 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<ExitCo
     let mut forwarded_late = 0usize;
     for r in input.read_available(Duration::from_secs(60))? {
         if let Ok(c) = commands.decode(r.payload.as_deref()).await {
-            if wanted(&c.coupon_id) && requested.contains(&c.request_id) {
+            if wanted(&c.coupon_id)
+                && requested.contains(&(c.coupon_id.clone(), c.request_id.clone()))
+            {
                 log.push((r.partition, r.offset, c));
                 forwarded_late += 1;
             }

@@ -69,7 +69,7 @@ fn view(
             .into_iter()
             .map(|d| {
                 (
-                    d.request_id,
+                    (d.coupon_id.clone(), d.request_id),
                     StoredDecision {
                         coupon_id: d.coupon_id,
                         user_id: d.user_id,
