@@ -2,7 +2,8 @@
 //! it: a sale of 100 units to 1,000 users where every request polls to a
 //! decision and exactly 100 are ISSUED; one Idempotency-Key sent three times
 //! is one request with one decision, and the same key on another request
-//! is refused 422; a batch of requests (`POST /coupon-requests`) is each
+//! is refused 422; one request id sent straight to Kafka for three
+//! coupons is three requests, each polled on its coupon's route; a batch of requests (`POST /coupon-requests`) is each
 //! of its requests decided once, a reused requestId in it refused alone
 //! and a bad item refusing the whole batch; and a table of bad inputs,
 //! each with its status and the field it names, including refused admin
@@ -13,11 +14,14 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::coupon::Fixture;
+use common::coupon::{create, issue, Fixture};
 use common::gateway::{spawn_gateway, ADMIN_TOKEN};
 use common::{stdout, surge};
 use futures::StreamExt;
 use serde_json::json;
+use surge_kafka::partition_for;
+use surge_schemas::coupon::{CouponCommand, Outcome};
+use surge_schemas::Contract;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
@@ -106,8 +110,8 @@ async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
     assert_eq!(d["outcome"], "SOLD_OUT");
 
     // The same key on a different request is refused, never handed on: not
-    // for another coupon (another partition's book would decide it again),
-    // not for another user, not on another route. A poll of the key still
+    // for another coupon (a second request under the key the client retries
+    // with), not for another user, not on another route. A poll of the key still
     // reads the one request it names.
     let other_coupon = format!("{}other", fx.prefix);
     let reuses = [
@@ -151,6 +155,128 @@ async fn a_sale_over_http_issues_exactly_the_stock_and_a_key_is_one_request() {
     // The product's own check agrees: invariants hold, both stores equal the topic.
     let out = surge(
         &["verify", "--coupons", &coupon, "--wait", "60"],
+        &[
+            ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
+            ("SURGE_REDIS__KEYSPACE", fx.prefix.trim_end_matches('-')),
+        ],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+/// A request id names a request of one coupon. A producer straight to
+/// Kafka may send one id for several coupons: each is a request of its
+/// own, decided by its coupon's partition whether the coupons share a
+/// partition or not, and kept apart in both stores. The bare poll names
+/// the coupons to ask (409) instead of answering with one of them; the
+/// coupon's poll answers each exactly; the id reused on the same coupon
+/// for another user is still dead-lettered; `surge verify` agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_request_id_on_several_coupons_straight_to_kafka_is_several_requests() {
+    let fx = Fixture::new("gateway-ids").await;
+    let n = fx.partitions(&fx.topic(CouponCommand::TOPIC));
+    assert!(n > 1, "the coupon topic needs two partitions for this test");
+    let coupon = |i: usize| format!("{}c{i}", fx.prefix);
+    let home = coupon(0);
+    let p = partition_for(home.as_bytes(), n);
+    let neighbour = (1..)
+        .map(coupon)
+        .find(|c| partition_for(c.as_bytes(), n) == p)
+        .unwrap();
+    let stranger = (1..)
+        .map(coupon)
+        .find(|c| partition_for(c.as_bytes(), n) != p)
+        .unwrap();
+    let id = format!("{}shared", fx.prefix);
+    let users = [
+        (&home, "u-home"),
+        (&neighbour, "u-neighbour"),
+        (&stranger, "u-stranger"),
+    ];
+    let mut commands: Vec<CouponCommand> = users.iter().map(|(c, _)| create(c, 5)).collect();
+    commands.extend(users.iter().map(|(c, u)| issue(&id, c, u)));
+    // An upstream retry of one of them (decided once) and the id reused on
+    // its own coupon for someone else (dead-lettered).
+    commands.push(issue(&id, &stranger, "u-stranger"));
+    commands.push(issue(&id, &home, "u-thief"));
+    fx.produce(&commands).await;
+
+    let _pipeline = fx.spawn_pipeline("0", &[]);
+    let _pg = fx.spawn_sink("postgres", &[]);
+    let _redis = fx.spawn_sink("redis", &[]);
+    let gw = spawn_gateway(&fx, &[]).await;
+
+    let decisions = fx.decisions(6, Duration::from_secs(60)).await;
+    assert_eq!(
+        decisions.len(),
+        6,
+        "three creates and three requests: {decisions:?}"
+    );
+    for (c, u) in users {
+        let of_coupon: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.request_id == id && &d.coupon_id == c)
+            .collect();
+        assert_eq!(of_coupon.len(), 1, "{c}: {decisions:?}");
+        assert_eq!(of_coupon[0].outcome, Outcome::Issued, "{c}");
+        assert_eq!(of_coupon[0].user_id.as_deref(), Some(u), "{c}");
+    }
+    let dlq = common::dlq::wait_for(
+        &fx.factory,
+        &fx.names.dlq(surge_core::names::COUPON),
+        Duration::from_secs(30),
+        |records| !records.is_empty(),
+    );
+    let reasons: Vec<_> = dlq.iter().map(|r| r.header("surge.dlq.reason")).collect();
+    assert_eq!(reasons, [Some("request_id_reused")], "{dlq:#?}");
+
+    // Each coupon's poll reads its own request, from whichever store serves it.
+    for (c, u) in users {
+        let path = format!("/coupons/{c}/requests/{id}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let d = loop {
+            let (status, body) = gw.get(&path).await;
+            if status == 200 && body["status"] == "DECIDED" {
+                break body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(
+            (
+                d["couponId"].as_str(),
+                d["userId"].as_str(),
+                d["outcome"].as_str()
+            ),
+            (Some(c.as_str()), Some(u), Some("ISSUED")),
+            "{path}: {d}"
+        );
+    }
+    let (status, body) = gw
+        .get(&format!("/coupons/{}c-none/requests/{id}", fx.prefix))
+        .await;
+    assert_eq!(status, 404, "no request of that coupon has the id: {body}");
+    let (status, body) = gw.get(&format!("/coupon-requests/{id}")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["field"], "requestId", "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    for (c, _) in users {
+        assert!(
+            message.contains(&format!("/coupons/{c}/requests/{id}")),
+            "the 409 names the poll of {c}: {message}"
+        );
+    }
+
+    let out = surge(
+        &[
+            "verify",
+            "--coupons",
+            &format!("{}c", fx.prefix),
+            "--wait",
+            "60",
+        ],
         &[
             ("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str()),
             ("SURGE_REDIS__KEYSPACE", fx.prefix.trim_end_matches('-')),

@@ -142,18 +142,6 @@ fn librdkafka_default_partition(key: &[u8], partitions: i32) -> i32 {
     }
 }
 
-fn partitions(fx: &Fixture, topic: &str) -> i32 {
-    let consumer: BaseConsumer = fx
-        .factory
-        .read_committed_consumer_config("test-reader", &common::unique("meta"))
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0].partitions().len() as i32
-}
-
 /// Every committed record of `topic` with its key and headers, up to the end of each partition.
 fn read_all(fx: &Fixture, topic: &str) -> Vec<Rec> {
     let mut cfg = fx
@@ -161,7 +149,7 @@ fn read_all(fx: &Fixture, topic: &str) -> Vec<Rec> {
         .read_committed_consumer_config("test-reader", &common::unique("reader"));
     cfg.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = cfg.create().unwrap();
-    let n = partitions(fx, topic);
+    let n = fx.partitions(topic);
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -276,7 +264,7 @@ async fn a_sale_half_through_a_default_partitioned_python_producer_keeps_one_boo
     let fx = Fixture::new("misrouted").await;
     let issue_topic = fx.topic(CouponCommand::TOPIC);
     let result_topic = fx.topic(CouponDecision::TOPIC);
-    let n = partitions(&fx, &issue_topic);
+    let n = fx.partitions(&issue_topic);
     assert!(n > 1, "coupon-issue needs partitions to misroute to");
     let owner = |coupon: &str| partition_for(coupon.as_bytes(), n);
 
@@ -777,7 +765,7 @@ async fn verify_counts_the_copies_forwarded_while_it_waits() {
     python();
     let fx = Fixture::new("misrouted-verify").await;
     let topic = fx.topic(CouponCommand::TOPIC);
-    let n = partitions(&fx, &topic);
+    let n = fx.partitions(&topic);
     let coupon = format!("{}late", fx.prefix);
     let home = partition_for(coupon.as_bytes(), n);
     fx.produce(&[common::coupon::create(&coupon, 3)]).await;

@@ -143,6 +143,19 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("spawn surge {args:?}: {e}"))
     }
 
+    /// How many partitions `topic` has.
+    pub fn partitions(&self, topic: &str) -> i32 {
+        let consumer: BaseConsumer = self
+            .factory
+            .read_committed_consumer_config("test-reader", &unique("meta"))
+            .create()
+            .unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        md.topics()[0].partitions().len() as i32
+    }
+
     /// Produces commands in order, keyed by coupon (one coupon's commands keep their order).
     pub async fn produce(&self, commands: &[CouponCommand]) {
         let producer = self.factory.idempotent_producer("test-producer").unwrap();
