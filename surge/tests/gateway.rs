@@ -229,44 +229,53 @@ async fn one_request_id_on_several_coupons_straight_to_kafka_is_several_requests
     let reasons: Vec<_> = dlq.iter().map(|r| r.header("surge.dlq.reason")).collect();
     assert_eq!(reasons, [Some("request_id_reused")], "{dlq:#?}");
 
-    // Each coupon's poll reads its own request, from whichever store serves it.
-    for (c, u) in users {
-        let path = format!("/coupons/{c}/requests/{id}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let d = loop {
-            let (status, body) = gw.get(&path).await;
-            if status == 200 && body["status"] == "DECIDED" {
-                break body;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{path}: {status} {body}"
+    // Each coupon's poll reads its own request, from Redis and, through a
+    // gateway on an empty keyspace (no markers, no cache), from PostgreSQL.
+    let keyspace = format!("{}no-cache", fx.prefix);
+    let uncached = spawn_gateway(&fx, &[("SURGE_REDIS__KEYSPACE", keyspace.as_str())]).await;
+    for (gw, store) in [(&gw, "redis"), (&uncached, "postgres")] {
+        for (c, u) in users {
+            let path = format!("/coupons/{c}/requests/{id}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let d = loop {
+                let (status, body) = gw.get(&path).await;
+                if status == 200 && body["source"] == store {
+                    break body;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{path} from {store}: {status} {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(
+                (
+                    d["status"].as_str(),
+                    d["couponId"].as_str(),
+                    d["userId"].as_str(),
+                    d["outcome"].as_str()
+                ),
+                (Some("DECIDED"), Some(c.as_str()), Some(u), Some("ISSUED")),
+                "{path} from {store}: {d}"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        }
+        let (status, body) = gw
+            .get(&format!("/coupons/{}c-none/requests/{id}", fx.prefix))
+            .await;
         assert_eq!(
-            (
-                d["couponId"].as_str(),
-                d["userId"].as_str(),
-                d["outcome"].as_str()
-            ),
-            (Some(c.as_str()), Some(u), Some("ISSUED")),
-            "{path}: {d}"
+            status, 404,
+            "{store}: no request of that coupon has the id: {body}"
         );
-    }
-    let (status, body) = gw
-        .get(&format!("/coupons/{}c-none/requests/{id}", fx.prefix))
-        .await;
-    assert_eq!(status, 404, "no request of that coupon has the id: {body}");
-    let (status, body) = gw.get(&format!("/coupon-requests/{id}")).await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["field"], "requestId", "{body}");
-    let message = body["error"].as_str().unwrap_or_default();
-    for (c, _) in users {
-        assert!(
-            message.contains(&format!("/coupons/{c}/requests/{id}")),
-            "the 409 names the poll of {c}: {message}"
-        );
+        let (status, body) = gw.get(&format!("/coupon-requests/{id}")).await;
+        assert_eq!(status, 409, "{store}: {body}");
+        assert_eq!(body["field"], "requestId", "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        for (c, _) in users {
+            assert!(
+                message.contains(&format!("/coupons/{c}/requests/{id}")),
+                "{store}: the 409 names the poll of {c}: {message}"
+            );
+        }
     }
 
     let out = surge(
