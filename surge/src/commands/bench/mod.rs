@@ -496,18 +496,25 @@ async fn redis_design(
     })
 }
 
-/// The ceiling on the backlog: copies coupon-issue to the scratch topic and
-/// returns records/s, counted like the pipeline's output.
-async fn copy_backlog(sandbox: &Sandbox, records: usize) -> anyhow::Result<f64> {
+/// The ceiling on the backlog: copies coupon-issue to the scratch topic
+/// ([`copy::passes`] times over, for a steady figure) and returns
+/// records/s, counted like the pipeline's output.
+async fn copy_backlog(sandbox: &Sandbox, backlog: usize) -> anyhow::Result<f64> {
+    let passes = copy::passes(backlog);
+    let records = backlog * passes;
+    say(format!(
+        "copy: {passes} passes over the backlog, {records} records"
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let copier = {
-        let (f, from, to, stop) = (
+        let (f, from, partitions, to, stop) = (
             sandbox.factory.clone(),
             sandbox.topic(CouponCommand::TOPIC),
+            sandbox.partitions,
             sandbox.topic(COPY_TOPIC),
             stop.clone(),
         );
-        std::thread::spawn(move || copy::run(&f, &from, &to, stop))
+        std::thread::spawn(move || copy::run(&f, &from, partitions, passes, &to, stop))
     };
     let copied = watch::count(sandbox, &sandbox.topic(COPY_TOPIC), records, "copy").await;
     stop.store(true, Ordering::Relaxed);
