@@ -77,8 +77,8 @@ async fn loadgen_then_verify_passes_and_forged_decisions_fail_it() {
     assert!(text.contains("verify: FAILED"), "{text}");
     assert!(
         text.contains(&format!(
-            "more than one decision, e.g. [\"{} ×2\"]",
-            issued.request_id
+            "more than one decision, e.g. [\"{} of {} ×2\"]",
+            issued.request_id, issued.coupon_id
         )),
         "{text}"
     );
