@@ -130,6 +130,26 @@ pub fn document(settings: &GatewaySettings) -> Value {
             extra,
         )
     };
+    // A poll of a coupon request: `whose` narrows the marker ("" or " for
+    // this coupon"), `straight` says what a record produced straight to
+    // Kafka reads as, `extra` adds route-specific answers.
+    let decision_read = |whose: &str, straight: &str, extra: Value| {
+        let ttl = settings.accepted_marker_ttl;
+        let ok = if ttl.is_zero() {
+            "The decision, or PENDING while undecided".to_string()
+        } else {
+            format!("The decision; or PENDING while undecided if this gateway accepted the request{whose} in the last {} (or Redis cannot tell)", secs(ttl))
+        };
+        let not_found = if ttl.is_zero() {
+            json!({})
+        } else {
+            json!({ "404": error(&format!("Not decided, and not accepted{whose} by this gateway in the last {} (`field` is requestId){straight}", secs(ttl))) })
+        };
+        read(
+            json!({ "description": ok, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
+            with(&extra, not_found),
+        )
+    };
     let timestamp = json!({ "type": "string", "format": "date-time",
         "not": { "pattern": timestamp_excluded_pattern() },
         "description": format!("RFC 3339 (T between date and time), between {EARLIEST} and {LATEST} (years 1 to 9999, readable by every Avro consumer): the year as written is 0001 to 9999, on 0001-01-01 and 9999-12-31 the offset is Z or ±00:00 (the `not` pattern), and no leap second (:60); otherwise 400 naming the field. Omit it rather than send null.") });
@@ -264,29 +284,16 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "summary": "A request's decision (PENDING until decided)",
                 "description": "A request id names a request of one coupon. This gateway never accepts one id for two coupons, but a producer straight to Kafka can; the answer is then for the coupon this gateway accepted the id for, else for the one coupon with a decision under it, and 409 naming the coupons when there are several (poll /coupons/{couponId}/requests/{requestId}).",
                 "parameters": [id_param("requestId")],
-                "responses": read(
-                    json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The decision, or PENDING while undecided".to_string() } else { format!("The decision; or PENDING while undecided if this gateway accepted the request in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
-                    with(
-                        &json!({ "409": error("Decisions of several coupons under this request id, named in `error` (`field` is requestId)") }),
-                        if settings.accepted_marker_ttl.is_zero() {
-                            json!({})
-                        } else {
-                            json!({ "404": error(&format!("Not decided, and not accepted by this gateway in the last {} (`field` is requestId); a request produced straight to Kafka reads as 404 until decided", secs(settings.accepted_marker_ttl))) })
-                        },
-                    ),
+                "responses": decision_read(
+                    "",
+                    "; a request produced straight to Kafka reads as 404 until decided",
+                    json!({ "409": error("Decisions of several coupons under this request id, named in `error` (`field` is requestId)") }),
                 )
             }},
             "/coupons/{couponId}/requests/{requestId}": { "get": {
                 "summary": "The decision of one coupon's request (PENDING until decided)",
                 "parameters": [id_param("couponId"), id_param("requestId")],
-                "responses": read(
-                    json!({ "description": if settings.accepted_marker_ttl.is_zero() { "The decision, or PENDING while undecided".to_string() } else { format!("The decision; or PENDING while undecided if this gateway accepted the request for this coupon in the last {} (or Redis cannot tell)", secs(settings.accepted_marker_ttl)) }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Decision" } } } }),
-                    if settings.accepted_marker_ttl.is_zero() {
-                        json!({})
-                    } else {
-                        json!({ "404": error(&format!("Not decided, and not accepted for this coupon by this gateway in the last {} (`field` is requestId)", secs(settings.accepted_marker_ttl))) })
-                    },
-                )
+                "responses": decision_read(" for this coupon", "", json!({})),
             }},
             "/orders": { "post": {
                 "summary": "Place an order (decided by the order saga; REJECTED on its own rules)",

@@ -343,8 +343,8 @@ pub async fn all_coupon_decisions<C: ConnectionLike + Send>(
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
         for (key, h) in chunk.iter().zip(hashes) {
-            // A key of another layout is no decision of this one; its
-            // coupon_id field must agree with its key.
+            // A key of the layout before coupon-scoped request ids is
+            // skipped: the sink no longer writes or reads it.
             let Some((coupon, id)) = keys.request_of(key) else {
                 continue;
             };

@@ -145,15 +145,9 @@ impl Fixture {
 
     /// How many partitions `topic` has.
     pub fn partitions(&self, topic: &str) -> i32 {
-        let consumer: BaseConsumer = self
-            .factory
-            .read_committed_consumer_config("test-reader", &unique("meta"))
-            .create()
-            .unwrap();
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        md.topics()[0].partitions().len() as i32
+        surge_kafka::TopicReader::open(&self.factory, topic, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"))
+            .partitions()
     }
 
     /// Produces commands in order, keyed by coupon (one coupon's commands keep their order).

@@ -1,7 +1,8 @@
 //! The ceiling: an at-least-once consume→produce copy of the request records
 //! (no state, no transactions, no offsets committed), what any Kafka
-//! service does at the least, over the backlog read [`passes`] times. The pipeline does the same I/O plus decoding,
-//! deciding, a changelog and transactions.
+//! service does at the least, over the backlog read [`passes`] times. The
+//! pipeline does the same I/O plus decoding, deciding, a changelog and
+//! transactions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
