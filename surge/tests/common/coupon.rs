@@ -28,6 +28,9 @@ pub struct Fixture {
     pub results: TopicCodec<CouponDecision>,
     pub logs: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// Set on the fixture that created the topics (not on [`Self::reuse`]
+    /// handles): the env `surge topics drop` runs under when it drops.
+    owned_topics: Option<Vec<(String, String)>>,
 }
 
 impl Fixture {
@@ -55,6 +58,12 @@ impl Fixture {
         let out = super::surge(&["topics", "apply"], &apply);
         assert!(out.status.success(), "topics apply failed");
         let mut fx = Self::reuse(&prefix).await;
+        fx.owned_topics = Some(
+            apply
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         std::fs::create_dir_all(&fx.logs).unwrap();
         fx.extra_env = env
             .iter()
@@ -78,6 +87,7 @@ impl Fixture {
                 .join(prefix.trim_end_matches('-')),
             settings,
             extra_env: Vec::new(),
+            owned_topics: None,
         }
     }
 
@@ -327,6 +337,27 @@ pub fn check_invariants(
         })
         .collect();
     surge_coupon::audit::audit(&logged, partitions, decisions).violations
+}
+
+/// The fixture that created its topics deletes them, pass or fail (its
+/// processes were dropped before it: they were made after it). A suite run
+/// makes ~900 topics; left behind, their partitions stay open on the
+/// broker, whose heap and CPU then slow every later test and benchmark.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Some(env) = self.owned_topics.take() else {
+            return;
+        };
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+            .current_dir(repo_root())
+            .args(["topics", "drop", "--yes"])
+            .envs(env)
+            .output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            eprintln!("could not drop the topics under {}: {out:?}", self.prefix);
+        }
+    }
 }
 
 /// A pipeline child process, killed on drop.

@@ -60,7 +60,8 @@ impl Latency {
 
 /// Sends `sale` at `rate` per second to the running pipeline of `sandbox`
 /// and times every decision of it. Every sample also goes to `csv`
-/// (receive time, latency), to see when the slow ones happened.
+/// (request, decision and receive times, latency), to see when the slow
+/// ones happened and whether they waited for the pipeline or for the commit.
 pub async fn pipeline(
     sandbox: &Sandbox,
     sale: &Scenario,
@@ -110,15 +111,16 @@ pub async fn pipeline(
     let achieved = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
     let seen = watcher.await??;
     let timed_from = started_ms + WARMUP.as_millis() as i64;
-    let mut rows = String::from("requested_unix_ms,received_unix_ms,latency_ms\n");
+    let mut rows = String::from("requested_unix_ms,decided_unix_ms,received_unix_ms,latency_ms\n");
     let mut steady = Vec::with_capacity(seen.latencies_ms.len());
-    for ((req, at), ms) in seen
+    for (((req, decided), at), ms) in seen
         .requested_ms
         .iter()
+        .zip(&seen.decided_ms)
         .zip(&seen.received_ms)
         .zip(&seen.latencies_ms)
     {
-        rows += &format!("{req},{at},{ms:.3}\n");
+        rows += &format!("{req},{decided},{at},{ms:.3}\n");
         if *req >= timed_from {
             steady.push(*ms);
         }

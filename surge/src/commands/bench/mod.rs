@@ -405,6 +405,10 @@ async fn scenario(
             "offeredRate": rate,
             "surge": surge_latency.json(),
             "surgeMeanCommitMs": mean_commit_ms,
+            // How batches closed: full batches mean the pipeline ran behind
+            // its input; small ones that it kept up and committed early.
+            "surgeCommits": commits,
+            "surgeRecordsPerCommit": if commits > 0.0 { lat_sale.requests as f64 / commits } else { 0.0 },
             "redisLock": lock.latency,
             "redisAtomicLua": lua.latency,
         },

@@ -25,8 +25,13 @@ pub struct Seen {
     pub last_visible_ms: Option<i64>,
     /// Receive time − requestedAt of each decision (when decoding).
     pub latencies_ms: Vec<f64>,
-    /// When each of those was requested and received (ms since the epoch).
+    /// When each of those was requested, decided (the decision's producer
+    /// timestamp: when the pipeline handed it to its producer) and received
+    /// (ms since the epoch). Decided − requested is the wait for the
+    /// pipeline; received − decided is the transaction's commit and the
+    /// reader's fetch.
     pub requested_ms: Vec<i64>,
+    pub decided_ms: Vec<i64>,
     pub received_ms: Vec<i64>,
 }
 
@@ -107,6 +112,7 @@ pub fn watch(
                         (received - d.requested_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                     seen.latencies_ms.push(ms);
                     seen.requested_ms.push(d.requested_at.timestamp_millis());
+                    seen.decided_ms.push(m.timestamp().to_millis().unwrap_or(0));
                     seen.received_ms.push(received.timestamp_millis());
                 }
                 seen.last_visible_ms = Some(received.timestamp_millis());
