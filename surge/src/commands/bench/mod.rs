@@ -192,6 +192,7 @@ pub async fn run(
         .to_path_buf();
     std::fs::create_dir_all(&out_dir)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let broker = broker_census(settings).await;
     let mut scenarios = Vec::new();
     let mut payments = Value::Null;
     let mut orders = Value::Null;
@@ -258,6 +259,7 @@ pub async fn run(
     let mut report = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": machine(),
+        "brokerBefore": broker,
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "commitIntervalMs": settings.pipelines.coupon.commit_interval.as_secs_f64() * 1000.0,
         "scenarios": scenarios,
@@ -538,6 +540,36 @@ async fn copy_backlog(sandbox: &Sandbox, backlog: usize) -> anyhow::Result<f64> 
 /// A progress line on stderr (stdout carries the report).
 fn say(what: String) {
     eprintln!("[bench] {what}");
+}
+
+/// What the broker already holds before the run. Every partition is open
+/// files, indexes and metrics on its heap: a dev broker left with thousands
+/// of partitions by earlier test runs decided 119k/s where a clean one
+/// decided 202k/s on the same spread sale, so the report says what it ran on.
+async fn broker_census(settings: &Settings) -> Value {
+    let factory = surge_kafka::ClientFactory::new(settings.kafka.clone());
+    let census = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
+        let admin = factory.admin()?;
+        let md = admin
+            .inner()
+            .fetch_metadata(None, std::time::Duration::from_secs(10))?;
+        let partitions = md.topics().iter().map(|t| t.partitions().len()).sum();
+        Ok((md.topics().len(), partitions))
+    })
+    .await;
+    match census {
+        Ok(Ok((topics, partitions))) => {
+            if partitions > 1_000 {
+                say(format!(
+                    "note: the broker already holds {topics} topics, {partitions} partitions; \
+                     their heap and CPU weigh on every figure (`surge topics drop` removes a \
+                     scratch prefix's topics)"
+                ));
+            }
+            json!({ "topics": topics, "partitions": partitions })
+        }
+        _ => Value::Null,
+    }
 }
 
 fn machine() -> Value {

@@ -118,6 +118,12 @@ pub fn print(report: &Value) {
         f(&report["commitIntervalMs"])
     );
     println!("$ {}", report["command"].as_str().unwrap_or(""));
+    if let Some(n) = report["brokerBefore"]["partitions"].as_u64() {
+        println!(
+            "broker before the run: {} topics, {n} partitions",
+            report["brokerBefore"]["topics"]
+        );
+    }
 
     if !scenarios.is_empty() {
         coupon_tables(report, &scenarios);
