@@ -4,6 +4,7 @@
 //! only on the book and the command, so a replay after an abort decides the
 //! same way.
 
+use crate::gauges::StockGauges;
 use surge_engine::{Context, Incoming, Processor, Reject};
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
 use surge_schemas::order::{CouponReply, CouponReplyOutcome, OrderReply, Reply};
@@ -62,6 +63,7 @@ pub struct CouponProcessor {
     replies_topic: String,
     /// The dedupe window in stream-clock buckets.
     window: Bucket,
+    stock_gauges: Option<StockGauges>,
 }
 
 impl CouponProcessor {
@@ -77,7 +79,14 @@ impl CouponProcessor {
             results_topic: results_topic.into(),
             replies_topic: replies_topic.into(),
             window: window_buckets(DEFAULT_DEDUPE_WINDOW),
+            stock_gauges: None,
         }
+    }
+
+    /// Reports each coupon's stock and what is left of it through `gauges`.
+    pub fn with_stock_gauges(mut self, gauges: StockGauges) -> Self {
+        self.stock_gauges = Some(gauges);
+        self
     }
 
     /// Remembers decided requests that issued nothing for `window` of
@@ -484,6 +493,17 @@ impl Processor for CouponProcessor {
     ) -> Result<(), Reject> {
         self.expire(ctx, EXPIRE_PER_TICK);
         Ok(())
+    }
+
+    fn observe(&mut self, states: &mut dyn Iterator<Item = (i32, &CouponBook)>) {
+        if let Some(g) = &mut self.stock_gauges {
+            // Wall time: which sales are over is a display choice, not a
+            // decision, so it need not follow the log.
+            g.observe(
+                states.map(|(_, book)| book),
+                chrono::Utc::now().timestamp_millis(),
+            );
+        }
     }
 }
 

@@ -451,6 +451,13 @@ impl CouponBook {
     pub fn coupon(&self, id: &str) -> Option<&CouponLedger> {
         self.coupons.get(id).filter(|c| c.terms.is_some())
     }
+    /// Every coupon created here, with its ledger.
+    pub fn coupons(&self) -> impl Iterator<Item = (&str, &CouponLedger)> {
+        self.coupons
+            .iter()
+            .filter(|(_, c)| c.terms.is_some())
+            .map(|(id, c)| (id.as_str(), c))
+    }
     pub fn already_decided(&self, request: u128) -> bool {
         self.decided.contains_key(&slot(request))
     }

@@ -161,7 +161,12 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
                 n.topic(OrderReply::TOPIC),
             )
             .with_dedupe_window(window);
-            launch(settings, spec, processor, inputs).await
+            launch_with(settings, spec, inputs, |metrics| {
+                let gauges = surge_coupon::StockGauges::register(&metrics.registry)
+                    .context("registering the stock gauges")?;
+                Ok(processor.with_stock_gauges(gauges))
+            })
+            .await
         }
         PipelineName::Inventory => {
             let spec = inventory_spec(settings);
@@ -206,8 +211,13 @@ pub async fn run(args: PipelineArgs, settings: &Settings) -> anyhow::Result<Exit
             let inputs = codec::<PaymentRequest>(&registry, &n).await?;
             let replies = codec::<OrderReply>(&registry, &n).await?;
             let p = &settings.payment;
-            let gateway = surge_payment_gateway::HttpGateway::new(&p.url, p.call_timeout)
-                .map_err(|e| anyhow::anyhow!("[payment] url {}: {e}", p.url))?;
+            let gateway =
+                surge_payment_gateway::HttpGateway::new(&p.url, p.call_timeout).map_err(|e| {
+                    anyhow::anyhow!(
+                        "[payment] url {}: {e}",
+                        surge_core::settings::redact_url(&p.url)
+                    )
+                })?;
             let runtime = tokio::runtime::Handle::current();
             launch_with(settings, spec, inputs, |metrics| {
                 let payment_metrics = surge_payment::PaymentMetrics::register(&metrics.registry)
