@@ -44,6 +44,9 @@ impl RegistryError {
 /// A transport error with its causes ("error sending request" alone hides
 /// whether the connection was refused or the call timed out).
 fn transport(e: reqwest::Error) -> RegistryError {
+    // reqwest's message names the URL, a password in it included; the
+    // caller says which registry call it was.
+    let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
@@ -55,7 +58,8 @@ fn transport(e: reqwest::Error) -> RegistryError {
 }
 
 fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryError {
-    let text = e.to_string();
+    // The converter's messages embed reqwest's, URL and password included.
+    let text = without_passwords(&e.to_string());
     if text.contains("404")
         || text.contains("40403")
         || text.contains("40401")
@@ -72,6 +76,35 @@ fn classify(e: SRCError, not_found: impl FnOnce() -> RegistryError) -> RegistryE
         // is an outage to its callers: they retry or report it.
         RegistryError::Unavailable(text)
     }
+}
+
+/// `text` with the password of every `scheme://user:password@` in it
+/// replaced by `<redacted>`.
+fn without_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ')')
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority
+            .rsplit_once('@')
+            .and_then(|(info, host)| info.split_once(':').map(|(user, _)| (user, host)))
+        {
+            Some((user, host)) => {
+                out.push_str(user);
+                out.push_str(":<redacted>@");
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where [`Registry::offline`] points (`.invalid` never resolves, RFC 2606).
@@ -98,7 +131,14 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.url).finish()
+        // The URL may carry a password (basic auth); Debug ends up in logs.
+        let mut url = self.url.clone();
+        if let Ok(mut parsed) = reqwest::Url::parse(&self.url) {
+            if parsed.password().is_some() && parsed.set_password(Some("<redacted>")).is_ok() {
+                url = parsed.to_string();
+            }
+        }
+        f.debug_struct("Registry").field("url", &url).finish()
     }
 }
 
@@ -300,5 +340,49 @@ impl WriterSchema {
     /// The datum in `body` as this schema wrote it (no resolution yet).
     pub fn read(&self, body: &mut &[u8]) -> apache_avro::AvroResult<apache_avro::types::Value> {
         self.reader.read_value(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn neither_debug_nor_a_failed_call_shows_the_urls_password() {
+        // Port 9 (discard) on loopback: nothing listens, the call fails fast.
+        let registry = Registry::new("http://surge:s3cret@127.0.0.1:9/apis/ccompat/v7");
+        let shown = format!("{registry:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("surge:"),
+            "{shown}"
+        );
+        let e = registry
+            .http
+            .get(format!("{}/subjects", registry.url))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(transport)
+            .expect_err("nothing listens");
+        assert!(e.is_retriable(), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        // Through the converter's client too (registering).
+        let e = registry
+            .register("s-value", "\"string\"")
+            .await
+            .expect_err("nothing listens");
+        assert!(e.is_retriable(), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_cut_out_of_messages() {
+        assert_eq!(
+            without_passwords(
+                "error sending request for url (http://u:p@ss@h:1/x): refused; https://h/y"
+            ),
+            "error sending request for url (http://u:<redacted>@h:1/x): refused; https://h/y"
+        );
+        assert_eq!(without_passwords("no url here"), "no url here");
     }
 }

@@ -30,12 +30,11 @@ impl HttpGateway {
     /// `base_url` is the API root (`http://127.0.0.1:8090`); every call
     /// gives up after `call_timeout` (its outcome is then unknown).
     pub fn new(base_url: &str, call_timeout: Duration) -> Result<Self, String> {
+        // The URL may carry credentials (basic auth): errors never repeat it.
         let base = reqwest::Url::parse(base_url)
-            .map_err(|e| format!("payment provider URL {base_url:?}: {e}"))?;
+            .map_err(|e| format!("the payment provider URL is not a URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(format!(
-                "payment provider URL {base_url:?} must be http:// or https://"
-            ));
+            return Err("the payment provider URL must be http:// or https://".to_string());
         }
         let http = reqwest::Client::builder()
             // A refused or unroutable provider fails fast instead of eating the call's budget.
@@ -224,6 +223,9 @@ fn refused(endpoint: &str, key: &str, status: u16, u: &Unknown) {
 
 /// A call that got no answer: timed out, or the connection failed.
 fn call_error(endpoint: &str, key: &str, e: reqwest::Error) -> Unknown {
+    // reqwest's message names the URL, credentials included; `endpoint`
+    // says which call it was.
+    let e = e.without_url();
     if e.is_builder() {
         // Nothing was sent (e.g. a key that is not a valid header value).
         tracing::error!(message = "payment request could not be built", endpoint, key, error = %chain(&e));
@@ -272,6 +274,24 @@ mod tests {
 
     fn kind<T: std::fmt::Debug>(r: Result<T, Unknown>) -> UnknownKind {
         r.unwrap_err().kind
+    }
+
+    /// A provider URL with basic-auth credentials never shows its password
+    /// in an error: neither a bad URL nor a call that failed.
+    #[tokio::test]
+    async fn errors_never_show_the_urls_password() {
+        for bad in ["ftp://u:s3cret@h/", "http://u:s3cret@[::1"] {
+            let Err(e) = HttpGateway::new(bad, Duration::from_secs(1)) else {
+                panic!("{bad} accepted");
+            };
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        // Port 9 (discard) on loopback: nothing listens, the call fails fast.
+        let gateway =
+            HttpGateway::new("http://u:s3cret@127.0.0.1:9", Duration::from_secs(2)).unwrap();
+        let unknown = gateway.lookup("k1").await.expect_err("nothing listens");
+        assert_eq!(unknown.kind, UnknownKind::Transport, "{}", unknown.detail);
+        assert!(!unknown.detail.contains("s3cret"), "{}", unknown.detail);
     }
 
     #[test]
