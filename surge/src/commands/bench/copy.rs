@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
-use surge_kafka::ClientFactory;
+use surge_kafka::{ClientFactory, QuietEofContext};
 
 /// Tells when the idempotent producer has its producer id (from librdkafka's
 /// statistics): until then it holds every record it is given, ≈0.5 s on
@@ -81,7 +81,8 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let consumer: BaseConsumer = cfg.create()?;
+    // Each pass ends in partition EOF: expected, not an ERROR line.
+    let consumer: BaseConsumer<QuietEofContext> = cfg.create_with_context(QuietEofContext)?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment.add_partition_offset(from, p, Offset::Beginning)?;
