@@ -26,17 +26,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::coupon::{check_invariants, Fixture};
 use common::gateway::{spawn_gateway, Gateway};
+use common::stranger::{librdkafka_default_partition, python, read_all, run_python_producer, Rec};
 use common::{stdout, surge};
 use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 use surge_kafka::partition_for;
 use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision, Outcome};
@@ -45,33 +41,6 @@ use surge_schemas::Contract;
 const COUPONS: usize = 3;
 const STOCK: i64 = 20;
 const USERS: usize = 300;
-/// The header the engine puts on a forwarded copy: "<partition>:<offset>" of the original.
-const FORWARDED_FROM: &str = "surge.forwarded.from";
-
-fn python() -> String {
-    let python = std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
-        let venv = common::repo_root().join(".stack/venv/bin/python");
-        assert!(
-            venv.exists(),
-            "no Python with confluent-kafka: run scripts/test (it creates {} with \
-             scripts/lib/ensure-python-interop) or set SURGE_PYTHON",
-            venv.display()
-        );
-        venv.display().to_string()
-    });
-    let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import confluent_kafka.schema_registry.avro, fastavro",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{python} cannot import confluent_kafka's Avro serializer: run scripts/lib/ensure-python-interop"
-    );
-    python
-}
 
 /// How a Python request is keyed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,105 +62,6 @@ struct PyRecord {
     kind: KeyKind,
 }
 
-/// One record of coupon-issue, as a read_committed consumer sees it.
-#[derive(Debug, Clone)]
-struct Rec {
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    /// CreateTime, ms.
-    timestamp: Option<i64>,
-}
-
-impl Rec {
-    fn forwarded_from(&self) -> Option<(i32, i64)> {
-        let (_, v) = self.headers.iter().find(|(k, _)| k == FORWARDED_FROM)?;
-        let text = std::str::from_utf8(v).expect("forwarded.from is text");
-        let (p, o) = text
-            .split_once(':')
-            .unwrap_or_else(|| panic!("bad {FORWARDED_FROM}: {text:?}"));
-        Some((p.parse().expect("partition"), o.parse().expect("offset")))
-    }
-
-    fn other_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k != FORWARDED_FROM)
-            .cloned()
-            .collect()
-    }
-}
-
-/// Where librdkafka's default partitioner (`consistent_random`) puts a keyed
-/// record: CRC32 of the key. librdkafka's own function, as the Python client
-/// runs it.
-fn librdkafka_default_partition(key: &[u8], partitions: i32) -> i32 {
-    // SAFETY: a pure function of the key bytes; it reads neither the topic
-    // handle nor the opaques (rdkafka_msg.c).
-    unsafe {
-        rdkafka::bindings::rd_kafka_msg_partitioner_consistent(
-            std::ptr::null(),
-            key.as_ptr() as *const std::ffi::c_void,
-            key.len(),
-            partitions,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
-}
-
-/// Every committed record of `topic` with its key and headers, up to the end of each partition.
-fn read_all(fx: &Fixture, topic: &str) -> Vec<Rec> {
-    let mut cfg = fx
-        .factory
-        .read_committed_consumer_config("test-reader", &common::unique("reader"));
-    cfg.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cfg.create().unwrap();
-    let n = fx.partitions(topic);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut at_end = HashSet::new();
-    let mut out = Vec::new();
-    while at_end.len() < n as usize {
-        assert!(Instant::now() < deadline, "{topic}: no end in 60 s");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Rec {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                    timestamp: m.timestamp().to_millis(),
-                });
-            }
-        }
-    }
-    out.sort_by_key(|r| (r.partition, r.offset));
-    out
-}
-
 /// Where and what the Python producer writes.
 struct PythonRun {
     bootstrap: String,
@@ -202,46 +72,27 @@ struct PythonRun {
 
 /// Runs the Python producer over `records`; (request id, partition, offset) per delivery.
 fn produce_with_python(run: &PythonRun, records: &[PyRecord]) -> Vec<(String, i32, i64)> {
-    let python = python();
-    let file = &run.file;
     let list: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
             json!({ "requestId": r.request, "couponId": r.coupon, "userId": r.user, "key": r.key })
         })
         .collect();
-    std::fs::write(file, serde_json::to_vec(&list).unwrap()).unwrap();
-    let mut child = Command::new(&python)
-        .arg(common::repo_root().join("tests/interop/produce_with_confluent_kafka.py"))
-        .args([&run.bootstrap, &run.registry, &run.topic])
-        .arg(file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {python}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the Python producer did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the Python producer failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line} / {stderr}"));
-            (
-                v["requestId"].as_str().unwrap().to_string(),
-                v["partition"].as_i64().unwrap() as i32,
-                v["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
+    run_python_producer(
+        "produce_with_confluent_kafka.py",
+        &[&run.bootstrap, &run.registry, &run.topic],
+        &list,
+        &run.file,
+    )
+    .iter()
+    .map(|v| {
+        (
+            v["requestId"].as_str().unwrap().to_string(),
+            v["partition"].as_i64().unwrap() as i32,
+            v["offset"].as_i64().unwrap(),
+        )
+    })
+    .collect()
 }
 
 /// Asks through the gateway with our own request id (the Idempotency-Key).

@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod gateway;
 pub mod orders;
 pub mod payments;
+pub mod stranger;
 
 use surge_core::{Names, Settings};
 use surge_schemas::{Contract, Registry, TopicCodec};
