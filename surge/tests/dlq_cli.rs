@@ -14,6 +14,11 @@
 //!   while the fenced replay's copies exist only as aborted records;
 //! - the restarted pipeline decides the late record and dead-letters the two
 //!   hopeless ones again, as new dead letters naming the ones they replay.
+//!
+//! And `replay --offsets` on five dead letters: it replays exactly the two it
+//! names, once each, to their source partitions (the other three not at
+//! all); the same command again replays and writes nothing; a selection
+//! overlapping a replayed letter replays only the new one.
 
 mod common;
 
@@ -68,9 +73,13 @@ fn v2_bytes(schema: &str, id: u32, cmd: &CouponCommand) -> Vec<u8> {
 }
 
 async fn send(producer: &FutureProducer, topic: &str, bytes: &[u8], trace: &str) {
+    send_keyed(producer, topic, "c1", bytes, trace).await
+}
+
+async fn send_keyed(producer: &FutureProducer, topic: &str, key: &str, bytes: &[u8], trace: &str) {
     let record =
         FutureRecord::to(topic)
-            .key("c1")
+            .key(key)
             .payload(bytes)
             .headers(OwnedHeaders::new().insert(Header {
                 key: "trace",
@@ -523,5 +532,248 @@ async fn dead_letters_are_listed_and_replayed_exactly_once_after_the_fix() {
             text.contains(&format!("would replay {dlq}/0/{} -> ", r.offset)),
             "{text}"
         );
+    }
+}
+
+/// `<partition>:<offset>` of a dead letter, as `--offsets` takes it.
+fn coord_arg(letter: &Raw) -> String {
+    format!("{}:{}", letter.partition, letter.offset)
+}
+
+/// `<dlq>/<partition>/<offset>` of a dead letter, as `replay-of` and the CLI name it.
+fn coordinates(dlq: &str, letter: &Raw) -> String {
+    format!("{dlq}/{}/{}", letter.partition, letter.offset)
+}
+
+/// The records of `on` (the source topic) that replay `of`.
+fn replays_of<'a>(on: &'a [Raw], of: &str) -> Vec<&'a Raw> {
+    on.iter()
+        .filter(|r| r.header(REPLAY_OF) == Some(of))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_by_offsets_replays_exactly_the_chosen_dead_letters_once() {
+    let fx = Fixture::new("dlq-offsets").await;
+    let env = [("SURGE_TOPICS__NAME_PREFIX", fx.prefix.as_str())];
+    let dlq = fx.names.dlq(COUPON);
+    let source = fx.topic(CouponCommand::TOPIC);
+    let mut cfg = fx.factory.base("test-producer");
+    cfg.set("partitioner", "murmur2_random");
+    let producer: FutureProducer = cfg.create().unwrap();
+
+    // Five records that can never decode, each with bytes of its own (so
+    // each letter's copies on coupon-issue are told apart by payload) and a
+    // key of its own (so they sit on different source partitions, and a
+    // replay going back to the wrong one shows).
+    let good = fx.commands.encode(&issue("probe", "c1", "u0")).unwrap();
+    let bad: Vec<Vec<u8>> = vec![
+        good[..2].to_vec(),
+        good[..3].to_vec(),
+        good[..4].to_vec(),
+        [&[7u8][..], &good[1..]].concat(),
+        [&[9u8][..], &good[1..]].concat(),
+    ];
+    for (i, bytes) in bad.iter().enumerate() {
+        send_keyed(
+            &producer,
+            &source,
+            &format!("k{i}"),
+            bytes,
+            &format!("t{i}"),
+        )
+        .await;
+    }
+    let mut pipeline = fx.spawn_pipeline("0", &[]);
+    let letters = wait_for(&fx.factory, &dlq, Duration::from_secs(90), |r| {
+        r.len() >= bad.len()
+    });
+    // Stopped before any replay: the replays stay on coupon-issue as written
+    // (a running pipeline would dead-letter them again, which the other test covers).
+    signal(&pipeline, "TERM");
+    assert!(pipeline.wait().unwrap().success());
+    assert_eq!(
+        letters.len(),
+        bad.len(),
+        "one dead letter per record: {letters:#?}"
+    );
+    for bytes in &bad {
+        assert_eq!(
+            letters.iter().filter(|l| &l.payload == bytes).count(),
+            1,
+            "{letters:#?}"
+        );
+    }
+    let originals = read_all(&fx.factory, &source, true);
+    assert_eq!(originals.len(), bad.len(), "{originals:#?}");
+
+    // Two of the five, not adjacent, named out of order and one twice: a
+    // letter named twice is still one letter, replayed once.
+    let chosen = [&letters[3], &letters[1]];
+    let others = [&letters[0], &letters[2], &letters[4]];
+    let offsets = format!(
+        "{},{},{}",
+        coord_arg(chosen[0]),
+        coord_arg(chosen[1]),
+        coord_arg(chosen[0])
+    );
+    let replay = [
+        "dlq",
+        "replay",
+        "--pipeline",
+        "coupon",
+        "--offsets",
+        &offsets,
+    ];
+    let out = surge(&replay, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{dlq}: replayed 2, skipped 0 already replayed")),
+        "{text}"
+    );
+    for l in chosen {
+        assert!(
+            text.contains(&format!("replayed {} -> {source}/", coordinates(&dlq, l))),
+            "{text}"
+        );
+    }
+    for l in others {
+        assert!(!text.contains(&coordinates(&dlq, l)), "{text}");
+    }
+
+    // coupon-issue, read_committed as the pipeline reads it: each chosen
+    // letter once more, on its source partition with its key and headers;
+    // the others not at all; nothing else.
+    let committed = read_all(&fx.factory, &source, true);
+    assert_eq!(committed.len(), bad.len() + chosen.len(), "{committed:#?}");
+    let mut replayed_to = BTreeMap::new();
+    for l in chosen {
+        let of = coordinates(&dlq, l);
+        assert_eq!(
+            committed.iter().filter(|r| r.payload == l.payload).count(),
+            2,
+            "{of}: the original and one replay: {committed:#?}"
+        );
+        let replays = replays_of(&committed, &of);
+        assert_eq!(replays.len(), 1, "{of}: {committed:#?}");
+        let r = replays[0];
+        assert_eq!(r.payload, l.payload);
+        assert_eq!(
+            r.partition.to_string(),
+            l.header("surge.dlq.source.partition").unwrap(),
+            "{of}: back on its source partition"
+        );
+        assert_eq!(r.key, l.key, "{of}: its original key");
+        assert_eq!(
+            r.header("trace"),
+            l.header("trace"),
+            "{of}: its original headers"
+        );
+        replayed_to.insert(of, format!("{source}/{}/{}", r.partition, r.offset));
+    }
+    for l in others {
+        let of = coordinates(&dlq, l);
+        assert!(
+            replays_of(&committed, &of).is_empty(),
+            "{of}: {committed:#?}"
+        );
+        assert_eq!(
+            committed.iter().filter(|r| r.payload == l.payload).count(),
+            1,
+            "{of}: only its original"
+        );
+    }
+    // Exactly one committed marker per chosen letter, none for the others.
+    let markers = read_all(&fx.factory, &format!("{dlq}-replayed"), true);
+    let mut marked: Vec<String> = markers
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.key.as_deref().unwrap()).into_owned())
+        .collect();
+    marked.sort();
+    let mut want: Vec<String> = chosen
+        .iter()
+        .map(|l| format!("{}/{}", l.partition, l.offset))
+        .collect();
+    want.sort();
+    assert_eq!(marked, want, "{markers:#?}");
+
+    // list agrees: the chosen ones replayed to where they went, the others not.
+    let out = surge(&["dlq", "list", "--pipeline", "coupon", "--json"], &env);
+    assert!(out.status.success());
+    let json: BTreeMap<String, serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|j| (j["coordinates"].as_str().unwrap().to_string(), j))
+        .collect();
+    assert_eq!(json.len(), bad.len());
+    for (of, to) in &replayed_to {
+        assert_eq!(json[of]["replayed"], true, "{}", json[of]);
+        assert_eq!(json[of]["replayed_to"], to.as_str(), "{}", json[of]);
+    }
+    for l in others {
+        let j = &json[&coordinates(&dlq, l)];
+        assert_eq!(j["replayed"], false, "{j}");
+    }
+    assert!(stderr(&out).contains(&format!("{} dead letter(s), 2 replayed", bad.len())));
+
+    // The same command again (README: rerunning is always safe) replays
+    // nothing: both are skipped, naming where they went, and nothing at all
+    // is written to coupon-issue, not even an aborted attempt.
+    let uncommitted = read_all(&fx.factory, &source, false);
+    let out = surge(&replay, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{dlq}: replayed 0, skipped 2 already replayed")),
+        "{text}"
+    );
+    for (of, to) in &replayed_to {
+        assert!(
+            text.contains(&format!("skipped  {of}: already replayed as {to} at ")),
+            "{text}"
+        );
+    }
+    assert!(
+        !text.contains("\nreplayed ") && !text.starts_with("replayed "),
+        "{text}"
+    );
+    let again = read_all(&fx.factory, &source, true);
+    assert_eq!(again.len(), committed.len(), "{again:#?}");
+    assert_eq!(
+        read_all(&fx.factory, &source, false).len(),
+        uncommitted.len(),
+        "the repeat wrote nothing to coupon-issue"
+    );
+
+    // A selection overlapping a replayed letter replays only the new one.
+    let fresh = others[2];
+    let offsets = format!("{},{}", coord_arg(chosen[1]), coord_arg(fresh));
+    let out = surge(
+        &[
+            "dlq",
+            "replay",
+            "--pipeline",
+            "coupon",
+            "--offsets",
+            &offsets,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{dlq}: replayed 1, skipped 1 already replayed")),
+        "{text}"
+    );
+    let last = read_all(&fx.factory, &source, true);
+    assert_eq!(last.len(), committed.len() + 1, "{last:#?}");
+    for l in chosen.iter().copied().chain([fresh]) {
+        let of = coordinates(&dlq, l);
+        assert_eq!(replays_of(&last, &of).len(), 1, "{of}: {last:#?}");
+    }
+    for l in &others[..2] {
+        let of = coordinates(&dlq, l);
+        assert!(replays_of(&last, &of).is_empty(), "{of}: {last:#?}");
     }
 }

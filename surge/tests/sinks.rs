@@ -383,6 +383,31 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
 
     signal(&rs, "TERM");
     assert_eq!(rs.wait().unwrap().code(), Some(0));
+    // The Redis sink's group holds what its store holds too: the offsets
+    // hash of coupon-result (partition → next offset), under the group as
+    // configured (coupon-result keeps it unsuffixed). Checked once the sink
+    // stopped, long after its last write, as for PostgreSQL above: the
+    // commits are async, and right after a flush the group is legitimately
+    // ahead of the emptied store (the store is the truth; the sink rewinds
+    // to it). The rebuild above rewrote and so reported every partition
+    // again, and nothing reached coupon-result since, so here they agree,
+    // and both sinks stored the same end of the topic.
+    let redis_stored: BTreeMap<i32, i64> = cache.conn.hgetall(&cache.offsets).await.unwrap();
+    let redis_stored: Vec<(i32, i64)> = redis_stored.into_iter().collect();
+    assert_eq!(
+        redis_stored, stored,
+        "both sinks stored coupon-result up to its end"
+    );
+    assert_eq!(
+        group_offsets(
+            &fx,
+            &redis_group,
+            &fx.topic(CouponDecision::TOPIC),
+            &redis_stored.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+        ),
+        redis_stored,
+        "the Redis sink's Kafka group reports the offsets it wrote to the store"
+    );
     signal(&pipeline, "TERM");
     assert!(pipeline.wait().unwrap().success());
 }

@@ -110,11 +110,29 @@ async fn apply_creates_then_changes_nothing_then_reports_drift() {
     let unconfirmed = surge(&["topics", "drop"], &env2);
     assert!(!unconfirmed.status.success());
     assert!(common::stderr(&unconfirmed).contains("add --yes"));
+    // A marker topic `surge dlq replay` made beside a dead-letter topic is
+    // the run's too: drop takes it (and says "absent" for the others).
+    let marker = format!("{prefix2}coupon-pipeline-dlq-replayed");
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(&marker, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        result.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
     let dropped = surge(&["topics", "drop", "--yes"], &env2);
     assert!(dropped.status.success(), "{}", stdout(&dropped));
     assert_eq!(
         stdout(&dropped).matches("deleted   ").count(),
-        declared.len(),
+        declared.len() + 1,
+        "{}",
+        stdout(&dropped)
+    );
+    assert!(
+        stdout(&dropped).contains(&format!("deleted   {marker}")),
         "{}",
         stdout(&dropped)
     );

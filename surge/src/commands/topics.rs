@@ -62,7 +62,18 @@ pub async fn run(cmd: TopicsCommand, settings: &Settings) -> anyhow::Result<Exit
                 );
             }
             let admin = ClientFactory::new(settings.kafka.clone()).admin()?;
-            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            // With the declared topics go the markers `surge dlq replay`
+            // creates beside each dead-letter topic (absent if it never ran).
+            let n = surge_core::Names::from_settings(settings);
+            let markers: Vec<String> = surge_core::names::PIPELINES
+                .iter()
+                .map(|p| crate::commands::dlq::marker_topic(&n.dlq(p)))
+                .collect();
+            let names: Vec<&str> = specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(markers.iter().map(String::as_str))
+                .collect();
             let opts = rdkafka::admin::AdminOptions::new()
                 .operation_timeout(Some(Duration::from_secs(30)));
             let mut failed = 0;
