@@ -58,13 +58,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     pool: sqlx::PgPool,
     settings: &PgSimSettings,
+    currencies: &[String],
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     faults::validate(&settings.faults).map_err(ServeError::Faults)?;
     let sim = Arc::new(Sim {
         ledger: Ledger::new(pool, &settings.schema)?,
         faults: FaultKnobs::new(settings.faults.clone()),
-        metrics: SimMetrics::new(),
+        metrics: SimMetrics::new(currencies),
         key_retention: settings.key_retention,
         admin_token: settings.admin_token.clone().filter(|t| !t.is_empty()),
         ready: Default::default(),

@@ -65,7 +65,9 @@ pub struct SimMetrics {
 }
 
 impl SimMetrics {
-    pub fn new() -> Self {
+    /// `currencies`: the ones payments are expected in (the orders'
+    /// `[orders] currencies`), whose amount series exist from the start.
+    pub fn new(currencies: &[String]) -> Self {
         let registry = Registry::new_custom(Some("surge".into()), None).expect("registry");
         let requests = IntCounterVec::new(
             Opts::new(
@@ -125,8 +127,12 @@ impl SimMetrics {
         for outcome in ["found", "not_found", "unavailable"] {
             lookups.with_label_values(&[outcome]);
         }
-        // `currency` of the amounts is open-ended (whatever a payer sends), so
-        // those series appear with their currency's first approved payment.
+        // `currency` is open-ended (any ISO code a payer sends): the expected
+        // ones exist from the start, any other with its first approved payment.
+        for currency in currencies {
+            charged.with_label_values(&[currency.as_str()]);
+            refunded.with_label_values(&[currency.as_str()]);
+        }
         Self {
             registry,
             requests,
@@ -171,7 +177,51 @@ impl SimMetrics {
 }
 
 impl Default for SimMetrics {
+    /// No currency expected in advance.
     fn default() -> Self {
-        Self::new()
+        Self::new(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_at_zero_from_the_start_the_expected_currencies_too() {
+        let m = SimMetrics::new(&["KRW".to_string(), "USD".to_string()]);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap();
+        let zero = |series: &str| {
+            assert!(
+                text.lines().any(|l| l == format!("{series} 0")),
+                "{series} 0 missing from:\n{text}"
+            )
+        };
+        for endpoint in ["charges", "refunds"] {
+            for outcome in RequestOutcome::ALL {
+                zero(&format!(
+                    "surge_pgsim_requests_total{{endpoint=\"{endpoint}\",outcome=\"{}\"}}",
+                    outcome.label()
+                ));
+            }
+            zero(&format!(
+                "surge_pgsim_request_seconds_count{{endpoint=\"{endpoint}\"}}"
+            ));
+        }
+        for outcome in ["found", "not_found", "unavailable"] {
+            zero(&format!(
+                "surge_pgsim_lookups_total{{outcome=\"{outcome}\"}}"
+            ));
+        }
+        for currency in ["KRW", "USD"] {
+            zero(&format!(
+                "surge_pgsim_charged_minor_total{{currency=\"{currency}\"}}"
+            ));
+            zero(&format!(
+                "surge_pgsim_refunded_minor_total{{currency=\"{currency}\"}}"
+            ));
+        }
     }
 }

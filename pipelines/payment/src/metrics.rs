@@ -89,3 +89,39 @@ impl PaymentMetrics {
         Self::register(&Registry::new()).expect("fresh registry")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_value_exists_at_zero_from_the_start() {
+        let registry = Registry::new();
+        PaymentMetrics::register(&registry).unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let zero = |series: String| {
+            assert!(
+                text.lines().any(|l| l == format!("{series} 0")),
+                "{series} 0 missing from:\n{text}"
+            )
+        };
+        for kind in ["charge", "refund"] {
+            for result in ["approved", "declined", "unknown"] {
+                zero(format!(
+                    "payment_calls_total{{kind=\"{kind}\",result=\"{result}\"}}"
+                ));
+            }
+        }
+        for cause in UnknownKind::ALL {
+            zero(format!(
+                "payment_unknown_outcomes_total{{cause=\"{}\"}}",
+                cause.label()
+            ));
+        }
+        for result in ["found", "not_found", "unknown"] {
+            zero(format!("payment_lookups_total{{result=\"{result}\"}}"));
+        }
+    }
+}

@@ -61,7 +61,14 @@ pub async fn run(args: PgSimArgs, settings: &Settings) -> anyhow::Result<ExitCod
             address = %address
         );
     }
-    surge_pgsim::serve(listener, postgres, &sim, shutdown).await?;
+    surge_pgsim::serve(
+        listener,
+        postgres,
+        &sim,
+        &settings.orders.currencies,
+        shutdown,
+    )
+    .await?;
     tracing::info!(message = "pg-sim stopped");
     Ok(ExitCode::SUCCESS)
 }
