@@ -106,6 +106,10 @@ pub fn run_pipeline<P: Processor, I: Inputs<Message = P::Input>>(
     }
 }
 
+/// Per-partition fetch size of the input consumer unless the operator set
+/// one (`[kafka.librdkafka]`).
+const MAX_PARTITION_FETCH_BYTES: &str = "8388608";
+
 /// One membership of the group: a consumer joins, and the loop runs until
 /// shutdown, a fence or a fatal condition.
 fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
@@ -144,6 +148,13 @@ fn run_member<P: Processor, I: Inputs<Message = P::Input>>(
             "cooperative-sticky"
         };
         cfg.set("partition.assignment.strategy", strategy);
+    }
+    if cfg.get("max.partition.fetch.bytes").is_none() {
+        // A hot sale is one partition: librdkafka's 1 MiB per partition and
+        // fetch (~10,000 requests) made the hot backlog wait on fetch round
+        // trips (measured: 140k-144k decisions/s hot, 180k/s with 8 MiB; the
+        // prefetch stays bounded by queued.max.messages.kbytes).
+        cfg.set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
     }
     // Static members do not leave the group on shutdown: their partitions
     // move after the session times out. librdkafka's 45 s default is far too
