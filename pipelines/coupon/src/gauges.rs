@@ -4,7 +4,7 @@
 //!
 //! A label per coupon is a series per coupon, so only coupons a sale is
 //! about are shown: those whose window has not closed, or closed less than
-//! [`LINGER`] ago (the last minutes of a sale stay on the chart), at most
+//! [`LINGER_MS`] ago (the last minutes of a sale stay on the chart), at most
 //! [`MAX_COUPONS`] of them, the newest sales first. Series of coupons that
 //! leave (window closed, partition revoked) are removed, not left stale.
 
