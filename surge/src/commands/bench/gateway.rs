@@ -48,6 +48,10 @@ pub async fn run(
     pipeline_hot_rate: f64,
 ) -> anyhow::Result<Value> {
     let concurrency = load.concurrency;
+    // Its Idempotency-Key claims and accepted markers (two keys per
+    // request, kept a day) go under the run's own keyspace, removed after:
+    // the Redis may be a team's.
+    let keyspace = sandbox.prefix().to_string();
     let mut gateway = Child::spawn(
         config,
         &["gateway"],
@@ -55,6 +59,7 @@ pub async fn run(
             ("SURGE_TOPICS__NAME_PREFIX", sandbox.prefix().into()),
             ("SURGE_GATEWAY__LISTEN", "127.0.0.1:0".into()),
             ("SURGE_GATEWAY__ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("SURGE_REDIS__KEYSPACE", keyspace.clone()),
         ],
         logs.join("gateway.log"),
     )?;
@@ -133,6 +138,9 @@ pub async fn run(
         Value::Null
     };
     drop(gateway);
+    let redis = redis::Client::open(sandbox.settings.redis.url.as_str())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    super::redis_lock::remove_namespace(&mut conn, &keyspace).await?;
     let accepted = latencies.len();
     let rate = accepted as f64 / seconds;
     let latency = Latency::from_samples(0, rate, latencies);
