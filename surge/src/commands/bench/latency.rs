@@ -110,6 +110,15 @@ pub async fn pipeline(
     let sent = loadgen::kafka::send(sale, rate, &sandbox.settings).await?;
     let achieved = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
     let seen = watcher.await??;
+    // Every request of the sale is decided: fewer timed decisions means the
+    // run did not finish or the watcher missed some, and a p99 of a part
+    // would be no p99.
+    if seen.latencies_ms.len() < want {
+        anyhow::bail!(
+            "latency: {} of the sale's {want} requests seen decided",
+            seen.latencies_ms.len()
+        );
+    }
     let timed_from = started_ms + WARMUP.as_millis() as i64;
     let mut rows = String::from("requested_unix_ms,decided_unix_ms,received_unix_ms,latency_ms\n");
     let mut steady = Vec::with_capacity(seen.latencies_ms.len());
