@@ -4,8 +4,9 @@
 //! the two topics data teams read, coupon-result and order-status, field for
 //! field (tests/interop/records.rs; java_interop.rs holds Java to the same).
 //!
-//! The interpreter is `SURGE_PYTHON`, else `.stack/venv/bin/python`, which
-//! scripts/test creates with `pip install confluent-kafka[avro,schemaregistry]`.
+//! The interpreter is the stranger's (tests/common/stranger.rs): `SURGE_PYTHON`,
+//! else `.stack/venv/bin/python`, checked to import confluent-kafka's Avro
+//! serializer.
 
 mod common;
 #[path = "../../tests/interop/records.rs"]
@@ -18,22 +19,10 @@ use surge_schemas::coupon::{CouponAction, CouponCommand, CouponDecision};
 use surge_schemas::order::{OrderCreate, OrderItem, OrderStatus};
 use surge_schemas::{Contract, Money};
 
-fn python() -> String {
-    std::env::var("SURGE_PYTHON").unwrap_or_else(|_| {
-        let venv = common::repo_root().join(".stack/venv/bin/python");
-        assert!(
-            venv.exists(),
-            "no Python with confluent-kafka: run scripts/test (it creates {}) or set SURGE_PYTHON",
-            venv.display()
-        );
-        venv.display().to_string()
-    })
-}
-
 /// The `count` records the Python reader printed, one JSON object each.
 fn read_with_python(topic: &str, count: usize) -> Vec<serde_json::Value> {
     let settings = common::settings();
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::stranger::python())
         .arg(common::repo_root().join("tests/interop/read_with_confluent_kafka.py"))
         .args([
             &settings.kafka.bootstrap_servers,

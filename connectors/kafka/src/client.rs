@@ -110,7 +110,16 @@ impl ClientFactory {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("transaction.timeout.ms", "60000")
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            // The coordinator answers CONCURRENT_TRANSACTIONS while the
+            // previous transaction's markers are still being written, and
+            // librdkafka retries AddOffsetsToTxn after retry.backoff.ms:
+            // its 100 ms default is a whole commit interval of waiting for
+            // a condition that clears in milliseconds. Java's producer
+            // retries these at 20 ms (KAFKA-5477), as librdkafka already
+            // does AddPartitionsToTxn; repeated retries still back off
+            // exponentially to retry.backoff.max.ms.
+            .set("retry.backoff.ms", "20");
         self.finish(c)
     }
 

@@ -12,10 +12,60 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::core::Core;
 use crate::failure::{Failure, Reason};
+use crate::metrics::COMMIT_PHASES;
 use crate::processor::{Inputs, PartitionState, Processor};
 use crate::producer::{self, exit_for, new_producer};
 use crate::runner::ExitReason;
 use crate::txn::{self, TxnAction};
+
+/// Where one commit's time went, step by step (`pipeline_commit_phase_seconds`).
+#[derive(Debug)]
+struct CommitPhases {
+    mark: Instant,
+    /// Queuing the changelog records (waits only on a full producer queue).
+    changelog: Duration,
+    /// AddOffsetsToTxn and TxnOffsetCommit, through the group coordinator.
+    send_offsets: Duration,
+    /// Until the broker acknowledged every record of the transaction.
+    deliveries: Duration,
+    /// EndTxn: the coordinator's prepare-commit (its markers follow async).
+    end_txn: Duration,
+}
+
+impl CommitPhases {
+    fn start() -> Self {
+        Self {
+            mark: Instant::now(),
+            changelog: Duration::ZERO,
+            send_offsets: Duration::ZERO,
+            deliveries: Duration::ZERO,
+            end_txn: Duration::ZERO,
+        }
+    }
+
+    /// Time since the previous lap.
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        let took = now - self.mark;
+        self.mark = now;
+        took
+    }
+
+    /// In [`COMMIT_PHASES`] order.
+    fn named(&self) -> [(&'static str, Duration); 4] {
+        let [changelog, offsets, deliveries, end] = COMMIT_PHASES;
+        [
+            (changelog, self.changelog),
+            (offsets, self.send_offsets),
+            (deliveries, self.deliveries),
+            (end, self.end_txn),
+        ]
+    }
+
+    fn total(&self) -> Duration {
+        self.named().iter().map(|(_, d)| *d).sum()
+    }
+}
 
 /// Whether an aborted batch's partitions are sought back to their committed
 /// offsets (not when they are being taken away).
@@ -59,18 +109,33 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             self.fail(consumer, f);
             return;
         }
-        let started = Instant::now();
-        if let Err(f) = self.try_commit(consumer) {
-            self.fail(consumer, f);
-            return;
-        }
+        let phases = match self.try_commit(consumer) {
+            Ok(phases) => phases,
+            Err(f) => {
+                self.fail(consumer, f);
+                return;
+            }
+        };
         let batch = self.batch.take().expect("open batch");
         self.touched.clear();
         for task in self.tasks.values_mut() {
             task.journal.clear();
         }
         let m = &self.metrics;
-        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        m.commit_seconds.observe(phases.total().as_secs_f64());
+        for (phase, took) in phases.named() {
+            m.commit_phase_seconds
+                .with_label_values(&[phase])
+                .observe(took.as_secs_f64());
+        }
+        // A healthy commit takes a few ms; one longer than the interval
+        // between commits at least doubles the wait of the batch's requests.
+        if phases.total() >= self.spec.settings.commit_interval {
+            // Every decision of the batch waits on this, and the loop reads
+            // nothing meanwhile: say which step of the commit it was.
+            let [changelog, offsets, deliveries, end] = phases.named().map(|(_, d)| d.as_millis());
+            tracing::warn!(message = "slow commit", pipeline = %self.spec.name, records = batch.records, total_ms = phases.total().as_millis(), changelog_ms = changelog, send_offsets_ms = offsets, deliveries_ms = deliveries, end_txn_ms = end);
+        }
         m.transactions_committed.inc();
         m.batch_records.observe(batch.records as f64);
         m.records_out
@@ -114,7 +179,8 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
     fn try_commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-    ) -> Result<(), Failure> {
+    ) -> Result<CommitPhases, Failure> {
+        let mut phases = CommitPhases::start();
         // Changelog: the last value per key per partition (compaction would
         // keep only that anyway), to the partition matching the task's.
         let mut written = 0u64;
@@ -135,6 +201,7 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             .records_out
             .with_label_values(&["changelog"])
             .inc_by(written);
+        phases.changelog = phases.lap();
 
         let batch = self.batch.as_ref().expect("open batch");
         let mut offsets = TopicPartitionList::new();
@@ -157,8 +224,12 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                     .send_offsets_to_transaction(&offsets, &group, timeout)
             })?;
         }
+        phases.send_offsets = phases.lap();
         producer::await_deliveries(&self.producer, timeout);
-        producer::with_retries(Reason::Commit, || self.producer.commit_transaction(timeout))
+        phases.deliveries = phases.lap();
+        producer::with_retries(Reason::Commit, || self.producer.commit_transaction(timeout))?;
+        phases.end_txn = phases.lap();
+        Ok(phases)
     }
 
     /// Handles a failed transaction according to its action.

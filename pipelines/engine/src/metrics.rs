@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    PullingGauge, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, PullingGauge, Registry,
 };
 use surge_schemas::coupon::Outcome as CouponOutcome;
 use surge_schemas::inventory::InventoryOutcome;
@@ -27,6 +27,8 @@ pub struct PipelineMetrics {
     pub transactions_committed: IntCounter,
     pub transactions_aborted: IntCounterVec,
     pub commit_seconds: Histogram,
+    /// The same, by step of the commit ([`COMMIT_PHASES`]).
+    pub commit_phase_seconds: HistogramVec,
     pub batch_records: Histogram,
     pub restore_seconds: Histogram,
     pub restore_records: IntCounter,
@@ -73,6 +75,18 @@ impl PipelineMetrics {
             registry.register(Box::new(h.clone())).expect("register");
             h
         };
+        let commit_phase_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "pipeline_commit_phase_duration_seconds",
+                "Time of each step of a committed transaction's commit: changelog (queuing the state changes), send_offsets (AddOffsetsToTxn and TxnOffsetCommit), deliveries (until every record is acknowledged), end_txn (EndTxn).",
+            )
+            .buckets(COMMIT_BUCKETS.to_vec()),
+            &["phase"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(commit_phase_seconds.clone()))
+            .expect("register");
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "pipeline_consumer_lag_records",
@@ -156,8 +170,9 @@ impl PipelineMetrics {
             commit_seconds: histogram(
                 "pipeline_commit_duration_seconds",
                 "Time to send offsets and commit one transaction.",
-                vec![0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                COMMIT_BUCKETS.to_vec(),
             ),
+            commit_phase_seconds,
             batch_records: histogram(
                 "pipeline_batch_records",
                 "Input records per committed transaction.",
@@ -206,6 +221,9 @@ impl PipelineMetrics {
         for reason in crate::failure::Reason::ALL {
             m.transactions_aborted.with_label_values(&[reason.label()]);
         }
+        for phase in COMMIT_PHASES {
+            m.commit_phase_seconds.with_label_values(&[phase]);
+        }
         for kind in ["output", "changelog", "dlq", "forwarded"] {
             m.records_out.with_label_values(&[kind]);
         }
@@ -218,6 +236,12 @@ impl PipelineMetrics {
         m
     }
 }
+
+const COMMIT_BUCKETS: [f64; 10] = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// The steps of a commit, in order: the `phase` label of
+/// `pipeline_commit_phase_duration_seconds`.
+pub const COMMIT_PHASES: [&str; 4] = ["changelog", "send_offsets", "deliveries", "end_txn"];
 
 /// Dead-letter reasons of records that do not decode, whatever the pipeline:
 /// the values of `surge_schemas::DecodeError::reason_code` for a poison error

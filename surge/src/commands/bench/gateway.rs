@@ -28,8 +28,6 @@ use crate::commands::loadgen::gateway::{post, post_until_accepted};
 
 const ADMIN_TOKEN: &str = "bench-admin";
 
-/// Posts the sale's issue requests through a fresh gateway; returns its
-/// figures, `ratioAcceptedToPipelineHot` against `pipeline_hot_rate`.
 /// How the front door is driven.
 pub struct Load {
     /// Single requests in flight.
@@ -39,6 +37,8 @@ pub struct Load {
     pub batch_concurrency: usize,
 }
 
+/// Posts the sale's issue requests through a fresh gateway; returns its
+/// figures, `ratioAcceptedToPipelineHot` against `pipeline_hot_rate`.
 pub async fn run(
     sandbox: &Sandbox,
     config: &Path,
@@ -47,7 +47,6 @@ pub async fn run(
     load: &Load,
     pipeline_hot_rate: f64,
 ) -> anyhow::Result<Value> {
-    let concurrency = load.concurrency;
     // Its Idempotency-Key claims and accepted markers (two keys per
     // request, kept a day) go under the run's own keyspace, removed after:
     // the Redis may be a team's.
@@ -67,13 +66,38 @@ pub async fn run(
         .wait_for("gateway listening address=", Duration::from_secs(60))
         .await?;
     let base = format!("http://{address}");
+    let figures = drive(&gateway, &base, sale, load, pipeline_hot_rate).await;
+    // The keys go whether or not the run got through.
+    drop(gateway);
+    let removed = async {
+        let redis = redis::Client::open(sandbox.settings.redis.url.as_str())?;
+        let mut conn = redis.get_multiplexed_async_connection().await?;
+        super::redis_lock::remove_namespace(&mut conn, &keyspace).await
+    };
+    if let Err(e) = removed.await {
+        say(format!(
+            "gateway: could not remove the Redis keys under {keyspace}: {e}"
+        ));
+    }
+    figures
+}
+
+/// The single-request run, then the batched one, through the gateway at `base`.
+async fn drive(
+    gateway: &Child,
+    base: &str,
+    sale: &Scenario,
+    load: &Load,
+    pipeline_hot_rate: f64,
+) -> anyhow::Result<Value> {
+    let concurrency = load.concurrency;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(concurrency)
         .build()?;
     let mut commands = sale.commands().peekable();
     while let Some(c) = commands.next_if(|c| matches!(c.command, CouponAction::Create { .. })) {
-        post(&client, &base, &c, Some(ADMIN_TOKEN)).await?;
+        post(&client, base, &c, Some(ADMIN_TOKEN)).await?;
     }
     let requests: Vec<(String, String, Value)> = commands
         .filter_map(|c| match &c.command {
@@ -128,7 +152,7 @@ pub async fn run(
             load.batch_size,
             load.batch_concurrency
         ));
-        let mut b = batches(&client, &base, &items, load).await?;
+        let mut b = batches(&client, base, &items, load).await?;
         let batch_cpu = super::pipeline::cpu_seconds(gateway.id()) - cpu_after;
         let rate = f(&b["acceptedPerSecond"]);
         b["gatewayCpuSeconds"] = json!(batch_cpu);
@@ -137,10 +161,6 @@ pub async fn run(
     } else {
         Value::Null
     };
-    drop(gateway);
-    let redis = redis::Client::open(sandbox.settings.redis.url.as_str())?;
-    let mut conn = redis.get_multiplexed_async_connection().await?;
-    super::redis_lock::remove_namespace(&mut conn, &keyspace).await?;
     let accepted = latencies.len();
     let rate = accepted as f64 / seconds;
     let latency = Latency::from_samples(0, rate, latencies);
