@@ -115,10 +115,11 @@ impl ClientFactory {
             // previous transaction's markers are still being written, and
             // librdkafka retries AddOffsetsToTxn after retry.backoff.ms:
             // its 100 ms default is a whole commit interval of waiting for
-            // a condition that clears in milliseconds. Java's producer
-            // retries these at 20 ms (KAFKA-5477), as librdkafka already
-            // does AddPartitionsToTxn; repeated retries still back off
-            // exponentially to retry.backoff.max.ms.
+            // a condition that clears in milliseconds (measured: a commit's
+            // send_offsets step 86-119 ms, 21 ms after). librdkafka retries
+            // AddPartitionsToTxn after a fixed 20 ms for the same reason,
+            // as Java's producer does (KAFKA-5477); repeated retries still
+            // back off exponentially to retry.backoff.max.ms.
             .set("retry.backoff.ms", "20");
         self.finish(c)
     }

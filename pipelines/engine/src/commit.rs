@@ -18,7 +18,8 @@ use crate::producer::{self, exit_for, new_producer};
 use crate::runner::ExitReason;
 use crate::txn::{self, TxnAction};
 
-/// Where one commit's time went, step by step (`pipeline_commit_phase_seconds`).
+/// Where one commit's time went, step by step
+/// (`pipeline_commit_phase_duration_seconds`).
 #[derive(Debug)]
 struct CommitPhases {
     mark: Instant,
@@ -387,5 +388,37 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_named_in_metric_order_and_sum_to_the_total() {
+        let mut p = CommitPhases::start();
+        p.changelog = Duration::from_millis(1);
+        p.send_offsets = Duration::from_millis(20);
+        p.deliveries = Duration::from_millis(300);
+        p.end_txn = Duration::from_millis(4000);
+        let named = p.named();
+        assert_eq!(named.map(|(n, _)| n), COMMIT_PHASES);
+        assert_eq!(
+            named.map(|(_, d)| d.as_millis()),
+            [1, 20, 300, 4000],
+            "each label carries its own step"
+        );
+        assert_eq!(p.total(), Duration::from_millis(4321));
+    }
+
+    #[test]
+    fn a_lap_is_the_time_since_the_previous_one() {
+        let mut p = CommitPhases::start();
+        std::thread::sleep(Duration::from_millis(5));
+        let first = p.lap();
+        let second = p.lap();
+        assert!(first >= Duration::from_millis(5), "{first:?}");
+        assert!(second < first, "the mark moved: {second:?} after {first:?}");
     }
 }
