@@ -91,6 +91,19 @@ fn bench_quick_measures_every_figure_and_writes_json_and_svg() {
         assert!(f(&l["redisLock"]["fromOfferedP99Ms"]) > 0.0, "{s}");
         assert!(f(&l["redisAtomicLua"]["fromOfferedP99Ms"]) > 0.0, "{s}");
         assert!(f(&l["surge"]["p99WithWarmupMs"]) > 0.0, "{s}");
+        // The two halves of each request's latency add up to it (to the
+        // millisecond of the producer timestamp that divides them), so
+        // neither half's percentile can exceed the whole's.
+        let whole = &l["surge"];
+        for half in ["toDecision", "decisionToVisible"] {
+            let (p50, p99) = (
+                f(&whole[format!("{half}P50Ms").as_str()]),
+                f(&whole[format!("{half}P99Ms").as_str()]),
+            );
+            assert!(p50 >= 0.0 && p99 >= p50, "{half}: {s}");
+            assert!(p99 <= f(&whole["p99Ms"]) + 1.0, "{half}: {s}");
+            assert!(p50 <= f(&whole["p50Ms"]) + 1.0, "{half}: {s}");
+        }
         // Every design decides the same requests first come, first served:
         // the same number of units goes out.
         let m = &s["memory"];

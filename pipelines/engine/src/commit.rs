@@ -66,6 +66,20 @@ impl CommitPhases {
     fn total(&self) -> Duration {
         self.named().iter().map(|(_, d)| *d).sum()
     }
+
+    /// Logs the commit as `slow commit`, step by step, when it took at
+    /// least `interval`; says whether it did. A healthy commit takes a few
+    /// ms; one longer than the interval between commits at least doubles
+    /// the wait of the batch's requests, and the loop reads nothing
+    /// meanwhile: the operator needs to know which step it was.
+    fn warn_if_slow(&self, pipeline: &str, records: usize, interval: Duration) -> bool {
+        if self.total() < interval {
+            return false;
+        }
+        let [changelog, offsets, deliveries, end] = self.named().map(|(_, d)| d.as_millis());
+        tracing::warn!(message = "slow commit", pipeline = %pipeline, records, total_ms = self.total().as_millis(), changelog_ms = changelog, send_offsets_ms = offsets, deliveries_ms = deliveries, end_txn_ms = end);
+        true
+    }
 }
 
 /// Whether an aborted batch's partitions are sought back to their committed
@@ -129,14 +143,11 @@ impl<P: Processor, I: Inputs<Message = P::Input>> Core<P, I> {
                 .with_label_values(&[phase])
                 .observe(took.as_secs_f64());
         }
-        // A healthy commit takes a few ms; one longer than the interval
-        // between commits at least doubles the wait of the batch's requests.
-        if phases.total() >= self.spec.settings.commit_interval {
-            // Every decision of the batch waits on this, and the loop reads
-            // nothing meanwhile: say which step of the commit it was.
-            let [changelog, offsets, deliveries, end] = phases.named().map(|(_, d)| d.as_millis());
-            tracing::warn!(message = "slow commit", pipeline = %self.spec.name, records = batch.records, total_ms = phases.total().as_millis(), changelog_ms = changelog, send_offsets_ms = offsets, deliveries_ms = deliveries, end_txn_ms = end);
-        }
+        phases.warn_if_slow(
+            &self.spec.name,
+            batch.records,
+            self.spec.settings.commit_interval,
+        );
         m.transactions_committed.inc();
         m.batch_records.observe(batch.records as f64);
         m.records_out
@@ -410,6 +421,59 @@ mod tests {
             "each label carries its own step"
         );
         assert_eq!(p.total(), Duration::from_millis(4321));
+    }
+
+    /// What `phases.warn_if_slow(..)` wrote, through a subscriber of its own.
+    fn logged(phases: &CommitPhases, interval: Duration) -> (bool, String) {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Capture(sink.clone()))
+            .with_ansi(false)
+            .finish();
+        let slow = tracing::subscriber::with_default(subscriber, || {
+            phases.warn_if_slow("coupon", 812, interval)
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        (slow, text)
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_commit_past_the_interval_is_logged_with_its_steps() {
+        let mut p = CommitPhases::start();
+        p.changelog = Duration::from_millis(3);
+        p.send_offsets = Duration::from_millis(86);
+        p.deliveries = Duration::from_millis(9);
+        p.end_txn = Duration::from_millis(2);
+        let (slow, text) = logged(&p, Duration::from_millis(100));
+        assert!(slow, "100 ms is the interval: {text}");
+        for field in [
+            "WARN",
+            "slow commit",
+            "pipeline=coupon",
+            "records=812",
+            "total_ms=100",
+            "changelog_ms=3",
+            "send_offsets_ms=86",
+            "deliveries_ms=9",
+            "end_txn_ms=2",
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        let (slow, text) = logged(&p, Duration::from_millis(101));
+        assert!(!slow && text.is_empty(), "under the interval: {text}");
     }
 
     #[test]

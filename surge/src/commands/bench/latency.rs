@@ -122,6 +122,7 @@ pub async fn pipeline(
     let timed_from = started_ms + WARMUP.as_millis() as i64;
     let mut rows = String::from("requested_unix_ms,decided_unix_ms,received_unix_ms,latency_ms\n");
     let mut steady = Vec::with_capacity(seen.latencies_ms.len());
+    let (mut to_decision, mut to_visible) = (Vec::new(), Vec::new());
     for (((req, decided), at), ms) in seen
         .requested_ms
         .iter()
@@ -132,6 +133,8 @@ pub async fn pipeline(
         rows += &format!("{req},{decided},{at},{ms:.3}\n");
         if *req >= timed_from {
             steady.push(*ms);
+            to_decision.push((decided - req) as f64);
+            to_visible.push((at - decided) as f64);
         }
     }
     std::fs::write(csv, rows)?;
@@ -139,13 +142,40 @@ pub async fn pipeline(
     Ok(Timing {
         steady: Latency::from_samples(rate, achieved, steady),
         with_warmup_p99_ms: all.p99_ms,
+        to_decision: Split::of(to_decision),
+        to_visible: Split::of(to_visible),
     })
 }
 
-/// The pipeline's latency after the warm-up, and the p99 with it.
+/// The pipeline's latency after the warm-up, and the p99 with it; and the
+/// same requests' latency in its two halves, to tell which one moved.
 pub struct Timing {
     pub steady: Latency,
     pub with_warmup_p99_ms: f64,
+    /// Request sent → decision handed to the pipeline's producer (its
+    /// timestamp): the load generator's linger, the input's fetch, and the
+    /// wait while the pipeline was busy — committing the previous batch
+    /// blocks its loop.
+    pub to_decision: Split,
+    /// Decision handed to the producer → visible to a read_committed
+    /// reader: the rest of its batch, the commit, and the reader's fetch.
+    pub to_visible: Split,
+}
+
+/// p50 and p99 of one half of the latency, whole milliseconds (producer
+/// timestamps are).
+pub struct Split {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Split {
+    fn of(mut ms: Vec<f64>) -> Self {
+        Self {
+            p50_ms: percentile(&mut ms, 50.0),
+            p99_ms: percentile(&mut ms, 99.0),
+        }
+    }
 }
 
 impl Timing {
@@ -153,6 +183,10 @@ impl Timing {
         let mut v = self.steady.json();
         v["warmupSeconds"] = json!(WARMUP.as_secs_f64());
         v["p99WithWarmupMs"] = json!(self.with_warmup_p99_ms);
+        v["toDecisionP50Ms"] = json!(self.to_decision.p50_ms);
+        v["toDecisionP99Ms"] = json!(self.to_decision.p99_ms);
+        v["decisionToVisibleP50Ms"] = json!(self.to_visible.p50_ms);
+        v["decisionToVisibleP99Ms"] = json!(self.to_visible.p99_ms);
         v
     }
 }

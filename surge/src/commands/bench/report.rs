@@ -271,6 +271,20 @@ fn coupon_tables(report: &Value, scenarios: &[&Value]) {
             f(&l["redisAtomicLua"]["fromOfferedP99Ms"]),
         );
     }
+    // Which half of surge's latency moved: waiting to be decided (input
+    // fetch, a busy or committing loop) or waiting to be visible (the rest
+    // of the batch, the commit, the reader's fetch).
+    for s in scenarios {
+        let l = &s["latency"]["surge"];
+        println!(
+            "{:<8} surge p50/p99: request -> decision {:.0}/{:.0} ms, decision -> visible {:.0}/{:.0} ms",
+            s["scenario"].as_str().unwrap_or(""),
+            f(&l["toDecisionP50Ms"]),
+            f(&l["toDecisionP99Ms"]),
+            f(&l["decisionToVisibleP50Ms"]),
+            f(&l["decisionToVisibleP99Ms"]),
+        );
+    }
 
     println!("\nmemory of the pipeline");
     println!(
