@@ -660,14 +660,249 @@ pub struct SettingsError {
     pub message: String,
 }
 
+/// The compatibility levels of the Confluent schema registry API
+/// (`PUT /config/<subject>`), the values `registry.compatibility` may take.
+pub const COMPATIBILITY_LEVELS: &[&str] = &[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+];
+
+/// Kafka's longest topic name (249 characters; longer names are refused).
+const MAX_TOPIC_NAME: usize = 249;
+
+/// A value serde accepted that a rule below refuses: the keys it is about
+/// (the first is the one named; a rule across keys lists the others, so
+/// that whichever of them was set can be pointed at) and what is wrong.
+#[derive(Debug)]
+struct Invalid {
+    keys: Vec<String>,
+    problem: String,
+}
+
+impl Invalid {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            keys: vec![key.into()],
+            problem: problem.into(),
+        }
+    }
+
+    /// A rule across keys: `also` are the other keys it depends on.
+    fn across(key: impl Into<String>, also: &[String], problem: impl Into<String>) -> Self {
+        let mut keys = vec![key.into()];
+        keys.extend(also.iter().cloned());
+        Self {
+            keys,
+            problem: problem.into(),
+        }
+    }
+
+    /// The error, naming where the value came from: the environment
+    /// variable, else the file line, else only the key (a default).
+    fn explain(self, file: Option<&(PathBuf, String)>, env: &[(String, String)]) -> SettingsError {
+        let paths: Vec<Vec<String>> = self
+            .keys
+            .iter()
+            .map(|k| k.split('.').map(String::from).collect())
+            .collect();
+        for (key, path) in self.keys.iter().zip(&paths) {
+            if let Some(var) = env_source(path, env) {
+                return SettingsError {
+                    message: format!(
+                        "bad setting in environment variable {var} (key `{key}`): {}",
+                        self.problem
+                    ),
+                };
+            }
+        }
+        if let Some((file, text)) = file {
+            for (key, path) in self.keys.iter().zip(&paths) {
+                if let Some(line) = locate(text, path) {
+                    return SettingsError {
+                        message: format!(
+                            "bad setting in {}, key `{key}`: {}",
+                            at_line(file, text, line),
+                            self.problem
+                        ),
+                    };
+                }
+            }
+            return SettingsError {
+                message: format!(
+                    "bad setting in {}, key `{}`: {}",
+                    file.display(),
+                    self.keys[0],
+                    self.problem
+                ),
+            };
+        }
+        SettingsError {
+            message: format!("bad setting `{}`: {}", self.keys[0], self.problem),
+        }
+    }
+}
+
+/// `<file> line <n> (`<the line>`)`.
+fn at_line(file: &Path, text: &str, line: usize) -> String {
+    let content = text.lines().nth(line - 1).unwrap_or_default().trim();
+    if content.is_empty() {
+        format!("{} line {line}", file.display())
+    } else {
+        format!("{} line {line} (`{content}`)", file.display())
+    }
+}
+
+/// At least 1.
+fn positive(key: String, value: usize) -> Result<(), Invalid> {
+    if value == 0 {
+        return Err(Invalid::new(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// More than zero.
+fn nonzero(key: String, value: std::time::Duration) -> Result<(), Invalid> {
+    if value.is_zero() {
+        return Err(Invalid::new(key, "must be more than 0"));
+    }
+    Ok(())
+}
+
+/// A probability: a number in 0..=1 (NaN is not one).
+fn ratio(key: String, value: f64) -> Result<(), Invalid> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(Invalid::new(
+            key,
+            format!("must be a number between 0 and 1, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What an absolute URL of one setting must look like.
+struct UrlRule {
+    /// Accepted schemes (lower case).
+    schemes: &'static [&'static str],
+    /// Schemes that need a host (`scheme://host...`).
+    with_host: &'static [&'static str],
+    /// Schemes that need a path (`unix:///run/redis.sock`).
+    with_path: &'static [&'static str],
+}
+
+const HTTP_URL: UrlRule = UrlRule {
+    schemes: &["http", "https"],
+    with_host: &["http", "https"],
+    with_path: &[],
+};
+/// sqlx's PostgreSQL URLs; the host may be left out (a socket directory in
+/// the query, or libpq's default).
+const POSTGRES_URL: UrlRule = UrlRule {
+    schemes: &["postgres", "postgresql"],
+    with_host: &[],
+    with_path: &[],
+};
+/// The redis crate's URLs: TCP (and TLS) with a host, Unix sockets with a path.
+const REDIS_URL: UrlRule = UrlRule {
+    schemes: &[
+        "redis",
+        "rediss",
+        "valkey",
+        "valkeys",
+        "redis+unix",
+        "valkey+unix",
+        "unix",
+    ],
+    with_host: &["redis", "rediss", "valkey", "valkeys"],
+    with_path: &["redis+unix", "valkey+unix", "unix"],
+};
+
+/// Why `url` is not an absolute URL under `rule`, if it is not. The value
+/// itself is never repeated: a URL may carry a password.
+fn url_problem(url: &str, rule: &UrlRule) -> Option<String> {
+    let schemes = rule
+        .schemes
+        .iter()
+        .map(|s| format!("`{s}://`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let not_absolute = || {
+        Some(format!(
+            "not an absolute URL (expected one starting with {schemes})"
+        ))
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("a URL must not contain spaces or control characters".into());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return not_absolute();
+    };
+    // RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+    let well_formed = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !well_formed {
+        return not_absolute();
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    if !rule.schemes.contains(&scheme.as_str()) {
+        return Some(format!(
+            "unsupported URL scheme `{scheme}://` (expected one of {schemes})"
+        ));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Some("the URL's IPv6 host has no closing `]`".into());
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Some("the URL's host is not followed by `:port`".into()),
+            },
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        if port.parse::<u16>().is_err() {
+            return Some("the URL's port is not a number from 0 to 65535".into());
+        }
+    }
+    if rule.with_host.contains(&scheme.as_str()) && host.is_empty() {
+        return Some(format!(
+            "the URL has no host (expected `{scheme}://host...`)"
+        ));
+    }
+    let path = tail.split(['?', '#']).next().unwrap_or_default();
+    if rule.with_path.contains(&scheme.as_str()) && path.trim_matches('/').is_empty() {
+        return Some(format!(
+            "the URL has no socket path (expected `{scheme}:///path/to/socket`)"
+        ));
+    }
+    None
+}
+
 impl Settings {
-    /// Rules across fields that serde cannot state.
-    fn checked(self) -> Result<Self, SettingsError> {
+    /// Rules serde cannot state: ranges, formats, and rules across fields.
+    fn validate(&self) -> Result<(), Invalid> {
         let p = &self.pipelines;
         if p.coupon.dedupe_window.is_some_and(|w| w.is_zero()) {
-            return Err(SettingsError {
-                message: "pipelines.coupon.dedupe_window must be greater than 0".into(),
-            });
+            return Err(Invalid::new(
+                "pipelines.coupon.dedupe_window",
+                "must be greater than 0",
+            ));
         }
         for (name, section) in [
             ("coupon", &p.coupon),
@@ -675,24 +910,22 @@ impl Settings {
             ("order", &p.order),
             ("payment", &p.payment),
         ] {
+            let key = |k: &str| format!("pipelines.{name}.{k}");
             if section.min_commit_interval > section.commit_interval {
-                return Err(SettingsError {
-                    message: format!(
-                        "pipelines.{name}.min_commit_interval ({:?}) must not exceed pipelines.{name}.commit_interval ({:?})",
-                        section.min_commit_interval, section.commit_interval
+                return Err(Invalid::across(
+                    key("min_commit_interval"),
+                    &[key("commit_interval")],
+                    format!(
+                        "{} ({:?}) must not exceed {} ({:?})",
+                        key("min_commit_interval"),
+                        section.min_commit_interval,
+                        key("commit_interval"),
+                        section.commit_interval
                     ),
-                });
+                ));
             }
-        }
-        for (key, value) in [
-            ("max_batch_requests", self.gateway.max_batch_requests),
-            ("max_batch_calls", self.gateway.max_batch_calls),
-        ] {
-            if value == 0 {
-                return Err(SettingsError {
-                    message: format!("gateway.{key} must be at least 1"),
-                });
-            }
+            positive(key("max_batch_records"), section.max_batch_records)?;
+            ratio(key("inject_abort_ratio"), section.inject_abort_ratio)?;
         }
         for (name, section) in [
             ("inventory", &p.inventory),
@@ -700,14 +933,88 @@ impl Settings {
             ("payment", &p.payment),
         ] {
             if section.dedupe_window.is_some() {
-                return Err(SettingsError {
-                    message: format!(
-                        "pipelines.{name}.dedupe_window: only the coupon pipeline has a dedupe window"
-                    ),
-                });
+                return Err(Invalid::new(
+                    format!("pipelines.{name}.dedupe_window"),
+                    "only the coupon pipeline has a dedupe window",
+                ));
             }
         }
-        Ok(self)
+        let gw = &self.gateway;
+        // A zero cap or size serves no one; a zero timeout cuts everyone off.
+        for (key, value) in [
+            ("max_body_bytes", gw.max_body_bytes),
+            ("max_batch_requests", gw.max_batch_requests),
+            ("max_batch_calls", gw.max_batch_calls),
+            ("max_connections", gw.max_connections),
+        ] {
+            positive(format!("gateway.{key}"), value)?;
+        }
+        for (key, value) in [
+            ("header_read_timeout", gw.header_read_timeout),
+            ("body_read_timeout", gw.body_read_timeout),
+            ("idle_timeout", gw.idle_timeout),
+        ] {
+            nonzero(format!("gateway.{key}"), value)?;
+        }
+        if !COMPATIBILITY_LEVELS.contains(&self.registry.compatibility.as_str()) {
+            return Err(Invalid::new(
+                "registry.compatibility",
+                format!(
+                    "unknown compatibility level `{}`; expected one of: {}",
+                    self.registry.compatibility,
+                    COMPATIBILITY_LEVELS
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        for (key, url, rule) in [
+            ("registry.url", &self.registry.url, &HTTP_URL),
+            ("payment.url", &self.payment.url, &HTTP_URL),
+            ("postgres.url", &self.postgres.url, &POSTGRES_URL),
+            ("redis.url", &self.redis.url, &REDIS_URL),
+        ] {
+            if let Some(problem) = url_problem(url, rule) {
+                return Err(Invalid::new(key, problem));
+            }
+        }
+        let prefix = &self.topics.name_prefix;
+        if let Some(bad) = prefix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(Invalid::new(
+                "topics.name_prefix",
+                format!(
+                    "the character {bad:?} is not allowed in a Kafka topic name (the prefix \
+                     goes in front of every topic): use ASCII letters, digits, `.`, `_` and `-` only"
+                ),
+            ));
+        }
+        let longest = crate::names::PIPELINES
+            .iter()
+            .map(|p| crate::Names::default().changelog(p).len())
+            .max()
+            .unwrap_or(0);
+        if prefix.len() + longest > MAX_TOPIC_NAME {
+            return Err(Invalid::new(
+                "topics.name_prefix",
+                format!(
+                    "too long: {} characters, and Kafka topic names end at {MAX_TOPIC_NAME} \
+                     (the longest topic adds {longest})",
+                    prefix.len()
+                ),
+            ));
+        }
+        if let Err(e) = crate::telemetry::log_filter(&self.log.level) {
+            return Err(Invalid::new(
+                "log.level",
+                format!("`{}` is not a valid tracing filter: {e}", self.log.level),
+            ));
+        }
+        Ok(())
     }
 
     /// Loads defaults, then `file` (when given, it must exist), then the environment.
@@ -726,6 +1033,9 @@ impl Settings {
             let content = std::fs::read_to_string(path).map_err(|e| SettingsError {
                 message: format!("cannot read config file {}: {e}", path.display()),
             })?;
+            if let Err(e) = content.parse::<toml::Table>() {
+                return Err(syntax_error(path, &content, &e));
+            }
             figment = figment.merge(Toml::string(&content));
             text = Some((path.to_path_buf(), content));
         }
@@ -738,7 +1048,12 @@ impl Settings {
         loop {
             let attempt = figment.clone().merge(env_provider(&env, &raw));
             match attempt.extract::<Settings>() {
-                Ok(s) => return s.checked(),
+                Ok(s) => {
+                    return match s.validate() {
+                        Ok(()) => Ok(s),
+                        Err(invalid) => Err(invalid.explain(text.as_ref(), &env)),
+                    }
+                }
                 Err(e) => {
                     let var = env_var_for(&e.path);
                     let wants_string = matches!(&e.kind, figment::error::Kind::InvalidType(_, expected) if expected.contains("string"));
@@ -814,6 +1129,63 @@ fn parse_env_value(raw: &str) -> figment::value::Value {
         .unwrap_or_else(|_| raw.to_string().into())
 }
 
+/// A file that is not TOML: the line and column of the first mistake.
+fn syntax_error(file: &Path, text: &str, e: &toml::de::Error) -> SettingsError {
+    let what = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let Some(span) = e.span() else {
+        return SettingsError {
+            message: format!("bad TOML in {}: {what}", file.display()),
+        };
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    SettingsError {
+        message: format!(
+            "bad TOML in {}, column {column}: {what}",
+            at_line(file, text, line)
+        ),
+    }
+}
+
+/// The environment variable that set `path` or something under it, as
+/// given: `SURGE_KAFKA__CLIENT_ID` for `kafka.client_id`, and for an
+/// unknown section `bogus` the `SURGE_BOGUS__X` that brought it in.
+fn env_source<'a>(path: &[String], env: &'a [(String, String)]) -> Option<&'a str> {
+    let var = env_var_for(path);
+    if let Some((k, _)) = env.iter().find(|(k, _)| k.eq_ignore_ascii_case(&var)) {
+        return Some(k);
+    }
+    if path.is_empty() {
+        return None;
+    }
+    let under = format!("{var}__");
+    env.iter()
+        .find(|(k, _)| {
+            k.len() > under.len()
+                && k.is_char_boundary(under.len())
+                && k[..under.len()].eq_ignore_ascii_case(&under)
+        })
+        .map(|(k, _)| k.as_str())
+}
+
+/// `a`, `a` or `b`, or one of: `a`, `b`, `c`.
+fn one_of(expected: &[&str]) -> String {
+    let quoted: Vec<String> = expected.iter().map(|e| format!("`{e}`")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".into(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        _ => format!("one of: {}", quoted.join(", ")),
+    }
+}
+
 fn explain(
     e: figment::Error,
     file: Option<&(PathBuf, String)>,
@@ -827,28 +1199,39 @@ fn explain(
                 expected.join(", ")
             )
         }
+        figment::error::Kind::UnknownVariant(value, expected) => {
+            format!("unknown value `{value}`; expected {}", one_of(expected))
+        }
         other => other.to_string(),
     };
     let key = path.join(".");
     // A value from the environment: name the variable.
-    let var = env_var_for(&path);
-    if env.iter().any(|(k, _)| k.eq_ignore_ascii_case(&var)) {
+    if let Some(var) = env_source(&path, env) {
         return SettingsError {
             message: format!("bad setting in environment variable {var}: {what}"),
         };
     }
     if let Some((file, text)) = file {
         if let Some(line) = locate(text, &path) {
-            let content = text.lines().nth(line - 1).unwrap_or_default().trim();
             return SettingsError {
                 message: format!(
-                    "bad setting in {} line {line} (`{content}`), key `{key}`: {what}",
-                    file.display()
+                    "bad setting in {}, key `{key}`: {what}",
+                    at_line(file, text, line)
                 ),
+            };
+        }
+        if key.is_empty() {
+            return SettingsError {
+                message: format!("bad setting in {}: {what}", file.display()),
             };
         }
         return SettingsError {
             message: format!("bad setting in {}, key `{key}`: {what}", file.display()),
+        };
+    }
+    if key.is_empty() {
+        return SettingsError {
+            message: format!("bad setting: {what}"),
         };
     }
     SettingsError {
@@ -1106,7 +1489,319 @@ mod tests {
         let err = Settings::load_from(Some(f.path()), no_env())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("line 1 (`[kafka`)"), "{err}");
+        assert!(!err.contains("key ``"), "no empty key: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let f = file("[kafka]\nclient_id = \"x\"\nsecurity_protocol = plaintext\n");
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3 (`security_protocol = plaintext`)"),
+            "{err}"
+        );
+    }
+
+    /// The error for `toml` as the file, and for `var=value` in the environment.
+    fn file_error(toml: &str) -> String {
+        let f = file(toml);
+        Settings::load_from(Some(f.path()), no_env())
+            .expect_err(toml)
+            .to_string()
+    }
+
+    fn env_error(var: &str, value: &str) -> String {
+        Settings::load_from(None, vec![(var.to_string(), value.to_string())])
+            .expect_err(var)
+            .to_string()
+    }
+
+    /// `toml` is refused naming `key` and its line; `var=value` naming the
+    /// variable and the key it sets; both saying `why`.
+    fn refused(toml: &str, line: usize, key: &str, var: &str, value: &str, why: &str) {
+        let err = file_error(toml);
+        assert!(
+            err.contains(&format!("line {line} (`"))
+                && err.contains(&format!("key `{key}`"))
+                && err.contains(why),
+            "{toml}: {err}"
+        );
+        let var_key = var["SURGE_".len()..]
+            .replace("__", ".")
+            .to_ascii_lowercase();
+        let err = env_error(var, value);
+        assert!(
+            err.contains(&format!("environment variable {var} (key `{var_key}`)"))
+                && err.contains(why),
+            "{var}={value}: {err}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn an_abort_ratio_is_a_probability() {
+        refused(
+            "[pipelines.coupon]\ninstance_id = \"0\"\ninject_abort_ratio = 7.5\n",
+            3,
+            "pipelines.coupon.inject_abort_ratio",
+            "SURGE_PIPELINES__ORDER__INJECT_ABORT_RATIO",
+            "NaN",
+            "between 0 and 1",
+        );
+        let err = env_error("SURGE_PIPELINES__PAYMENT__INJECT_ABORT_RATIO", "-0.1");
+        assert!(
+            err.contains("SURGE_PIPELINES__PAYMENT__INJECT_ABORT_RATIO")
+                && err.contains("got -0.1"),
+            "{err}"
+        );
+        let err = file_error("[pipelines.inventory]\ninject_abort_ratio = nan\n");
+        assert!(
+            err.contains("pipelines.inventory.inject_abort_ratio"),
+            "{err}"
+        );
+        for ok in ["0", "1", "1.0", "0.25"] {
+            let env = vec![(
+                "SURGE_PIPELINES__COUPON__INJECT_ABORT_RATIO".to_string(),
+                ok.to_string(),
+            )];
+            Settings::load_from(None, env).expect(ok);
+        }
+    }
+
+    #[test]
+    fn a_pipeline_batch_holds_at_least_one_record() {
+        refused(
+            "[pipelines.order]\nmax_batch_records = 0\n",
+            2,
+            "pipelines.order.max_batch_records",
+            "SURGE_PIPELINES__INVENTORY__MAX_BATCH_RECORDS",
+            "0",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn the_compatibility_level_is_a_confluent_one() {
+        refused(
+            "[registry]\ncompatibility = \"backwards\"\n",
+            2,
+            "registry.compatibility",
+            "SURGE_REGISTRY__COMPATIBILITY",
+            "SIDEWAYS",
+            "expected one of: `BACKWARD`, `BACKWARD_TRANSITIVE`",
+        );
+        for level in COMPATIBILITY_LEVELS {
+            let env = vec![(
+                "SURGE_REGISTRY__COMPATIBILITY".to_string(),
+                level.to_string(),
+            )];
+            let s = Settings::load_from(None, env).expect(level);
+            assert_eq!(s.registry.compatibility, *level);
+        }
+    }
+
+    #[test]
+    fn urls_are_absolute_with_a_scheme_their_client_takes() {
+        refused(
+            "[registry]\nurl = \"notaurl\"\n",
+            2,
+            "registry.url",
+            "SURGE_PAYMENT__URL",
+            "notaurl",
+            "not an absolute URL",
+        );
+        for (var, value, why) in [
+            (
+                "SURGE_REGISTRY__URL",
+                "ftp://registry:8081",
+                "scheme `ftp://`",
+            ),
+            ("SURGE_REGISTRY__URL", "http://", "no host"),
+            ("SURGE_PAYMENT__URL", "http://pg sim:8090", "spaces"),
+            ("SURGE_PAYMENT__URL", "http://pg-sim:99999", "port"),
+            (
+                "SURGE_POSTGRES__URL",
+                "127.0.0.1:5432/surge",
+                "not an absolute URL",
+            ),
+            (
+                "SURGE_POSTGRES__URL",
+                "redis://127.0.0.1:6379",
+                "scheme `redis://`",
+            ),
+            ("SURGE_REDIS__URL", "redis://", "no host"),
+            ("SURGE_REDIS__URL", "unix://", "no socket path"),
+            ("SURGE_REDIS__URL", "127.0.0.1:6379", "not an absolute URL"),
+        ] {
+            let err = env_error(var, value);
+            assert!(
+                err.contains(var) && err.contains(why),
+                "{var}={value}: {err}"
+            );
+        }
+        // The value may hold a password: it is not repeated.
+        let err = env_error("SURGE_POSTGRES__URL", "postgres//surge:s3cret@db/surge");
+        assert!(
+            err.contains("postgres.url") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let f = file("[postgres]\nurl = \"postgresql://surge:s3cret@db:5432/surge\"\n");
+        Settings::load_from(Some(f.path()), no_env()).unwrap();
+        for (var, value) in [
+            (
+                "SURGE_REGISTRY__URL",
+                "https://user:pass@registry.example:443/apis/ccompat/v7",
+            ),
+            ("SURGE_PAYMENT__URL", "http://[::1]:8090"),
+            (
+                "SURGE_POSTGRES__URL",
+                "postgres:///surge?host=/run/postgresql",
+            ),
+            ("SURGE_REDIS__URL", "rediss://:p@ss@cache:6380/0"),
+            ("SURGE_REDIS__URL", "redis+unix:///run/redis.sock?db=1"),
+            ("SURGE_REDIS__URL", "unix:///run/redis.sock"),
+        ] {
+            let env = vec![(var.to_string(), value.to_string())];
+            Settings::load_from(None, env).expect(value);
+        }
+    }
+
+    #[test]
+    fn a_gateway_body_limit_of_zero_is_refused() {
+        refused(
+            "[gateway]\nmax_body_bytes = 0\n",
+            2,
+            "gateway.max_body_bytes",
+            "SURGE_GATEWAY__MAX_BODY_BYTES",
+            "0",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn the_gateway_serves_at_least_one_connection_with_timeouts_above_zero() {
+        refused(
+            "[gateway]\nlisten = \"127.0.0.1:8080\"\nmax_connections = 0\n",
+            3,
+            "gateway.max_connections",
+            "SURGE_GATEWAY__MAX_CONNECTIONS",
+            "0",
+            "at least 1",
+        );
+        for key in ["header_read_timeout", "body_read_timeout", "idle_timeout"] {
+            refused(
+                &format!("[gateway]\n{key} = \"0s\"\n"),
+                2,
+                &format!("gateway.{key}"),
+                &format!("SURGE_GATEWAY__{}", key.to_ascii_uppercase()),
+                "0ms",
+                "more than 0",
+            );
+        }
+    }
+
+    #[test]
+    fn the_topic_name_prefix_holds_only_what_kafka_allows() {
+        refused(
+            "[topics]\nname_prefix = \"tenant a/\"\n",
+            2,
+            "topics.name_prefix",
+            "SURGE_TOPICS__NAME_PREFIX",
+            "t1:",
+            "not allowed in a Kafka topic name",
+        );
+        let err = env_error("SURGE_TOPICS__NAME_PREFIX", &"x".repeat(240));
+        assert!(
+            err.contains("SURGE_TOPICS__NAME_PREFIX") && err.contains("too long"),
+            "{err}"
+        );
+        let env = vec![(
+            "SURGE_TOPICS__NAME_PREFIX".to_string(),
+            "Tenant-A.run_1-".to_string(),
+        )];
+        let s = Settings::load_from(None, env).unwrap();
+        assert_eq!(s.topics.name_prefix, "Tenant-A.run_1-");
+    }
+
+    #[test]
+    fn the_log_level_is_a_valid_filter() {
+        refused(
+            "[log]\nlevel = \"info,,,=x[\"\n",
+            2,
+            "log.level",
+            "SURGE_LOG__LEVEL",
+            "surge=loud",
+            "not a valid tracing filter",
+        );
+        let env = vec![(
+            "SURGE_LOG__LEVEL".to_string(),
+            "warn,surge=debug,rdkafka=off".to_string(),
+        )];
+        Settings::load_from(None, env).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_section_from_the_environment_names_the_variable() {
+        // Even with a file: the key did not come from it.
+        let f = file("[kafka]\nclient_id = \"x\"\n");
+        let env = vec![("SURGE_BOGUS__X".to_string(), "1".to_string())];
+        let err = Settings::load_from(Some(f.path()), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable SURGE_BOGUS__X")
+                && err.contains("unknown key `bogus`"),
+            "{err}"
+        );
+        let env = vec![(
+            "SURGE_PIPELINES__CUPON__INSTANCE_ID".to_string(),
+            "1".to_string(),
+        )];
+        let err = Settings::load_from(Some(f.path()), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable SURGE_PIPELINES__CUPON__INSTANCE_ID"),
+            "{err}"
+        );
+        // A section of the file itself still names its line.
+        let f = file("[kafka]\nclient_id = \"x\"\n\n[bogus]\nx = 1\n");
+        let err = Settings::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn a_value_outside_a_list_is_named_with_the_list() {
+        let err = file_error("[kafka]\nsecurity_protocol = \"tls\"\n");
+        assert!(
+            err.contains(
+                "unknown value `tls`; expected one of: `plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl`"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("``"), "{err}");
+        let err = env_error("SURGE_LOG__FORMAT", "xml");
+        assert!(
+            err.contains("SURGE_LOG__FORMAT") && err.contains("expected `text` or `json`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rule_across_keys_points_at_the_one_that_was_set() {
+        // min_commit_interval is the default (20ms); the interval was set.
+        let err = env_error("SURGE_PIPELINES__ORDER__COMMIT_INTERVAL", "10ms");
+        assert!(
+            err.contains("SURGE_PIPELINES__ORDER__COMMIT_INTERVAL")
+                && err.contains("must not exceed pipelines.order.commit_interval"),
+            "{err}"
+        );
     }
 }
 

@@ -11,11 +11,32 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use crate::settings::{LogFormat, LogSettings};
 use crate::shutdown::Shutdown;
 
+/// The tracing filter `directives` (e.g. `info,rdkafka=warn`), or why it
+/// is not one. Every directive must parse: settings refuse a `[log] level`
+/// that this refuses, rather than dropping the bad part with a note on stderr.
+pub fn log_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| e.to_string())
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
 pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(error) => {
+            if let Some(value) = std::env::var_os("RUST_LOG") {
+                eprintln!(
+                    "ignoring RUST_LOG={}: {error}; using [log] level",
+                    value.to_string_lossy()
+                );
+            }
+            // Settings loaded by `Settings::load` have a valid level; one
+            // built by hand keeps the directives that parse.
+            log_filter(&settings.level).unwrap_or_else(|_| EnvFilter::new(&settings.level))
+        }
+    };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -99,5 +120,23 @@ async fn health_route(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({ "status": "unavailable", "detail": reason })),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_with_a_bad_directive_is_refused() {
+        assert!(log_filter("info").is_ok());
+        assert!(log_filter("info,librdkafka=warn,rdkafka=warn").is_ok());
+        assert!(
+            log_filter("surge=debug,,rdkafka=warn").is_ok(),
+            "empty parts are fine"
+        );
+        assert!(log_filter("info,,,=x[").is_err());
+        assert!(log_filter("loud").is_ok(), "a bare target");
+        assert!(log_filter("surge=loud").is_err(), "not a level");
     }
 }

@@ -49,6 +49,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: String,
     pub field: Option<String>,
+    /// More string members of the body, after `error` and `field` (the
+    /// `requestId` of a 503: see [`ApiError::with`]).
+    pub extra: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -56,11 +59,18 @@ struct ErrorBody<'a> {
     error: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(flatten)]
+    extra: std::collections::BTreeMap<&'a str, &'a str>,
 }
 
 /// The error body as bytes, for answers written outside axum.
 pub fn error_json(error: &str, field: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(&ErrorBody { error, field }).expect("strings serialize")
+    serde_json::to_vec(&ErrorBody {
+        error,
+        field,
+        extra: Default::default(),
+    })
+    .expect("strings serialize")
 }
 
 impl ApiError {
@@ -69,6 +79,7 @@ impl ApiError {
             status,
             error: error.into(),
             field: None,
+            extra: Vec::new(),
         }
     }
 
@@ -77,7 +88,17 @@ impl ApiError {
             status,
             error: error.into(),
             field: Some(field.to_string()),
+            extra: Vec::new(),
         }
+    }
+
+    /// The error with one more member in its body (`"requestId": "..."`);
+    /// `name` must not be `error` or `field`.
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        debug_assert!(name != "error" && name != "field", "{name}");
+        self.extra.retain(|(n, _)| *n != name);
+        self.extra.push((name, value.into()));
+        self
     }
 }
 
@@ -86,15 +107,17 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: &self.error,
             field: self.field.as_deref(),
+            extra: self.extra.iter().map(|(n, v)| (*n, v.as_str())).collect(),
         };
         (self.status, Json(body)).into_response()
     }
 }
 
 /// A JSON object body whose every rejection is an [`ApiError`]:
-/// wrong content type 415, over the size limit 413, not in within
-/// body_read_timeout 408, anything malformed or not an object 400 (naming
-/// the field serde names: missing, unknown, mistyped or null).
+/// wrong content type 415, over the size limit 413 (at once, unread, when
+/// its Content-Length already says so), not in within body_read_timeout
+/// 408, anything malformed or not an object 400 (naming the field serde
+/// names: missing, unknown, mistyped or null).
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
@@ -107,6 +130,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "expected Content-Type: application/json",
             ));
         }
+        let req = refuse_declared_too_large(req)?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| body_read_error(&rejection, rejection.status()))?;
@@ -124,6 +148,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rejection) => Err(from_rejection(rejection)),
         }
+    }
+}
+
+/// 413 before a byte is read when the body's declared length (its
+/// Content-Length, as the body's size hint) is over the route's limit
+/// ([`DefaultBodyLimit`](axum::extract::DefaultBodyLimit)): the limited
+/// body only counts the bytes that arrive, so a client declaring more than
+/// the limit and sending nothing would otherwise wait out
+/// body_read_timeout for a 408. The request comes back with its body
+/// limited (reading it as [`Bytes`] limits it again, to the same length).
+fn refuse_declared_too_large(req: Request) -> Result<Request, ApiError> {
+    use axum::RequestExt;
+    use http_body::Body as _;
+    let declared = req.body().size_hint().lower();
+    let req = req.with_limited_body();
+    // A limited body never hints more than the limit: what it may yield is
+    // at most the limit and at most the declared length.
+    match req.body().size_hint().upper() {
+        Some(allowed) if declared > allowed => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large: Content-Length {declared} is over the limit of {allowed} bytes"
+            ),
+        )),
+        _ => Ok(req),
     }
 }
 
@@ -173,6 +222,7 @@ fn from_rejection(r: JsonRejection) -> ApiError {
                 status: StatusCode::BAD_REQUEST,
                 field: quoted_field(&detail),
                 error: detail,
+                extra: Vec::new(),
             }
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::new(
@@ -564,6 +614,69 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`Body`] of a request declaring `declared` bytes and sending none,
+    /// under a limit of `limit`: its answer within 200 ms, if any.
+    async fn declared(declared: u64, limit: Option<usize>) -> Option<Result<(), ApiError>> {
+        let mut req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/coupons/c1/issue")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::new(crate::routes::testing::Declared(
+                declared,
+            )))
+            .unwrap();
+        match limit {
+            Some(n) => axum::extract::DefaultBodyLimit::max(n).apply(&mut req),
+            None => axum::extract::DefaultBodyLimit::disable().apply(&mut req),
+        }
+        let read = Body::<serde_json::Value>::from_request(req, &());
+        tokio::time::timeout(std::time::Duration::from_millis(200), read)
+            .await
+            .ok()
+            .map(|r| r.map(|_| ()))
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_413_before_any_byte() {
+        for (length, limit) in [(17, 16), (20_000, 16 * 1024), (99_999_999_999, 16 * 1024)] {
+            let e = declared(length, Some(limit))
+                .await
+                .expect("answered without waiting for the body")
+                .unwrap_err();
+            assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{length}");
+            assert!(
+                e.error.contains(&format!("Content-Length {length}")),
+                "{}",
+                e.error
+            );
+            assert!(e.error.contains(&format!("{limit} bytes")), "{}", e.error);
+        }
+        // At or under the limit, or with no limit, the body is waited for.
+        for (length, limit) in [(16, Some(16)), (1, Some(16)), (1 << 40, None)] {
+            assert!(
+                declared(length, limit).await.is_none(),
+                "{length} {limit:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn extra_members_follow_error_and_field() {
+        let e = ApiError::field(StatusCode::SERVICE_UNAVAILABLE, "f", "down")
+            .with("requestId", "r1")
+            .with("requestId", "r2");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({ "error": "down", "field": "f", "requestId": "r2" })
+        );
+        assert_eq!(error_json("x", None), br#"{"error":"x"}"#);
+    }
 
     #[test]
     fn serde_messages_name_their_field() {

@@ -19,7 +19,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use surge_schemas::Contract;
 
-use crate::api::ApiError;
+use crate::api::{check_id, ApiError};
 use crate::state::AppState;
 
 /// How long one Redis call may take before the request goes on unchecked.
@@ -38,10 +38,41 @@ pub fn fingerprint<T: Contract>(message: &T) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
 
+/// The request's Idempotency-Key, `None` without one; 400 naming
+/// Idempotency-Key for one that is not an id (visible ASCII, see
+/// [`check_id`]) or for more than one Idempotency-Key header, which would
+/// leave open which of them names the request.
+pub fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let given = headers.get_all("idempotency-key");
+    let Some(value) = given.iter().next() else {
+        return Ok(None);
+    };
+    let count = given.iter().count();
+    if count > 1 {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key",
+            format!(
+                "{count} Idempotency-Key headers: send exactly one Idempotency-Key header (a key names one request)"
+            ),
+        ));
+    }
+    let key = value.to_str().map_err(|_| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key",
+            "Idempotency-Key must be visible ASCII",
+        )
+    })?;
+    check_id("Idempotency-Key", key)?;
+    Ok(Some(key))
+}
+
 /// Whether the client chose the id (only then can it be reused: ids the
-/// gateway makes are fresh UUIDv7s).
+/// gateway makes are fresh UUIDv7s): exactly one valid Idempotency-Key,
+/// the one [`key`] reads (the routes have refused any other by then).
 pub fn client_chosen(headers: &HeaderMap) -> bool {
-    headers.contains_key("idempotency-key")
+    matches!(key(headers), Ok(Some(_)))
 }
 
 /// Claims every (id, fingerprint) in one pipelined round trip (`SET NX
@@ -114,5 +145,40 @@ pub async fn claim(state: &AppState, id: &str, fingerprint: &str) -> Result<(), 
     match claim_many(state, &[(id, fingerprint.to_string())]).await[..] {
         [true] => Err(reused(state, "Idempotency-Key", id)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(keys: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for k in keys {
+            h.append("idempotency-key", HeaderValue::from_static(k));
+        }
+        h
+    }
+
+    #[test]
+    fn exactly_one_key_names_the_request() {
+        assert_eq!(key(&headers(&[])), Ok(None));
+        assert_eq!(key(&headers(&["k-1"])), Ok(Some("k-1")));
+        assert!(client_chosen(&headers(&["k-1"])));
+        assert!(!client_chosen(&headers(&[])));
+        for two in [&["two-a", "two-b"][..], &["same", "same"], &["a", "b", "c"]] {
+            let e = key(&headers(two)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{two:?}");
+            assert_eq!(e.field.as_deref(), Some("Idempotency-Key"));
+            assert!(
+                e.error.contains("exactly one Idempotency-Key header"),
+                "{}",
+                e.error
+            );
+            assert!(!client_chosen(&headers(two)));
+        }
+        let e = key(&headers(&["a b"])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("Idempotency-Key"));
     }
 }

@@ -63,7 +63,7 @@ pub fn document(settings: &GatewaySettings) -> Value {
     let idempotency_as = |what: &str| {
         json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": format!("Becomes the {what}: a retry with the same key is the same request (one decision); the same key on a different request is refused 422. Without it the gateway makes a UUIDv7. Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters; otherwise 400 naming `Idempotency-Key`."),
+            "description": format!("Becomes the {what}: a retry with the same key is the same request (one decision); the same key on a different request is refused 422. Without it the gateway makes a UUIDv7. Unique per request; visible ASCII without spaces, at most {MAX_ID_CHARS} characters, in exactly one Idempotency-Key header; otherwise 400 naming `Idempotency-Key`. After a 503, retry with the 503's requestId as the key."),
             "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[!-~]+$" }
         })
     };
@@ -92,10 +92,11 @@ pub fn document(settings: &GatewaySettings) -> Value {
                     "headers": { "Location": { "required": true, "description": "The poll path of the body", "schema": { "type": "string" } } },
                     "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{accepted}") } } }
                 },
-                "400": error("Malformed JSON, a body that is not a JSON object, or a field (named in `field`) that is missing, unknown, null, mistyped, empty, too long, out of range or with forbidden characters; or a bad id in the path or Idempotency-Key (named in `field`)"),
-                "413": error(&format!("Body larger than {} bytes", settings.max_body_bytes)),
+                "400": error("Malformed JSON, a body that is not a JSON object, or a field (named in `field`) that is missing, unknown, null, mistyped, empty, too long, out of range or with forbidden characters; or a bad id in the path or Idempotency-Key, or more than one Idempotency-Key header (named in `field`)"),
+                "413": error(&format!("Body larger than {} bytes (answered before reading it when its Content-Length says so)", settings.max_body_bytes)),
                 "415": error("Content-Type is not application/json (nor application/*+json)"),
-                "503": error("Kafka did not acknowledge in time; retry with the same Idempotency-Key"),
+                "503": { "description": "Kafka did not acknowledge in time. The record may still be delivered: retry with Idempotency-Key set to the body's requestId (the one sent, or the one the gateway made), so that the retry is the same request",
+                         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Unavailable" } } } },
             }),
         );
         if !settings.accepted_marker_ttl.is_zero() {
@@ -108,9 +109,9 @@ pub fn document(settings: &GatewaySettings) -> Value {
         with(
             write,
             json!({
-                "401": with(&error("No Authorization header (with WWW-Authenticate: Bearer)"), json!({
+                "401": with(&error("No bearer token: no Authorization header, one of another scheme (Basic, say), or Bearer without a token (with WWW-Authenticate: Bearer). Uses up no attempt of the wrong-token throttle"), json!({
                     "headers": { "WWW-Authenticate": { "required": true, "schema": { "const": "Bearer" } } } })),
-                "403": error("Wrong token (not `Bearer <token>`; the scheme is case-insensitive), or admin disabled (no token configured)"),
+                "403": error("Wrong token in `Bearer <token>` (the scheme is case-insensitive), or admin disabled (no token configured)"),
                 "429": {
                     "description": format!("This client address sent {} wrong tokens in a burst; one more attempt is allowed per {}. Every admin request from it is refused until then, even with the right token.", settings.admin_auth_burst, secs(settings.admin_auth_refill)),
                     "headers": { "Retry-After": { "required": true, "description": "Seconds until the next attempt is allowed", "schema": { "type": "integer", "minimum": 1 } } },
@@ -348,6 +349,9 @@ pub fn document(settings: &GatewaySettings) -> Value {
                 "Error": { "type": "object", "additionalProperties": false, "required": ["error"], "properties": {
                     "error": { "type": "string", "minLength": 1, "description": "What is wrong, for people" },
                     "field": { "type": "string", "description": "The field, path parameter or header at fault, as this document names it" } } },
+                "Unavailable": { "type": "object", "additionalProperties": false, "required": ["error", "requestId"], "properties": {
+                    "error": { "type": "string", "minLength": 1, "description": "What is wrong, for people; names the Idempotency-Key to retry with" },
+                    "requestId": { "type": "string", "description": "The id of the request that was not acknowledged (for POST /orders, the order id): the Idempotency-Key it was sent with, or the one the gateway made. Retry with Idempotency-Key set to it." } } },
                 "Accepted": { "type": "object", "required": ["requestId", "status", "poll"], "properties": {
                     "requestId": { "type": "string" }, "status": { "const": "PENDING" }, "poll": { "type": "string" } } },
                 "Order": order_schema,
@@ -558,6 +562,48 @@ mod tests {
             accepted_marker_ttl: std::time::Duration::ZERO,
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn a_write_503_carries_the_request_id_and_two_keys_are_400() {
+        let doc = document(&GatewaySettings::default());
+        let unavailable = &doc["components"]["schemas"]["Unavailable"];
+        assert_eq!(unavailable["required"], json!(["error", "requestId"]));
+        assert_eq!(unavailable["additionalProperties"], false);
+        for (method, path) in ROUTES {
+            let op = &doc["paths"][path][method];
+            let Some(idempotency) = op["parameters"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == "Idempotency-Key"))
+            else {
+                continue;
+            };
+            assert!(
+                idempotency["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("exactly one Idempotency-Key header"),
+                "{path}"
+            );
+            let responses = &op["responses"];
+            assert_eq!(
+                responses["503"]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Unavailable",
+                "{path}"
+            );
+            assert!(
+                responses["400"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("more than one Idempotency-Key header"),
+                "{path}"
+            );
+        }
+        let admin = &doc["paths"]["/admin/coupons"]["post"]["responses"];
+        assert!(admin["401"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("of another scheme"));
     }
 
     #[test]

@@ -27,13 +27,17 @@ pub async fn decision(
     if let Some(Some(d)) = cached {
         return Ok(Some(decision_json(&d, "redis")));
     }
-    let d = surge_postgres::reads::coupon_decision(&state.postgres, coupon_id, request_id)
-        .await
-        .map_err(|e| match cached {
-            // Both stores unreachable: the caller answers 503.
-            None => format!("Redis and PostgreSQL unavailable: {e}"),
-            Some(_) => format!("PostgreSQL unavailable: {e}"),
-        })?;
+    let d = stored(surge_postgres::reads::coupon_decision(
+        &state.postgres,
+        coupon_id,
+        request_id,
+    ))
+    .await
+    .map_err(|e| match cached {
+        // Both stores unreachable: the caller answers 503.
+        None => format!("Redis and PostgreSQL unavailable: {e}"),
+        Some(_) => format!("PostgreSQL unavailable: {e}"),
+    })?;
     Ok(d.map(|d| decision_json(&d, "postgres")))
 }
 
@@ -51,11 +55,11 @@ pub async fn coupons_of_request(state: &AppState, request_id: &str) -> Result<Ve
     if let Some(coupons) = cached.as_ref().filter(|c| !c.is_empty()) {
         return Ok(coupons.iter().take(COUPONS_NAMED).cloned().collect());
     }
-    let decided = surge_postgres::reads::coupon_decisions_of_request(
+    let decided = stored(surge_postgres::reads::coupon_decisions_of_request(
         &state.postgres,
         request_id,
         COUPONS_NAMED as i64,
-    )
+    ))
     .await
     .map_err(|e| match cached {
         None => format!("Redis and PostgreSQL unavailable: {e}"),
@@ -94,7 +98,7 @@ pub async fn coupon(state: &AppState, coupon_id: &str) -> Result<Option<Value>, 
     if let Some(c) = from_cache(state, read).await {
         return Ok(Some(coupon_json(&c, "redis")));
     }
-    let c = surge_postgres::reads::coupon(&state.postgres, coupon_id)
+    let c = stored(surge_postgres::reads::coupon(&state.postgres, coupon_id))
         .await
         .map_err(|e| format!("stores unavailable: {e}"))?;
     Ok(c.map(|c| coupon_json(&c, "postgres")))
@@ -266,7 +270,7 @@ pub async fn order(
     if let Some(v) = from_cache(state, cached).await {
         return Ok(Some((v, "redis")));
     }
-    surge_postgres::reads::order(&state.postgres, order_id)
+    stored(surge_postgres::reads::order(&state.postgres, order_id))
         .await
         .map(|v| v.map(|v| (v, "postgres")))
         .map_err(|e| format!("stores unavailable: {e}"))
@@ -284,10 +288,40 @@ pub async fn product_stock(
     if let Some(v) = from_cache(state, cached).await {
         return Ok(Some((v, "redis")));
     }
-    surge_postgres::reads::product_stock(&state.postgres, product_id)
-        .await
-        .map(|v| v.map(|v| (v, "postgres")))
-        .map_err(|e| format!("stores unavailable: {e}"))
+    stored(surge_postgres::reads::product_stock(
+        &state.postgres,
+        product_id,
+    ))
+    .await
+    .map(|v| v.map(|v| (v, "postgres")))
+    .map_err(|e| format!("stores unavailable: {e}"))
+}
+
+/// A PostgreSQL read where a table that does not exist yet holds nothing:
+/// the PostgreSQL sink creates the tables when it first starts, and until
+/// then a read answers as an empty store does (404, PENDING), not 503 with
+/// the database's error. Said once per process, at WARN.
+async fn stored<T: Default>(
+    read: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match read.await {
+        Err(e) if is_undefined_table(&e) => {
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    message = "PostgreSQL has no surge tables yet (the PostgreSQL sink creates them when it starts); reads answer as an empty store until then",
+                    error = %e
+                );
+            }
+            Ok(T::default())
+        }
+        other => other,
+    }
+}
+
+/// PostgreSQL's undefined_table (SQLSTATE 42P01).
+fn is_undefined_table(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01"))
 }
 
 /// What the cache holds, or `None` when it holds nothing or does not answer

@@ -3,7 +3,9 @@
 //! accepted request is in the log and will be decided. When Kafka cannot
 //! take it within `produce_timeout`, the answer is 503 and the client
 //! retries with the same Idempotency-Key (the pipelines dedupe request ids,
-//! the saga order ids).
+//! the saga order ids). The 503 carries the id (`requestId`), also when
+//! the gateway made it: the record may still be delivered, so a retry
+//! without that key would be a second request.
 //!
 //! After the acknowledgement the id the client polls by is marked as
 //! accepted in Redis (best effort, see [`crate::reads::accepted`]), so a
@@ -81,7 +83,7 @@ async fn produce(
         }
         Err(error) => {
             not_acknowledged(state, topic, id, &error);
-            Err(unavailable())
+            Err(unavailable(id))
         }
     }
 }
@@ -140,9 +142,18 @@ pub(crate) fn not_acknowledged(state: &AppState, topic: &str, id: &str, error: &
     }
 }
 
-fn unavailable() -> ApiError {
+/// The 503 of a record Kafka did not acknowledge in time, naming the id
+/// to retry with (`requestId`, the order id for an order): the record may
+/// still be delivered, and only the same key makes the retry the same
+/// request.
+fn unavailable(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "Kafka did not acknowledge the request in time; retry with the same Idempotency-Key",
+        format!(
+            "Kafka did not acknowledge the request in time; retry with Idempotency-Key: {id} \
+             (its requestId): it may still be delivered, and only the same key makes the retry \
+             the same request"
+        ),
     )
+    .with("requestId", id)
 }

@@ -326,6 +326,22 @@ crate::avro::avro_enum! {
     }
 }
 
+impl Outcome {
+    /// Whether a decision with this outcome shows that its coupon exists.
+    /// UNKNOWN_COUPON says it does not; INVALID (a refused create) and
+    /// REDEEM_REJECTED can be decisions of a coupon id nobody created, and
+    /// then carry stock, issued and remaining 0. A store keeps a coupon once
+    /// a decision proves it, and lets the others only update it: otherwise
+    /// any caller could make a coupon appear by asking for an id that does
+    /// not exist.
+    pub fn proves_coupon(self) -> bool {
+        !matches!(
+            self,
+            Outcome::UnknownCoupon | Outcome::Invalid | Outcome::RedeemRejected
+        )
+    }
+}
+
 /// The decision for one command, on coupon-result (key `coupon_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponDecision {

@@ -38,7 +38,7 @@ enum Command {
     Topics(commands::topics::TopicsCommand),
     /// Run an exactly-once pipeline (until SIGTERM/SIGINT).
     Pipeline(commands::pipeline::PipelineArgs),
-    /// Run a sink that keeps a store equal to a result topic (until SIGTERM/SIGINT).
+    /// Run a sink that keeps a store equal to the result topics (until SIGTERM/SIGINT).
     Sink(commands::sink::SinkArgs),
     /// Serve the HTTP API: requests in (202 + request id), decisions out by polling.
     Gateway(commands::gateway::GatewayArgs),

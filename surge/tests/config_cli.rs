@@ -80,3 +80,51 @@ fn a_missing_explicit_config_file_is_an_error() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("/nonexistent/surge.toml"));
 }
+
+#[test]
+fn an_unknown_section_from_the_environment_names_the_variable() {
+    let out = surge(&["config"], &[("SURGE_BOGUS__X", "1")]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("environment variable SURGE_BOGUS__X") && !err.contains("surge.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_out_of_range_stop_the_process_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("surge.toml");
+    std::fs::write(&file, "[pipelines.coupon]\ninject_abort_ratio = 7.5\n").unwrap();
+    let out = surge(&["--config", file.to_str().unwrap(), "config"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 2") && err.contains("pipelines.coupon.inject_abort_ratio"),
+        "{err}"
+    );
+    for (var, value) in [
+        ("SURGE_GATEWAY__MAX_CONNECTIONS", "0"),
+        ("SURGE_GATEWAY__HEADER_READ_TIMEOUT", "0s"),
+        ("SURGE_REGISTRY__URL", "notaurl"),
+        ("SURGE_REGISTRY__COMPATIBILITY", "SIDEWAYS"),
+        ("SURGE_TOPICS__NAME_PREFIX", "a/b"),
+        ("SURGE_LOG__LEVEL", "info,,,=x["),
+    ] {
+        let out = surge(&["config"], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(78), "{var}={value}");
+        assert!(stderr(&out).contains(var), "{var}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_loadgen_ratio_above_1_is_a_usage_error() {
+    let out = surge(&["loadgen", "--duplicate-ratio", "2"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--duplicate-ratio") && err.contains("between 0 and 1"),
+        "{err}"
+    );
+}

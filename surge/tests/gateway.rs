@@ -5,9 +5,10 @@
 //! is refused 422; one request id sent straight to Kafka for three
 //! coupons is three requests, each polled on its coupon's route; a batch of requests (`POST /coupon-requests`) is each
 //! of its requests decided once, a reused requestId in it refused alone
-//! and a bad item refusing the whole batch; and a table of bad inputs,
+//! and a bad item refusing the whole batch; a table of bad inputs,
 //! each with its status and the field it names, including refused admin
-//! calls.
+//! calls; and a request polled under another coupon than its own is 404
+//! naming both.
 
 mod common;
 
@@ -524,7 +525,9 @@ async fn bad_inputs_get_a_4xx_naming_what_is_wrong() {
         ("admin without a token", "POST", "/admin/coupons".into(), vec![json_ct], "{\"couponId\":\"c\",\"stock\":1}".into(), 401, None),
         ("admin with a wrong token", "POST", "/admin/coupons".into(), vec![json_ct, ("authorization", "Bearer nope")], "{\"couponId\":\"c\",\"stock\":1}".into(), 403, None),
         ("admin stock without a token", "POST", "/admin/coupons/c/stock".into(), vec![json_ct], "{\"delta\":1}".into(), 401, None),
-        ("admin stock with a wrong token", "POST", "/admin/coupons/c/stock".into(), vec![json_ct, ("authorization", "Basic Zm9vOmJhcg==")], "{\"delta\":1}".into(), 403, None),
+        ("admin stock with a wrong token", "POST", "/admin/coupons/c/stock".into(), vec![json_ct, ("authorization", "Bearer nope")], "{\"delta\":1}".into(), 403, None),
+        ("admin stock with another scheme", "POST", "/admin/coupons/c/stock".into(), vec![json_ct, ("authorization", "Basic Zm9vOmJhcg==")], "{\"delta\":1}".into(), 401, None),
+        ("two Idempotency-Keys", "POST", issue.clone(), vec![json_ct, ("idempotency-key", "two-a"), ("idempotency-key", "two-b")], "{\"userId\":\"u\"}".into(), 400, Some("Idempotency-Key")),
         ("negative stock", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":-1}".into(), 400, Some("stock")),
         ("stock not a number", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":\"5\"}".into(), 400, Some("stock")),
         ("bad activeFrom", "POST", "/admin/coupons".into(), vec![json_ct, admin], "{\"couponId\":\"c\",\"stock\":1,\"activeFrom\":\"tomorrow\"}".into(), 400, Some("activeFrom")),
@@ -580,4 +583,41 @@ async fn bad_inputs_get_a_4xx_naming_what_is_wrong() {
     let (status, doc) = gw.get("/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_polled_under_another_coupon_is_404_saying_so() {
+    let fx = Fixture::new("gateway-other-coupon").await;
+    let gw = spawn_gateway(&fx, &[]).await;
+    let (c1, c6) = (format!("{}c1", fx.prefix), format!("{}c6", fx.prefix));
+    let key = format!("{}key-001", fx.prefix);
+    let (status, body) = gw
+        .post(
+            &format!("/coupons/{c1}/issue"),
+            &[("idempotency-key", key.as_str())],
+            json!({ "userId": "u1" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // No pipeline runs: accepted, undecided, PENDING on its own coupon...
+    let (status, body) = gw.get(&format!("/coupons/{c1}/requests/{key}")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("PENDING")),
+        "{body}"
+    );
+    // ... and 404 on another one, without denying that the gateway took it.
+    let (status, body) = gw.get(&format!("/coupons/{c6}/requests/{key}")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["field"], "requestId", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("no request {key} of coupon {c6} is decided")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("/coupons/{c1}/requests/{key}")),
+        "names where it is: {error}"
+    );
+    assert!(!error.contains("was not accepted"), "{error}");
 }

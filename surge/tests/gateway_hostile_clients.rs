@@ -70,6 +70,35 @@ fn error_body(text: &str) -> Result<Value, String> {
     Ok(v)
 }
 
+/// Reads one answer — its head and the body its Content-Length announces —
+/// or what had arrived when the server closed or `limit` passed.
+async fn one_answer(s: &mut TcpStream, limit: Duration) -> String {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.to_ascii_lowercase().lines().find_map(|l| {
+                    l.strip_prefix("content-length:")?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                });
+                if length.is_some_and(|n| body.len() >= n) {
+                    return;
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, read).await;
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// A raw HTTP answer's status and (JSON) body, when it has them.
 fn split_raw(answer: &str) -> (Option<u16>, String, String) {
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
@@ -607,6 +636,30 @@ async fn every_error_is_json_with_a_status_the_document_lists() {
             403,
             None,
         ),
+        (
+            "admin with another scheme",
+            "POST",
+            create.into(),
+            Some(create),
+            vec![json_ct, ("authorization", "Basic Zm9vOmJhcg==")],
+            "{\"couponId\":\"c\",\"stock\":1}".into(),
+            401,
+            None,
+        ),
+        (
+            "two Idempotency-Keys",
+            "POST",
+            "/coupons/c1/issue".into(),
+            Some("/coupons/{couponId}/issue"),
+            vec![
+                json_ct,
+                ("idempotency-key", "two-a"),
+                ("idempotency-key", "two-b"),
+            ],
+            "{\"userId\":\"u\"}".into(),
+            400,
+            Some("Idempotency-Key"),
+        ),
     ];
     let documented = |template: Option<&str>, method: &str, status: u16| -> bool {
         match template {
@@ -697,6 +750,28 @@ async fn every_error_is_json_with_a_status_the_document_lists() {
             failures.push(format!("{what}: want {status}: {answer}"));
         }
     }
+    // A Content-Length over the limit is 413 at once, the body unread: not
+    // 408 after body_read_timeout (10 s) for a body that never comes.
+    for declared in ["20000", "99999999999"] {
+        let mut s = TcpStream::connect(&at).await.unwrap();
+        let head = format!(
+            "POST /coupons/c1/issue HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let answer = one_answer(&mut s, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        let (got, head, body) = split_raw(&answer);
+        if got != Some(413)
+            || !head.contains("content-type: application/json")
+            || error_body(&body).is_err()
+            || took > Duration::from_secs(3)
+        {
+            failures.push(format!(
+                "Content-Length {declared} and no body: want 413 at once, got in {took:?}: {answer}"
+            ));
+        }
+    }
     assert!(failures.is_empty(), "{failures:#?}");
 
     // 128 characters (256 bytes) is an id: JSON Schema's maxLength counts characters.
@@ -766,8 +841,15 @@ async fn wrong_admin_tokens_are_throttled_per_address_and_the_right_one_still_wo
         }
     };
 
-    // 2,000 guesses from one address, 50 at a time.
+    // Another scheme is no guess: 401 however often, and nothing used up
+    // (the burst is 5; the failures counter is checked below).
     let guesser = from("127.0.0.1");
+    for _ in 0..20 {
+        let (status, _) = create(&guesser, "Basic Zm9vOmJhcg==".into(), "c".into()).await;
+        assert_eq!(status, 401, "another scheme");
+    }
+
+    // 2,000 guesses from one address, 50 at a time.
     let started = Instant::now();
     let answers: Vec<(u16, Option<u64>)> = futures::stream::iter(0..2_000)
         .map(|i| create(&guesser, format!("Bearer guess-{i}"), "c".into()))

@@ -28,6 +28,56 @@ use surge_schemas::Contract;
 
 const REDIS_DB: u32 = 9;
 
+/// An issue request and a stock adjustment for coupons that do not exist,
+/// an invalid create (negative stock), and a repeat of that create's id
+/// (deduped: one decision).
+fn ghost_requests() -> Vec<surge_schemas::coupon::CouponCommand> {
+    use surge_schemas::coupon::{CouponAction, CouponCommand};
+    let command = |request: &str, coupon: &str, command| CouponCommand {
+        request_id: request.into(),
+        coupon_id: coupon.into(),
+        requested_at: surge_schemas::now(),
+        command,
+    };
+    vec![
+        command(
+            "ghost-r1",
+            "ghost-1",
+            CouponAction::Issue {
+                user_id: "u-ghost".into(),
+            },
+        ),
+        command(
+            "ghost-r2",
+            "ghost-2",
+            CouponAction::Create {
+                stock: -1,
+                active_from: None,
+                active_until: None,
+                discount: None,
+            },
+        ),
+        command(
+            "ghost-r2",
+            "ghost-2",
+            CouponAction::Create {
+                stock: -1,
+                active_from: None,
+                active_until: None,
+                discount: None,
+            },
+        ),
+        command(
+            "ghost-r3",
+            "ghost-3",
+            CouponAction::AdjustStock {
+                delta: 5,
+                reason: None,
+            },
+        ),
+    ]
+}
+
 /// Sum of the offsets the PostgreSQL sink stored (0 while unreachable).
 async fn pg_progress(db_url: &str) -> i64 {
     let Ok(mut conn) = PgConnection::connect(db_url).await else {
@@ -157,7 +207,10 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
         ("SURGE_SINKS__REDIS__GROUP_ID", redis_group.as_str()),
     ];
 
-    let commands = flash_sale(8, 1_500, 4_000, 100_000, 3);
+    let mut commands = flash_sale(8, 1_500, 4_000, 100_000, 3);
+    // Requests for coupons nobody created, as any caller can send them: their
+    // decisions (UNKNOWN_COUPON, INVALID) are stored, but no coupon.
+    commands.splice(0..0, ghost_requests());
     let distinct = commands
         .iter()
         .map(|c| c.request_id.as_str())
@@ -247,6 +300,34 @@ async fn kills_a_postgres_restart_and_a_redis_flush_leave_both_stores_equal_to_t
         text.contains("postgres and redis equal to the topic"),
         "{text}"
     );
+    // verify compares with what the topic proves; check the stores directly
+    // too, so the rule cannot be wrong the same way in both.
+    let ghosts =
+        sqlx::query_scalar::<_, i64>("select count(*) from coupons where coupon_id like 'ghost-%'")
+            .fetch_one(&mut PgConnection::connect(&db).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(ghosts, 0, "PostgreSQL holds no coupon nobody created");
+    let ghost_keys: Vec<String> = cache
+        .dump()
+        .await
+        .into_keys()
+        .filter(|k| k.contains(":coupon:ghost-"))
+        .collect();
+    assert!(ghost_keys.is_empty(), "Redis holds {ghost_keys:?}");
+    for (request, outcome) in [
+        ("ghost-r1", "UNKNOWN_COUPON"),
+        ("ghost-r2", "INVALID"),
+        ("ghost-r3", "UNKNOWN_COUPON"),
+    ] {
+        let stored: String =
+            sqlx::query_scalar("select outcome from coupon_decisions where request_id = $1")
+                .bind(request)
+                .fetch_one(&mut PgConnection::connect(&db).await.unwrap())
+                .await
+                .unwrap();
+        assert_eq!(stored, outcome, "{request}: its decision is stored");
+    }
     let holders = decisions
         .iter()
         .filter(|d| d.outcome == surge_schemas::coupon::Outcome::Issued)

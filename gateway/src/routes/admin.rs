@@ -35,7 +35,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// The token, then the throttle: an address out of attempts gets 429
 /// whatever its token (so a guesser cannot tell a right guess); otherwise
-/// a wrong token uses up one attempt and gets 403.
+/// a wrong token uses up one attempt and gets 403, and a request without a
+/// bearer token (none, or another scheme) gets 401 and uses up none.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let client = req
         .extensions()
@@ -87,12 +88,21 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     }
 }
 
-/// 401 without credentials, 403 with wrong ones or when no token is configured.
+/// 401 without a bearer token — no Authorization header, another scheme
+/// (`Basic ...`), or `Bearer` with no token: nothing was guessed, so it
+/// uses up no attempt; 403 with a wrong token or when no token is
+/// configured.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(given) = headers.get(header::AUTHORIZATION) else {
+    let given = headers.get(header::AUTHORIZATION);
+    let Some(token) = given.and_then(bearer) else {
+        let why = if given.is_some() {
+            "; this Authorization header is not a Bearer token"
+        } else {
+            ""
+        };
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "admin endpoints need Authorization: Bearer <token>",
+            format!("admin endpoints need Authorization: Bearer <token>{why}"),
         ));
     };
     let Some(expected) = state.admin_token.as_deref() else {
@@ -101,19 +111,20 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin endpoints are disabled: no [gateway] admin_token is configured",
         ));
     };
-    match bearer(given) {
-        Some(token) if same_token(token.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token")),
+    if same_token(token.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "wrong admin token"))
     }
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110
-/// section 11.1) and may be followed by more than one space.
+/// section 11.1) and may be followed by more than one space. `None` for
+/// another scheme, a value that is not visible ASCII, or no token.
 fn bearer(value: &HeaderValue) -> Option<&str> {
     let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares digests in constant time: neither a shared prefix nor the
@@ -481,5 +492,7 @@ mod tests {
         assert_eq!(token("BEARER  abc").as_deref(), Some("abc"));
         assert_eq!(token("Basic abc"), None);
         assert_eq!(token("Bearerabc"), None);
+        assert_eq!(token("Bearer "), None, "no token");
+        assert_eq!(token("Bearer"), None);
     }
 }

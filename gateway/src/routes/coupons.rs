@@ -13,7 +13,7 @@ use tower::limit::ConcurrencyLimitLayer;
 
 use crate::api::{check_id, path_segment, ApiError, Body, PathId, PathIds};
 use crate::state::AppState;
-use crate::{reads, submit};
+use crate::{idempotency, reads, submit};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     // A batch carries up to max_batch_requests requests: its own body
@@ -55,22 +55,13 @@ async fn issue(
 }
 
 /// The Idempotency-Key when given (a retry is then the same request),
-/// otherwise a fresh id.
+/// otherwise a fresh id; 400 for a bad key or more than one (see
+/// [`idempotency::key`]).
 pub fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(uuid::Uuid::now_v7().to_string()),
-        Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "Idempotency-Key",
-                    "Idempotency-Key must be visible ASCII",
-                )
-            })?;
-            check_id("Idempotency-Key", key)?;
-            Ok(key.to_string())
-        }
-    }
+    Ok(match idempotency::key(headers)? {
+        Some(key) => key.to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    })
 }
 
 /// The issue request of `user_id` for one unit of `coupon_id`, sent now.
@@ -144,7 +135,18 @@ async fn coupon_request(
                 Ok(pending(&request_id))
             }
             None => Ok(pending(&request_id)),
-            Some(_) => Err(not_accepted(&state, "requestId", &request_id)),
+            Some(reads::Accepted::Yes { key }) => Err(not_accepted_for_coupon(
+                &state,
+                &coupon_id,
+                &request_id,
+                key.as_deref(),
+            )),
+            Some(reads::Accepted::No) => Err(not_accepted_for_coupon(
+                &state,
+                &coupon_id,
+                &request_id,
+                None,
+            )),
         },
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
@@ -207,6 +209,34 @@ pub fn not_accepted(state: &AppState, field: &str, id: &str) -> ApiError {
     )
 }
 
+/// 404 for request `request_id` of coupon `coupon_id`: undecided, and not
+/// accepted by this gateway for this coupon — `accepted_for` names the
+/// coupon it was accepted for instead, if any (the id alone is not the
+/// request: it names one request per coupon).
+pub fn not_accepted_for_coupon(
+    state: &AppState,
+    coupon_id: &str,
+    request_id: &str,
+    accepted_for: Option<&str>,
+) -> ApiError {
+    let elsewhere = accepted_for.map_or_else(String::new, |other| {
+        format!(
+            " (this gateway accepted {request_id} as a request of coupon {other}: poll {})",
+            coupon_poll_path(other, request_id)
+        )
+    });
+    ApiError::field(
+        StatusCode::NOT_FOUND,
+        "requestId",
+        format!(
+            "no request {request_id} of coupon {coupon_id} is decided, nor was one accepted by this \
+             gateway in the last {}{elsewhere}; requests produced straight to Kafka read as 404 \
+             until decided",
+            humantime::format_duration(state.settings.accepted_marker_ttl)
+        ),
+    )
+}
+
 async fn coupon(
     State(state): State<AppState>,
     PathId(coupon_id): PathId,
@@ -219,5 +249,37 @@ async fn coupon(
             format!("unknown coupon {coupon_id}"),
         )),
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_of_another_coupon_is_not_said_to_be_unknown() {
+        let state = super::super::testing::state(surge_core::settings::GatewaySettings {
+            accepted_marker_ttl: std::time::Duration::from_secs(3600),
+            ..super::super::testing::settings()
+        });
+        let e = not_accepted_for_coupon(&state, "c6", "key-001", Some("c1"));
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.field.as_deref(), Some("requestId"));
+        assert!(
+            e.error.starts_with(
+                "no request key-001 of coupon c6 is decided, nor was one accepted by this gateway in the last 1h"
+            ),
+            "{}",
+            e.error
+        );
+        assert!(
+            e.error
+                .contains("coupon c1: poll /coupons/c1/requests/key-001"),
+            "{}",
+            e.error
+        );
+        assert!(!e.error.contains("was not accepted"), "{}", e.error);
+        let e = not_accepted_for_coupon(&state, "c6", "key-001", None);
+        assert!(!e.error.contains("c1"), "{}", e.error);
     }
 }

@@ -121,6 +121,13 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
         }
         match &c.command {
             CouponAction::Create { stock, .. } => {
+                // A create the pipeline refused (negative stock, a bad
+                // window or discount, an id already taken) makes no coupon:
+                // the audit takes the pipeline's word for which, as for
+                // NOT_ACTIVE below, and replays the stock of those it took.
+                if outcome_of.get(&key_of(c)) != Some(&Outcome::Created) {
+                    continue;
+                }
                 expected
                     .entry(c.coupon_id.as_str())
                     .or_insert_with(|| Expected {
@@ -130,9 +137,10 @@ pub fn audit(log: &[Logged<'_>], partitions: i32, decisions: &[CouponDecision]) 
             }
             CouponAction::AdjustStock { delta, .. } => {
                 if let Some(e) = expected.get_mut(c.coupon_id.as_str()) {
-                    let stock = e.stock.saturating_add(*delta);
-                    if stock >= e.winners.len() as i64 {
-                        e.stock = stock;
+                    // Refused past a 64-bit count or below what was issued.
+                    match e.stock.checked_add(*delta) {
+                        Some(stock) if stock >= e.winners.len() as i64 => e.stock = stock,
+                        _ => {}
                     }
                 }
             }
@@ -364,6 +372,54 @@ mod tests {
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
         assert!(
             report.violations[0].starts_with("4. "),
+            "{:?}",
+            report.violations
+        );
+    }
+
+    /// A create the pipeline refused makes no coupon: requests for it are
+    /// UNKNOWN_COUPON and that holds; a unit issued for it anyway does not.
+    #[test]
+    fn a_refused_create_makes_no_coupon_to_oversell() {
+        let create = command(
+            "create",
+            "neg",
+            CouponAction::Create {
+                stock: -1,
+                active_from: None,
+                active_until: None,
+                discount: None,
+            },
+        );
+        let ask = command(
+            "ask",
+            "neg",
+            CouponAction::Issue {
+                user_id: "u1".into(),
+            },
+        );
+        let partition = surge_kafka::partition_for(b"neg", PARTITIONS);
+        let logged = [(0, &create), (1, &ask)].map(|(offset, command)| Logged {
+            partition,
+            offset,
+            command,
+        });
+        let refused = [
+            decision(&create, Outcome::Invalid, None),
+            decision(&ask, Outcome::UnknownCoupon, None),
+        ];
+        let report = audit(&logged, PARTITIONS, &refused);
+        assert!(report.holds(), "{:?}", report.violations);
+        assert_eq!(report.coupons, 0);
+
+        let issued_anyway = [
+            decision(&create, Outcome::Invalid, None),
+            decision(&ask, Outcome::Issued, Some(1)),
+        ];
+        let report = audit(&logged, PARTITIONS, &issued_anyway);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0].contains("never created"),
             "{:?}",
             report.violations
         );

@@ -246,7 +246,14 @@ fn judge(book: &CouponBook, cmd: &CouponCommand, request: Request) -> Verdict {
                 return Verdict::plain(Outcome::UnknownCoupon, request, book, coupon, None);
             };
             let previous = *ledger.terms().expect("a known coupon has terms");
-            let stock = previous.stock.saturating_add(*delta);
+            let Some(stock) = previous.stock.checked_add(*delta) else {
+                // Saturating would decide ADJUSTED to a stock nobody asked for.
+                let why = format!(
+                    "stock {} {delta:+} is beyond a 64-bit count",
+                    previous.stock
+                );
+                return Verdict::plain(Outcome::Invalid, request, book, coupon, Some(why));
+            };
             if stock < ledger.issued() {
                 let why = format!(
                     "stock {} {delta:+} = {stock} would be below the {} already issued",
@@ -668,13 +675,40 @@ mod tests {
                 reason: None,
             },
         );
-        let outcomes: Vec<Outcome> = run(&mut book, &[again, shrink, grow])
-            .into_iter()
-            .map(|o| o.0)
-            .collect();
+        let overflow = |id: &str, delta: i64| {
+            cmd(
+                id,
+                "c",
+                0,
+                CouponAction::AdjustStock {
+                    delta,
+                    reason: None,
+                },
+            )
+        };
+        let outcomes: Vec<Outcome> = run(
+            &mut book,
+            &[
+                again,
+                shrink,
+                grow,
+                overflow("admin-5", i64::MAX),
+                overflow("admin-6", i64::MIN),
+            ],
+        )
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
         assert_eq!(
             outcomes,
-            vec![Outcome::Invalid, Outcome::Invalid, Outcome::Adjusted]
+            vec![
+                Outcome::Invalid,
+                Outcome::Invalid,
+                Outcome::Adjusted,
+                Outcome::Invalid,
+                Outcome::Invalid
+            ],
+            "a delta past a 64-bit stock is refused, not saturated"
         );
         assert_eq!(book.coupon("c").unwrap().terms().unwrap().stock, 8);
     }

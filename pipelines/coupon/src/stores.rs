@@ -33,8 +33,12 @@ impl StoreView {
     pub fn from_topic<'a>(decisions: impl IntoIterator<Item = &'a CouponDecision>) -> Self {
         let mut view = Self::default();
         for d in decisions {
-            view.coupons
-                .insert(d.coupon_id.clone(), (d.stock, d.issued, d.remaining));
+            // A coupon is there once a decision proved it; the others only
+            // update it (see `Outcome::proves_coupon`), as the sinks do.
+            if d.outcome.proves_coupon() || view.coupons.contains_key(&d.coupon_id) {
+                view.coupons
+                    .insert(d.coupon_id.clone(), (d.stock, d.issued, d.remaining));
+            }
             view.decisions.insert(
                 (d.coupon_id.clone(), d.request_id.clone()),
                 StoredDecision {
@@ -176,6 +180,40 @@ mod tests {
         assert_eq!(v.holders[&("c".to_string(), "u1".to_string())], 1);
         assert_eq!(v.decisions[&("c".into(), "r2".into())].outcome, "SOLD_OUT");
         assert!(compare("s", &v, &v).is_empty());
+    }
+
+    #[test]
+    fn a_coupon_nobody_created_never_becomes_a_row() {
+        let ghost = |request: &str, outcome: Outcome| CouponDecision {
+            coupon_id: "ghost".into(),
+            stock: 0,
+            remaining: 0,
+            ..decision(request, "u1", outcome, None, 0)
+        };
+        let log = [
+            ghost("g1", Outcome::UnknownCoupon),
+            ghost("g2", Outcome::Invalid),
+            ghost("g3", Outcome::RedeemRejected),
+            // Then a real coupon's refusals do update its row.
+            decision("r1", "u1", Outcome::Issued, Some(1), 1),
+            CouponDecision {
+                stock: 5,
+                remaining: 4,
+                ..decision("r9", "u9", Outcome::Invalid, None, 1)
+            },
+        ];
+        let v = StoreView::from_topic(&log);
+        assert_eq!(
+            v.coupons.keys().collect::<Vec<_>>(),
+            ["c"],
+            "only the coupon a decision proved"
+        );
+        assert_eq!(v.coupons["c"], (5, 1, 4), "INVALID updates a known coupon");
+        assert_eq!(
+            v.decisions[&("ghost".into(), "g1".into())].outcome,
+            "UNKNOWN_COUPON",
+            "the decisions stay: they are the answers requests got"
+        );
     }
 
     #[test]

@@ -21,9 +21,11 @@ use surge_schemas::{Contract, Registry, TopicCodec};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Scratch topic for the transactional round trip (created with one partition if missing).
-    #[arg(long, default_value = "surge-doctor")]
-    topic: String,
+    /// Scratch topic for the transactional round trip (created with one
+    /// partition if missing) [default: surge-doctor, after
+    /// topics.name_prefix like every topic surge names].
+    #[arg(long)]
+    topic: Option<String>,
     /// Skip the PostgreSQL and Redis checks (Kafka and the registry only).
     #[arg(long)]
     kafka_only: bool,
@@ -60,11 +62,15 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> anyhow::Result<ExitCo
     );
 
     if let (Ok(_), Ok(codec)) = (&brokers, &codec) {
-        let result = transactional_round_trip(&factory, codec, &args.topic, settings).await;
+        let topic = args
+            .topic
+            .clone()
+            .unwrap_or_else(|| Names::from_settings(settings).topic("surge-doctor"));
+        let result = transactional_round_trip(&factory, codec, &topic, settings).await;
         if let (true, Ok(msg)) = (args.json, &result) {
             println!(
                 "{}",
-                serde_json::json!({ "requestId": msg.request_id, "couponId": msg.coupon_id, "topic": args.topic })
+                serde_json::json!({ "requestId": msg.request_id, "couponId": msg.coupon_id, "topic": topic })
             );
         }
         ok &= report(

@@ -10,8 +10,8 @@ use surge_kafka::{topics, ClientFactory};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create missing topics; set segment.ms on existing ones; report other
-    /// drift (exit 2 when there is drift).
+    /// Create missing topics; set segment.ms and delete.retention.ms on
+    /// existing ones; report other drift (exit 2 when there is drift).
     Apply,
     /// Show the declared topics after overrides, without contacting Kafka.
     Plan,

@@ -11,8 +11,10 @@ use super::Rows;
 /// coupon-result: the coupon row, the issued unit, the request's decision.
 #[derive(Debug, Default)]
 pub struct CouponResultRows {
-    /// Latest decision per coupon (the coupon row is last-write-wins in log order).
-    pub coupons: HashMap<String, CouponDecision>,
+    /// Latest decision per coupon (the coupon row is last-write-wins in log
+    /// order), and whether a decision of the batch proved the coupon exists
+    /// (`Outcome::proves_coupon`): only then may the row be created.
+    pub coupons: HashMap<String, (CouponDecision, bool)>,
     pub issued: Vec<CouponDecision>,
     /// Latest per (coupon id, request id): a request id names a request of
     /// one coupon (there is one decision per pair on a healthy topic).
@@ -38,7 +40,10 @@ impl Mapping for CouponResultRows {
                 if d.outcome == Outcome::Issued {
                     self.issued.push(d.clone());
                 }
-                self.coupons.insert(d.coupon_id.clone(), d.clone());
+                let proved = d.outcome.proves_coupon()
+                    || self.coupons.get(&d.coupon_id).is_some_and(|(_, p)| *p);
+                self.coupons
+                    .insert(d.coupon_id.clone(), (d.clone(), proved));
                 self.decisions
                     .insert((d.coupon_id.clone(), d.request_id.clone()), d);
             }
@@ -60,25 +65,30 @@ impl Rows for CouponResultRows {
                     .await?;
             }
         }
-        if !self.coupons.is_empty() {
-            let c: Vec<_> = self.coupons.values().collect();
-            sqlx::query(
+        // A proved coupon is upserted; a decision that does not prove its
+        // coupon exists (UNKNOWN_COUPON, ...) only updates a row that does.
+        let (proved, unproved): (Vec<_>, Vec<_>) = self.coupons.values().partition(|(_, p)| *p);
+        write_coupons(
+            tx,
             "insert into coupons (coupon_id, stock, issued, remaining, source_partition, source_offset, updated_at)
              select * from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::bigint[], $7::timestamptz[])
              on conflict (coupon_id) do update set stock = excluded.stock, issued = excluded.issued, remaining = excluded.remaining,
                source_partition = excluded.source_partition, source_offset = excluded.source_offset, updated_at = excluded.updated_at
              where coupons.source_offset <= excluded.source_offset or coupons.source_partition <> excluded.source_partition",
+            &proved,
         )
-        .bind(c.iter().map(|d| d.coupon_id.clone()).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.stock).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.issued).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.remaining).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.source_partition).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.source_offset).collect::<Vec<_>>())
-        .bind(c.iter().map(|d| d.decided_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
         .await?;
-        }
+        write_coupons(
+            tx,
+            "update coupons set stock = u.stock, issued = u.issued, remaining = u.remaining,
+               source_partition = u.source_partition, source_offset = u.source_offset, updated_at = u.updated_at
+             from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::bigint[], $7::timestamptz[])
+               as u(coupon_id, stock, issued, remaining, source_partition, source_offset, updated_at)
+             where coupons.coupon_id = u.coupon_id
+               and (coupons.source_offset <= u.source_offset or coupons.source_partition <> u.source_partition)",
+            &unproved,
+        )
+        .await?;
         if !self.issued.is_empty() {
             let i = &self.issued;
             sqlx::query(
@@ -124,4 +134,28 @@ impl Rows for CouponResultRows {
         }
         Ok(())
     }
+}
+
+/// Runs `sql` (columns $1..$7: coupon id, stock, issued, remaining, source
+/// partition and offset, decided at) over `coupons`; nothing when empty.
+async fn write_coupons(
+    tx: &mut PgConnection,
+    sql: &str,
+    coupons: &[&(CouponDecision, bool)],
+) -> Result<(), sqlx::Error> {
+    if coupons.is_empty() {
+        return Ok(());
+    }
+    let c: Vec<&CouponDecision> = coupons.iter().map(|(d, _)| d).collect();
+    sqlx::query(sql)
+        .bind(c.iter().map(|d| d.coupon_id.clone()).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.stock).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.issued).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.remaining).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.source_partition).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.source_offset).collect::<Vec<_>>())
+        .bind(c.iter().map(|d| d.decided_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }

@@ -12,8 +12,10 @@ use crate::keys::Keyspace;
 /// One batch of coupon-result, reduced to what the cache keeps.
 #[derive(Debug, Default)]
 pub struct CouponResultKeys {
-    /// Latest decision per coupon: the coupon hash is last-write-wins.
-    pub coupons: HashMap<String, (Position, CouponDecision)>,
+    /// Latest decision per coupon: the coupon hash is last-write-wins; and
+    /// whether a decision of the batch proved the coupon exists
+    /// (`Outcome::proves_coupon`): only then may the hash be created.
+    pub coupons: HashMap<String, (Position, CouponDecision, bool)>,
     /// Every decision, in log order: one request hash each, and the user's
     /// status when the request came from a user.
     pub decisions: Vec<(Position, CouponDecision)>,
@@ -36,7 +38,10 @@ impl Mapping for CouponResultKeys {
                 }
             }
             Some(d) => {
-                self.coupons.insert(d.coupon_id.clone(), (at, d.clone()));
+                let proved = d.outcome.proves_coupon()
+                    || self.coupons.get(&d.coupon_id).is_some_and(|(_, _, p)| *p);
+                self.coupons
+                    .insert(d.coupon_id.clone(), (at, d.clone(), proved));
                 self.decisions.push((at, d));
             }
         }
@@ -136,11 +141,13 @@ impl KeyMapping for CouponResultKeys {
             w.deletes.push(keys.coupon(coupon));
             w.deletes.push(keys.users(coupon));
         }
-        for (at, d) in self.coupons.values() {
+        for (at, d, proved) in self.coupons.values() {
             w.hashes.push(HashWrite {
                 key: keys.coupon(&d.coupon_id),
                 offset: at.offset,
-                only_existing: false,
+                // A decision that does not prove its coupon exists
+                // (UNKNOWN_COUPON, ...) only updates a coupon that does.
+                only_existing: !proved,
                 fields: coupon_fields(*at, d),
             });
         }

@@ -46,7 +46,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 0)]
     broker_restarts: usize,
     /// Probability that a pipeline aborts a batch instead of committing it.
-    #[arg(long, default_value_t = 0.33)]
+    #[arg(long, default_value_t = 0.33, value_parser = crate::commands::loadgen::traffic::parse_ratio)]
     abort_ratio: f64,
     /// Coupon pipeline instances.
     #[arg(long, default_value_t = 2)]

@@ -24,8 +24,8 @@ pub struct Traffic {
     /// Issue requests to send (upstream retries included).
     #[arg(long, default_value_t = 100_000)]
     pub requests: usize,
-    /// Share of requests that re-send an earlier request id (upstream retries).
-    #[arg(long, default_value_t = 0.05)]
+    /// Share of requests that re-send an earlier request id (upstream retries), 0 to 1.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_ratio)]
     pub duplicate_ratio: f64,
     /// Requests per second to offer; 0 sends as fast as possible.
     #[arg(long, default_value_t = 0)]
@@ -36,6 +36,19 @@ pub struct Traffic {
     /// Prefix of coupon, request and user ids (default: a fresh `flash-<random>`).
     #[arg(long)]
     pub id_prefix: Option<String>,
+}
+
+/// A share or probability on the command line: a number from 0 to 1
+/// (clap's value parser, so a bad one is a usage error naming the flag).
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let ratio: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("must be between 0 and 1, got {ratio}"));
+    }
+    Ok(ratio)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -118,5 +131,46 @@ impl Progress {
             );
             self.last = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        traffic: Traffic,
+    }
+
+    #[test]
+    fn the_duplicate_ratio_is_a_share_from_0_to_1() {
+        let parse = |v: &str| Cli::try_parse_from(["loadgen", &format!("--duplicate-ratio={v}")]);
+        for ok in ["0", "0.5", "1"] {
+            assert_eq!(
+                parse(ok).unwrap().traffic.duplicate_ratio,
+                ok.parse::<f64>().unwrap()
+            );
+        }
+        assert_eq!(
+            Cli::try_parse_from(["loadgen"])
+                .unwrap()
+                .traffic
+                .duplicate_ratio,
+            0.05,
+            "the default passes its own parser"
+        );
+        for bad in ["2", "-0.1", "NaN", "inf", "lots"] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let text = err.to_string();
+            assert!(text.contains("--duplicate-ratio"), "{bad}: {text}");
+        }
+        assert!(parse("2")
+            .unwrap_err()
+            .to_string()
+            .contains("must be between 0 and 1, got 2"));
     }
 }
