@@ -22,14 +22,7 @@ async fn reads_before_the_postgres_sink_ever_ran_are_404_not_503() {
         format!("/orders/{c}-o1"),
         format!("/products/{c}-p1"),
     ] {
-        let response = gw
-            .http
-            .get(format!("{}{path}", gw.url))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap();
+        let (status, body) = gw.get(&path).await;
         assert_eq!(status, 404, "{path}: {body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(

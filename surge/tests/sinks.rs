@@ -39,6 +39,16 @@ fn ghost_requests() -> Vec<surge_schemas::coupon::CouponCommand> {
         requested_at: surge_schemas::now(),
         command,
     };
+    let refused_create = command(
+        "ghost-r2",
+        "ghost-2",
+        CouponAction::Create {
+            stock: -1,
+            active_from: None,
+            active_until: None,
+            discount: None,
+        },
+    );
     vec![
         command(
             "ghost-r1",
@@ -47,26 +57,8 @@ fn ghost_requests() -> Vec<surge_schemas::coupon::CouponCommand> {
                 user_id: "u-ghost".into(),
             },
         ),
-        command(
-            "ghost-r2",
-            "ghost-2",
-            CouponAction::Create {
-                stock: -1,
-                active_from: None,
-                active_until: None,
-                discount: None,
-            },
-        ),
-        command(
-            "ghost-r2",
-            "ghost-2",
-            CouponAction::Create {
-                stock: -1,
-                active_from: None,
-                active_until: None,
-                discount: None,
-            },
-        ),
+        refused_create.clone(),
+        refused_create,
         command(
             "ghost-r3",
             "ghost-3",
